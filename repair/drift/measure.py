@@ -1,0 +1,158 @@
+"""measure_drift: one streaming pass of each model over a set → DriftReport.
+
+Stages (onnxruntime's qdq_loss_debug chain, made streaming): pair tensors once
+(``build_tensor_map``) → expose the paired tensors as extra outputs → run both models
+batch by batch → fold each batch into per-tensor ``TensorStats`` and keep only the
+(small) model outputs → compute output metrics. Memory holds one batch of
+activations, never the whole set's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..data import CalibrationSet, check_fits
+from ..errors import DataError
+from ..models import ModelPair, build_tensor_map
+from ..progress import Progress
+from . import metrics as M
+from .report import SCHEMA, DriftReport
+from .stats import TensorStats
+
+TASKS = ("auto", "classifier", "reconstruction", "score", "tensor")
+
+
+def detect_task(pair: ModelPair) -> str:
+    """classifier (K ≥ 2 outputs per sample), reconstruction (output shape = input shape), score, or tensor."""
+    out, inp = pair.float.outputs[0].shape, pair.float.inputs[0].shape
+    if out == inp and len(out) >= 1:
+        return "reconstruction"
+    size = math.prod(d for d in out if isinstance(d, int)) if out else 1
+    if size == 1:
+        return "score"
+    if len(out) == 1:
+        return "classifier"
+    return "tensor"
+
+
+def _scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Anomaly score per sample: mean squared reconstruction error, or the model's scalar output."""
+    if task == "reconstruction":
+        return ((x.astype(np.float64) - out.astype(np.float64)) ** 2).reshape(len(x), -1).mean(axis=1)
+    return out.reshape(len(out), -1)[:, 0].astype(np.float64)
+
+
+def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "auto", task: str = "auto",
+                  batch_size: int = 256, bootstrap: int = 1000, seed: int = 0,
+                  progress: Progress | None = None) -> DriftReport:
+    """Measure how far ``pair.int8`` departs from ``pair.float`` on ``data``.
+
+    Per paired tensor: SQNR, cosine, MAE, max abs error, per-channel mean error,
+    saturation. Per output, by task: top-1 agreement, accuracy, NLL, ECE (15 bins,
+    bootstrap 95 % interval), KL divergence (classifier); score shift and AUROC
+    (reconstruction/score).
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}")
+    if batch_size < 1:
+        raise DataError(f"batch size {batch_size} must be at least 1")
+    task = detect_task(pair) if task == "auto" else task
+    n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else (2 if task != "tensor" else None)
+    if task in ("reconstruction", "score") and data.y is not None and len(data.y) and data.y.max() > 1:
+        raise DataError(f"{data.source}: anomaly labels must be 0 (normal) or 1 (anomaly); found {int(data.y.max())}")
+    data = check_fits(data, pair, n_classes if task == "classifier" else None)
+    in_name = pair.float.inputs[0].name
+    tmap = build_tensor_map(pair, {in_name: data.x[:1]}, strategy)
+
+    f_out = [s.name for s in pair.float.outputs]
+    q_out = [s.name for s in pair.int8.outputs]
+    f_names = tuple(dict.fromkeys([*f_out, *(p.float_name for p in tmap.pairs)]))
+    q_names = tuple(dict.fromkeys([*q_out, *(p.int8_name for p in tmap.pairs)]))
+    f_sess = pair.float.session(f_names)
+    q_sess = pair.int8.session(q_names)
+    stats = [TensorStats(p.quant, p.channel_axis) for p in tmap.pairs]
+    f_pos = {n: i for i, n in enumerate(f_names)}
+    q_pos = {n: i for i, n in enumerate(q_names)}
+
+    keep_full = task in ("classifier", "tensor")
+    outs_f, outs_q = [], []
+    out_stats = TensorStats(None, None)
+    bar = progress or Progress(0, enabled=False)
+    bar.start(len(data), "samples")
+    for start, xb in data.batches(batch_size):
+        feed = {in_name: xb}
+        fr = f_sess.run(list(f_names), feed)
+        qr = q_sess.run(list(q_names), pair.int8_feed(feed))
+        for st, p in zip(stats, tmap.pairs):
+            st.update(fr[f_pos[p.float_name]], qr[q_pos[p.int8_name]])
+        yf = np.asarray(fr[f_pos[f_out[0]]], np.float32)
+        yq = pair.int8_output_to_float(0, qr[q_pos[q_out[0]]])
+        out_stats.update_values(yf, yq)
+        if keep_full:
+            outs_f.append(yf)
+            outs_q.append(yq)
+        else:
+            outs_f.append(_scores(task, xb, yf))
+            outs_q.append(_scores(task, xb, yq))
+        bar.advance(len(xb))
+    bar.finish()
+    yf_all, yq_all = np.concatenate(outs_f), np.concatenate(outs_q)
+
+    tensors = []
+    for order, (p, st) in enumerate(zip(tmap.pairs, stats)):
+        tensors.append({"order": order, "float_name": p.float_name, "int8_name": p.int8_name, "op": p.op,
+                        "node": p.node, "shape": list(p.shape), "paired_by": p.how,
+                        "scale": p.quant.scale, "zero_point": p.quant.zero_point, "dtype": p.quant.dtype,
+                        **st.to_dict()})
+    output = {"float_name": f_out[0], "int8_name": q_out[0], "task": task,
+              "sqnr_db": out_stats.sqnr_db, "cosine": out_stats.cosine, "max_abs_err": out_stats.max_abs}
+    output.update(_output_metrics(task, yf_all, yq_all, data.y, bootstrap, seed))
+    return DriftReport(
+        schema=SCHEMA,
+        tensors=tensors,
+        unmatched=[{"int8_name": u.int8_name, "reason": u.reason} for u in tmap.unmatched],
+        outputs=[output],
+        pairing={"strategy": tmap.strategy, "quantized_total": tmap.quantized_total,
+                 "paired": len(tmap.pairs), "coverage": tmap.coverage},
+        provenance={"models": pair.to_dict(), "data": data.summary(),
+                    "settings": {"batch_size": batch_size, "bootstrap": bootstrap, "seed": seed,
+                                 "strategy": strategy, "task": task}},
+    )
+
+
+def _output_metrics(task: str, yf: np.ndarray, yq: np.ndarray, y: np.ndarray | None,
+                    bootstrap: int, seed: int) -> dict:
+    out: dict = {"n": int(len(yf))}
+    if task == "classifier":
+        pf, pq = M.as_probabilities(yf), M.as_probabilities(yq)
+        top_f, top_q = pf.argmax(1), pq.argmax(1)
+        out["top1_agreement"] = float((top_f == top_q).mean())
+        out["kl_divergence"] = M.kl_divergence(pf, pq)
+        if y is not None:
+            k = pf.shape[1]
+            out["accuracy_float"] = float((top_f == y).mean())
+            out["accuracy_int8"] = float((top_q == y).mean())
+            out["nll_float"] = M.nll(pf, y)
+            out["nll_int8"] = M.nll(pq, y)
+            for name, p in (("float", pf), ("int8", pq)):
+                e, lo, hi = M.ece_bootstrap(p, y, n_boot=bootstrap, seed=seed)
+                out[f"ece_{name}"] = e
+                out[f"ece_{name}_ci95"] = [lo, hi]
+                out[f"reliability_{name}"] = M.reliability(p, y)
+            out["confusion_float"] = M.confusion(y, top_f, k)
+            out["confusion_int8"] = M.confusion(y, top_q, k)
+    elif task in ("reconstruction", "score"):
+        ref = yf if y is None else yf[y == 0]
+        refq = yq if y is None else yq[y == 0]
+        out["score_mean_float"] = float(ref.mean()) if len(ref) else None
+        out["score_mean_int8"] = float(refq.mean()) if len(refq) else None
+        if len(ref) and ref.mean() != 0:
+            out["score_shift_rel"] = float(refq.mean() / ref.mean() - 1.0)
+        out["score_shift_basis"] = "normal samples (y = 0)" if y is not None else "all samples"
+        out["score_sqnr_db"] = M.sqnr_db(float(np.dot(yf, yf)), float(np.dot(yf - yq, yf - yq)))
+        if y is not None and 0 < y.sum() < len(y):
+            out["auroc_float"] = M.auroc(yf, y)
+            out["auroc_int8"] = M.auroc(yq, y)
+    return out

@@ -1,0 +1,27 @@
+"""Errors that mean "the input is wrong", as opposed to a bug in tmlrepair.
+
+Every one carries a one-line message that says what is wrong and what to do. The CLI
+prints it and exits with code 2 (1 is reserved for "check found a regression").
+"""
+
+
+class TmlrepairError(Exception):
+    """Base class: bad input from the user, reported in one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ModelError(TmlrepairError):
+    """A model file is missing, corrupt, or not what its role requires."""
+
+
+class PairError(TmlrepairError):
+    """The float and int8 models do not form a pair of the same network."""
+
+
+class DataError(TmlrepairError):
+    """A calibration or holdout set is missing, malformed, or does not fit the model."""
+
+
+class OutputExistsError(TmlrepairError):
+    """An output path exists and overwriting was not asked for."""

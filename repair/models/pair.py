@@ -1,0 +1,209 @@
+"""ModelPair: a float model and its int8 model, loaded, validated and ready to run.
+
+Handles both int8 styles met in practice:
+
+* QDQ models written by ``onnxruntime.quantization.quantize_static``: float inputs and
+  outputs, a QuantizeLinear right after each input and a DequantizeLinear before each
+  output, tensor names shared with the float model;
+* models converted from TFLite (tf2onnx, MLPerf Tiny): **int8 inputs and outputs**, whose
+  scale and zero point are those of the first DequantizeLinear after the input and the
+  last QuantizeLinear before the output, names unrelated to the float model's.
+
+``ModelPair.int8_feed`` quantizes float inputs for an int8-input model and
+``ModelPair.int8_output_to_float`` dequantizes its outputs, so callers always speak
+float, in the units of the float model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError, PairError
+from .graph import INT_DTYPES, GraphIndex, QuantParams
+
+_ORT_FLOAT = {1: np.float32, 10: np.float16, 11: np.float64}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, per-sample shape (batch dim dropped), element type."""
+
+    name: str
+    shape: tuple  # per sample; symbolic dims as strings
+    dtype: str
+    quant: QuantParams | None = None  # for int8 I/O, or the first/last Q of float I/O
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.quant is not None:
+            d["quant"] = self.quant.to_dict()
+        return d
+
+
+@dataclass
+class LoadedModel:
+    """One ONNX model file, parsed and indexed."""
+
+    path: Path
+    sha256: str
+    index: GraphIndex
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    _sessions: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def proto(self):
+        return self.index.model
+
+    def session(self, extra_outputs: tuple[str, ...] = (), optimize: bool = False):
+        """An onnxruntime session, optionally with intermediate tensors exposed as outputs.
+
+        Graph optimisations are off by default so that QDQ models run with exactly the
+        semantics their Q/DQ nodes state (the way ``qdq_loss_debug`` runs them), whether
+        or not intermediates are exposed.
+        """
+        key = (extra_outputs, optimize)
+        if key not in self._sessions:
+            import onnxruntime as ort
+
+            model = self.proto
+            if extra_outputs:
+                from onnx import helper
+
+                model = type(model)()
+                model.CopyFrom(self.proto)
+                known = {o.name for o in model.graph.output}
+                for name in extra_outputs:
+                    if name not in known:
+                        model.graph.output.append(helper.make_empty_tensor_value_info(name))
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            if not optimize:
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            self._sessions[key] = ort.InferenceSession(model.SerializeToString(), opts,
+                                                       providers=["CPUExecutionProvider"])
+        return self._sessions[key]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _per_sample(shape: list) -> tuple:
+    return tuple(shape[1:]) if shape else ()
+
+
+def _dtype_name(elem_type: int) -> str:
+    if elem_type in INT_DTYPES:
+        return INT_DTYPES[elem_type]
+    return {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 9: "bool"}.get(elem_type, f"onnx:{elem_type}")
+
+
+def load_model(path: str | Path, role: str) -> LoadedModel:
+    """Parse and check one ONNX file; ``role`` ("FLOAT" or "INT8") names it in messages."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{role} model {p}: no such file; check the path")
+    try:
+        model = onnx.load(str(p))
+    except Exception as exc:  # protobuf raises several types for corrupt bytes
+        raise ModelError(f"{role} model {p} is not a readable ONNX file ({type(exc).__name__}): "
+                         "it may be truncated or not ONNX; re-export it") from None
+    if not model.graph.node:
+        raise ModelError(f"{role} model {p} has no nodes: it is empty or not an ONNX model; re-export it")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{role} model {p} fails the ONNX checker: {first}") from None
+    index = GraphIndex(model)
+    inputs = [TensorSpec(n, _per_sample(index.io_shape(n)), _dtype_name(index.elem_type(n)), index.input_quant(n))
+              for n in index.input_names]
+    outputs = [TensorSpec(n, _per_sample(index.io_shape(n)), _dtype_name(index.elem_type(n)), index.output_quant(n))
+               for n in index.output_names]
+    return LoadedModel(p, _sha256(p), index, inputs, outputs)
+
+
+def _shapes_fit(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x == y or isinstance(x, str) or isinstance(y, str) for x, y in zip(a, b))
+
+
+@dataclass
+class ModelPair:
+    """A float model and its int8 counterpart, checked to correspond at the I/O."""
+
+    float: LoadedModel
+    int8: LoadedModel
+
+    @cached_property
+    def int8_io_is_integer(self) -> bool:
+        return any(s.dtype in INT_DTYPES.values() for s in (*self.int8.inputs, *self.int8.outputs))
+
+    def int8_feed(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Map a float-model feed to an int8-model feed (quantize where the int8 input is integer)."""
+        out = {}
+        for f_spec, q_spec in zip(self.float.inputs, self.int8.inputs):
+            x = feed[f_spec.name]
+            if q_spec.dtype in INT_DTYPES.values():
+                x = q_spec.quant.quantize(x)
+            out[q_spec.name] = x
+        return out
+
+    def int8_output_to_float(self, k: int, y: np.ndarray) -> np.ndarray:
+        spec = self.int8.outputs[k]
+        if spec.dtype in INT_DTYPES.values():
+            return spec.quant.dequantize(y)
+        return np.asarray(y, np.float32)
+
+    def to_dict(self) -> dict:
+        return {role: {"path": str(m.path), "sha256": m.sha256,
+                       "inputs": [s.to_dict() for s in m.inputs],
+                       "outputs": [s.to_dict() for s in m.outputs],
+                       "ops": m.index.op_counts}
+                for role, m in (("float", self.float), ("int8", self.int8))}
+
+
+def load_pair(float_path: str | Path, int8_path: str | Path) -> ModelPair:
+    """Load both models and check they can be a float/int8 pair of one network.
+
+    Raises ``ModelError`` for an unreadable file or a model in the wrong role, and
+    ``PairError`` when inputs or outputs do not correspond.
+    """
+    f = load_model(float_path, "FLOAT")
+    q = load_model(int8_path, "INT8")
+    if f.index.has_qdq or f.index.is_qoperator:
+        raise ModelError(f"FLOAT model {f.path} is already quantized ({_quant_summary(f.index)}): "
+                         "give the float model first and the int8 model second")
+    if not (q.index.has_qdq or q.index.is_qoperator):
+        raise ModelError(f"INT8 model {q.path} has no quantization (no QuantizeLinear/DequantizeLinear or "
+                         "QLinear ops): it looks like a float model; give the int8 model second")
+    if f.sha256 == q.sha256:
+        raise PairError("FLOAT and INT8 are the same file; give the float model and its int8 model")
+    for what, fs, qs in (("inputs", f.inputs, q.inputs), ("outputs", f.outputs, q.outputs)):
+        if len(fs) != len(qs):
+            raise PairError(f"FLOAT has {len(fs)} {what} but INT8 has {len(qs)}: "
+                            "they are not the float and int8 versions of one network")
+        for a, b in zip(fs, qs):
+            if not _shapes_fit(a.shape, b.shape):
+                raise PairError(f"FLOAT {what[:-1]} {a.name!r} has per-sample shape {list(a.shape)} but INT8 "
+                                f"{what[:-1]} {b.name!r} has {list(b.shape)}: they are not the same network")
+            if a.dtype not in ("float32", "float16", "float64"):
+                raise ModelError(f"FLOAT {what[:-1]} {a.name!r} is {a.dtype}: tmlrepair needs a float model "
+                                 "with float inputs and outputs")
+            if b.dtype in INT_DTYPES.values() and b.quant is None:
+                raise ModelError(f"INT8 {what[:-1]} {b.name!r} is {b.dtype} but no per-tensor "
+                                 "QuantizeLinear/DequantizeLinear gives its scale and zero point")
+    return ModelPair(f, q)
+
+
+def _quant_summary(index: GraphIndex) -> str:
+    counts = index.op_counts
+    parts = [f"{counts[k]} {k}" for k in counts if k in ("QuantizeLinear", "DequantizeLinear") or k.startswith("QLinear")]
+    return ", ".join(parts)
