@@ -71,10 +71,12 @@ def info(float_model, int8_model, data_path):
               default="auto", show_default=True, help="What the output is (auto: from shapes).")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--top", type=click.IntRange(1), default=15, show_default=True, help="Rows in the terminal table.")
+@click.option("--ignore-weights", is_flag=True,
+              help="Measure even if the layers' weights show INT8 was not quantized from FLOAT (flagged in the report).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 def drift(float_model, int8_model, data_path, json_path, md_path, html_path, strategy, task, batch_size, top,
-          progress, force):
+          ignore_weights, progress, force):
     """Measure where and how much INT8_MODEL departs from FLOAT_MODEL on --data."""
     from .atomic import write_atomic
     from .data import load_calibration
@@ -87,7 +89,8 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
     pair = load_pair(float_model, int8_model)
     data = load_calibration(data_path)
     bar = Progress(enabled=sys.stderr.isatty() if progress is None else progress, label="drift ")
-    report = measure_drift(pair, data, strategy=strategy, task=task, batch_size=batch_size, progress=bar)
+    report = measure_drift(pair, data, strategy=strategy, task=task, batch_size=batch_size,
+                           check_weights=not ignore_weights, progress=bar)
     click.echo(render_terminal(report, top), nl=False)
     if json_path:
         write_atomic(json_path, report.to_json(), force)

@@ -45,26 +45,28 @@ def _scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "auto", task: str = "auto",
-                  batch_size: int = 256, bootstrap: int = 1000, seed: int = 0,
+                  batch_size: int = 256, bootstrap: int = 1000, seed: int = 0, check_weights: bool = True,
                   progress: Progress | None = None) -> DriftReport:
     """Measure how far ``pair.int8`` departs from ``pair.float`` on ``data``.
 
     Per paired tensor: SQNR, cosine, MAE, max abs error, per-channel mean error,
     saturation. Per output, by task: top-1 agreement, accuracy, NLL, ECE (15 bins,
     bootstrap 95 % interval), KL divergence (classifier); score shift and AUROC
-    (reconstruction/score).
+    (reconstruction/score). ``check_weights=False`` measures a pair whose layers hold
+    different weights (refused by default: see ``build_tensor_map``) and flags it.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}")
     if batch_size < 1:
         raise DataError(f"batch size {batch_size} must be at least 1")
+    batch_size = min(batch_size, pair.max_batch or batch_size)
     task = detect_task(pair) if task == "auto" else task
     n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else (2 if task != "tensor" else None)
     if task in ("reconstruction", "score") and data.y is not None and len(data.y) and data.y.max() > 1:
         raise DataError(f"{data.source}: anomaly labels must be 0 (normal) or 1 (anomaly); found {int(data.y.max())}")
     data = check_fits(data, pair, n_classes if task == "classifier" else None)
     in_name = pair.float.inputs[0].name
-    tmap = build_tensor_map(pair, {in_name: data.x[:1]}, strategy)
+    tmap = build_tensor_map(pair, {in_name: data.x[:1]}, strategy, check_weights)
 
     f_out = [s.name for s in pair.float.outputs]
     q_out = [s.name for s in pair.int8.outputs]
@@ -103,7 +105,7 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     tensors = []
     for order, (p, st) in enumerate(zip(tmap.pairs, stats)):
         tensors.append({"order": order, "float_name": p.float_name, "int8_name": p.int8_name, "op": p.op,
-                        "node": p.node, "shape": list(p.shape), "paired_by": p.how,
+                        "node": p.node, "shape": list(p.shape), "paired_by": p.how, "weight_cosine": p.weight_cosine,
                         "scale": p.quant.scale, "zero_point": p.quant.zero_point, "dtype": p.quant.dtype,
                         **st.to_dict()})
     output = {"float_name": f_out[0], "int8_name": q_out[0], "task": task,
@@ -115,10 +117,11 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
         unmatched=[{"int8_name": u.int8_name, "reason": u.reason} for u in tmap.unmatched],
         outputs=[output],
         pairing={"strategy": tmap.strategy, "quantized_total": tmap.quantized_total,
-                 "paired": len(tmap.pairs), "coverage": tmap.coverage},
+                 "paired": len(tmap.pairs), "coverage": tmap.coverage,
+                 "weight_mismatches": len(tmap.weight_mismatches)},
         provenance={"models": pair.to_dict(), "data": data.summary(),
                     "settings": {"batch_size": batch_size, "bootstrap": bootstrap, "seed": seed,
-                                 "strategy": strategy, "task": task}},
+                                 "strategy": strategy, "task": task, "check_weights": check_weights}},
     )
 
 

@@ -37,6 +37,9 @@ def render_terminal(report: DriftReport, top: int = 15) -> str:
     data = report.provenance["data"]
     lines = [f"tmlrepair drift — {data['n']} samples of {data['source']}; paired {p['paired']}/{p['quantized_total']} "
              f"quantized tensors ({p['coverage']:.0%}, by {p['strategy']})", ""]
+    if p.get("weight_mismatches"):
+        lines[-1:] = [f"WARNING: {p['weight_mismatches']} paired layers hold weights unlike the float model's: "
+                      "INT8 was not quantized from FLOAT, so these numbers compare two different networks", ""]
     lines.append(f"{'#':>3} {'tensor (float name)':<38} {'op':<18} {'SQNR dB':>8} {'cosine':>8} {'max|err|':>9} {'sat%':>6}")
     worst = report.worst(top)
     for t in worst:
@@ -60,6 +63,8 @@ def render_markdown(report: DriftReport) -> str:
           f"- int8 model: `{prov['models']['int8']['path']}` (sha256 `{prov['models']['int8']['sha256'][:12]}`)",
           f"- data: `{prov['data']['source']}`, {prov['data']['n']} samples (sha256 `{prov['data']['sha256'][:12]}`)",
           f"- paired {p['paired']} of {p['quantized_total']} quantized tensors ({p['coverage']:.0%}), by {p['strategy']}",
+          *([f"- **warning**: {p['weight_mismatches']} paired layers hold weights unlike the float model's "
+             "(INT8 was not quantized from FLOAT)"] if p.get("weight_mismatches") else []),
           "", "## Outputs", "", "| metric | value |", "|---|---|"]
     md += [f"| {label} | {text} |" for label, text in output_lines(report)]
     md += ["", "## Tensors, worst first", "",

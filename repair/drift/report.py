@@ -3,9 +3,10 @@
 JSON schema ``tmlrepair.drift/1`` (keys are stable; new keys may be added):
 
 ``schema``      "tmlrepair.drift/1"
-``pairing``     {strategy, quantized_total, paired, coverage}
+``pairing``     {strategy, quantized_total, paired, coverage, weight_mismatches}
 ``tensors``     list in topological order, one per paired quantized tensor:
-                order, float_name, int8_name, op, node, shape, paired_by, scale,
+                order, float_name, int8_name, op, node, shape, paired_by,
+                weight_cosine (float vs dequantized int8 weights of the layer), scale,
                 zero_point, dtype, sqnr_db, cosine, mae, max_abs_err, saturation,
                 elements, float_range, int8_range, channel_mean_error
 ``unmatched``   int8 quantized tensors not paired: int8_name, reason

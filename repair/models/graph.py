@@ -14,6 +14,8 @@ import numpy as np
 
 #: Ops that only move or reshape data: values are unchanged, only the layout.
 LAYOUT_OPS = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast"})
+#: Per-channel affine ops a converter may fold into the preceding Conv/Gemm.
+FOLDABLE_OPS = frozenset({"BatchNormalization"})
 #: Elementwise activations that may be folded into a quantization range by a quantizer.
 ACTIVATION_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"})
 #: Quantize/dequantize nodes: transparent for structure, they carry the quantization.
@@ -67,6 +69,7 @@ class GraphIndex:
                 a = n.attribute[0]
                 if a.name == "value":
                     self.constants[n.output[0]] = numpy_helper.to_array(a.t)
+        self.by_key = {(n.name or n.output[0]): n for n in self.nodes}  # node name, or first output if unnamed
         self.producer: dict[str, object] = {}
         self.consumers: dict[str, list] = {}
         for n in self.nodes:

@@ -143,6 +143,13 @@ class ModelPair:
     int8: LoadedModel
 
     @cached_property
+    def max_batch(self) -> int | None:
+        """Largest batch both models accept: a fixed batch dimension (often 1 in TF exports) caps it."""
+        fixed = [m.index.io_shape(s.name)[0] for m in (self.float, self.int8) for s in m.inputs]
+        fixed = [d for d in fixed if isinstance(d, int) and d > 0]
+        return min(fixed) if fixed else None
+
+    @cached_property
     def int8_io_is_integer(self) -> bool:
         return any(s.dtype in INT_DTYPES.values() for s in (*self.int8.inputs, *self.int8.outputs))
 

@@ -9,12 +9,15 @@ that carries the same values, or listed as unmatched with the reason. Two strate
     QuantizeLinear quantizes keeps its float name (ORT's QDQ quantizer drops a Relu
     after Conv/Gemm but gives the Conv the Relu's output name, so the names still line
     up with the *post*-activation float tensor); a renamed final output is recognised
-    through the DequantizeLinear that restores the graph output name.
+    through the DequantizeLinear that restores the graph output name. A name pair also
+    needs equal *lineage* (a digest of the compute ops and attributes all the way up
+    from the inputs): two different networks from one exporter share names.
 ``structure``
     For independently converted pairs (tf2onnx from TFLite: int8 I/O, unrelated names).
     Both graphs are reduced to their compute nodes (Q/DQ, layout ops, elementwise
     activations and constant bias adds are transparent), then matched in topological
-    order: an int8 node pairs with the one float node of the same canonical op
+    order (BatchNormalization counts as folded into its Conv): an int8 node pairs with
+    the one float node of the same canonical op
     (``Gemm`` = ``MatMul`` + bias), same attributes (group, kernel, output width) and
     already-paired inputs. Several candidates is *ambiguous* and nothing is paired. A
     quantized tensor then pairs with the float tensor downstream of the matched node
@@ -28,12 +31,12 @@ Per-sample shapes come from one probe inference of each model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from ..errors import PairError
-from .graph import ACTIVATION_OPS, LAYOUT_OPS, QDQ_OPS, GraphIndex, QuantParams
+from .graph import ACTIVATION_OPS, FOLDABLE_OPS, LAYOUT_OPS, QDQ_OPS, GraphIndex, QuantParams
 from .pair import ModelPair
 
 _AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
@@ -51,6 +54,7 @@ class TensorPair:
     quant: QuantParams
     shape: tuple  # per sample
     how: str  # "name" or "structure"
+    weight_cosine: float | None = None  # float weights vs dequantized int8 weights of the producing layer
 
     @property
     def channel_axis(self) -> int | None:
@@ -64,12 +68,21 @@ class Unmatched:
     reason: str
 
 
+#: Below this cosine between float and dequantized int8 weights, a layer was not quantized
+#: from that float layer (genuine pairs measure >= 0.997: the bundled tasks and four MLPerf Tiny pairs).
+WEIGHT_COSINE_MIN = 0.9
+
+
 @dataclass
 class TensorMap:
     pairs: list[TensorPair]
     unmatched: list[Unmatched]
     strategy: str
     output_pairs: list[tuple[str, str]] = field(default_factory=list)  # (float output, int8 output)
+
+    @property
+    def weight_mismatches(self) -> list[TensorPair]:
+        return [p for p in self.pairs if p.weight_cosine is not None and p.weight_cosine < WEIGHT_COSINE_MIN]
 
     @property
     def quantized_total(self) -> int:
@@ -114,7 +127,8 @@ def _quantized_tensors(pair: ModelPair) -> list[_Quantized]:
 
 
 def _is_passthrough(ix: GraphIndex, node) -> bool:
-    if node.op_type in QDQ_OPS or node.op_type in LAYOUT_OPS or node.op_type in ACTIVATION_OPS:
+    if node.op_type in QDQ_OPS or node.op_type in LAYOUT_OPS or node.op_type in ACTIVATION_OPS \
+            or node.op_type in FOLDABLE_OPS:
         return True
     return node.op_type in _AFFINE_OPS and len(ix.activation_inputs(node)) == 1
 
@@ -222,13 +236,15 @@ def _probe_shapes(model, feed: dict, names: list[str]) -> dict[str, tuple]:
     return shapes
 
 
-def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strategy: str = "auto") -> TensorMap:
+def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strategy: str = "auto",
+                     check_weights: bool = True) -> TensorMap:
     """Pair every quantized activation of ``pair.int8`` with a float tensor, or say why not.
 
     ``sample_feed`` is one float-domain batch (only its first sample is used) for the
-    probe run that reads per-sample shapes. Raises ``PairError`` if the outputs cannot
-    be paired or fewer than half of the quantized tensors pair: the models are then not
-    float and int8 versions of one network, and any table would be nonsense.
+    probe run that reads per-sample shapes. Raises ``PairError`` if fewer than half of
+    the quantized tensors pair, or (with ``check_weights``) if most paired layers hold
+    weights unlike the float layer's: the models are then not float and int8 versions
+    of one network, and any table would be nonsense.
     """
     if strategy not in ("auto", "name", "structure"):
         raise ValueError(f"unknown pairing strategy {strategy!r}")
@@ -247,11 +263,17 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
 
     # candidate float tensors for each quantized tensor, by name and by structure
     by_name: dict[str, str] = {}
+    name_reason: dict[str, str] = {}
     if strategy in ("auto", "name"):
+        f_lin, q_lin = _lineage(fx), _lineage(qx)
         for qt in quantized:
             for cand in (qt.quantized_input, *qt.dq_outputs):
                 if cand in f_values:
-                    by_name[qt.int8_name] = cand
+                    why = _same_lineage(fx, qx, f_lin, q_lin, cand, qt.quantized_input)
+                    if why:
+                        name_reason[qt.int8_name] = why
+                    else:
+                        by_name[qt.int8_name] = cand
                     break
     by_struct: dict[str, list] = {}
     struct_reason: dict[str, str] = {}
@@ -298,20 +320,31 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
                 pairs.append(TensorPair(fname, qt.int8_name, op, node, qt.quant, shape, "name"))
             continue
         if qt.int8_name not in by_struct:
-            unmatched.append(Unmatched(qt.int8_name, struct_reason.get(qt.int8_name, "no float tensor of that name")))
+            reason = struct_reason.get(qt.int8_name) or name_reason.get(qt.int8_name, "no float tensor of that name")
+            unmatched.append(Unmatched(qt.int8_name, reason))
             continue
         k = sum(_is_activation(n) for n in chain)
         cands = [(t, nv, last) for t, nv, last in by_struct[qt.int8_name] if f_shapes[t] == shape]
         exact = [t for t, nv, _ in cands if nv == k]
+        # A range that starts at 0.0 (zero point = qmin) cannot hold negatives: the quantizer
+        # folded the ReLU that follows, so the float tensor to compare with is after it.
         implicit_relu = qt.quant.zero_point == qt.quant.qmin
         folded = [t for t, nv, last in cands if nv == k + 1 and last in ("Relu", "Clip")] if implicit_relu else []
-        chosen = exact or folded
+        chosen = folded or exact
         if chosen:
             pairs.append(TensorPair(chosen[-1], qt.int8_name, op, node, qt.quant, shape, "structure"))
         else:
             unmatched.append(Unmatched(qt.int8_name, f"no float tensor after {node!r} with shape {list(shape)} "
                                                      f"and the same activations"))
+    pairs = [replace(p, weight_cosine=_weight_cosine(fx, qx, p)) for p in pairs]
     tmap = TensorMap(pairs, unmatched, strategy, output_pairs)
+    weighted = [p for p in pairs if p.weight_cosine is not None]
+    bad = tmap.weight_mismatches
+    if check_weights and weighted and len(bad) > len(weighted) / 2:
+        raise PairError(f"FLOAT and INT8 have the same layers but different weights ({len(bad)} of {len(weighted)} "
+                        f"layers, e.g. {_clip(bad[0].node)!r}: weight cosine {bad[0].weight_cosine:.2f}): INT8 was not "
+                        "quantized from this FLOAT; pass the float model it came from (or --ignore-weights to "
+                        "measure anyway)")
     if tmap.coverage < 0.5:
         first = unmatched[0] if unmatched else None
         raise PairError(f"only {len(pairs)} of {tmap.quantized_total} quantized tensors of INT8 correspond to FLOAT "
@@ -320,8 +353,65 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
     return tmap
 
 
+def _lineage(ix: GraphIndex) -> dict:
+    """Digest of each compute node's signature and, recursively, of everything upstream of it.
+
+    Equal lineage means the same ops with the same attributes in the same arrangement
+    from the graph inputs down to that node, whatever the names.
+    """
+    import hashlib
+
+    memo: dict = {("input", k): f"input{k}" for k in range(len(ix.input_names))}
+    for n in ix.nodes:  # ONNX graphs are topologically sorted
+        if _is_passthrough(ix, n) or n.op_type == "Constant":
+            continue
+        srcs = [memo.get(_source(ix, t)[0], "?") for t in ix.activation_inputs(n)]
+        if n.op_type in _COMMUTATIVE:
+            srcs.sort()
+        memo[("node", n.name or n.output[0])] = hashlib.sha1(repr((_signature(ix, n), srcs)).encode()).hexdigest()
+    return memo
+
+
+def _same_lineage(fx: GraphIndex, qx: GraphIndex, f_lin: dict, q_lin: dict, f_name: str, q_name: str) -> str:
+    """'' if two same-named tensors come from identical upstream graphs, else why not.
+
+    Names alone never pair: two different networks exported by one tool share names.
+    """
+    fs, _ = _source(fx, f_name)
+    qs, _ = _source(qx, q_name)
+    if fs is None or qs is None or f_lin.get(fs) is None or f_lin.get(fs) != q_lin.get(qs):
+        return "same name, but the layers upstream of it differ between FLOAT and INT8"
+    return ""
+
+
+def _clip(name: str, width: int = 60) -> str:
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
+def _weight_matrix(ix: GraphIndex, node) -> np.ndarray | None:
+    """The layer's weights as [out, -1] in float, or None for ops without constant weights."""
+    if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or not ix.is_constant(node.input[1]):
+        return None
+    w = np.asarray(ix.constant_value(node.input[1]), np.float64)
+    if node.op_type == "Conv":
+        return w.reshape(w.shape[0], -1)
+    trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in node.attribute)
+    return w if trans_b else w.reshape(-1, w.shape[-1]).T
+
+
+def _weight_cosine(fx: GraphIndex, qx: GraphIndex, p: TensorPair) -> float | None:
+    """Cosine between the float layer's weights and the int8 layer's dequantized weights."""
+    if not p.node:
+        return None
+    fs, _ = _source(fx, p.float_name)
+    if fs is None or fs[0] != "node":
+        return None
+    wf, wq = _weight_matrix(fx, fx.by_key[fs[1]]), _weight_matrix(qx, qx.by_key[p.node])
+    if wf is None or wq is None or wf.shape != wq.shape:
+        return None
+    den = np.linalg.norm(wf) * np.linalg.norm(wq)
+    return float((wf * wq).sum() / den) if den > 0 else None
+
+
 def _producer_op(ix: GraphIndex, src: tuple) -> str:
-    for n in ix.nodes:
-        if (n.name or n.output[0]) == src[1]:
-            return n.op_type
-    return "?"
+    return ix.by_key[src[1]].op_type

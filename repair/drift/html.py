@@ -1,0 +1,115 @@
+"""DriftReport as one self-contained HTML page: plots inlined as PNG, no external files."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from .render import output_lines
+from .report import DriftReport
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _sqnr_bars(report: DriftReport) -> str:
+    import matplotlib.pyplot as plt
+
+    ts = report.tensors
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ts) + 2), 3.6))
+    vals = [min(t["sqnr_db"], 80.0) for t in ts]
+    worst = sorted(vals)[: max(1, len(vals) // 5)]
+    colors = ["#c0392b" if v <= worst[-1] else "#2c7fb8" for v in vals]
+    ax.bar(range(len(ts)), vals, color=colors)
+    ax.set_xticks(range(len(ts)))
+    ax.set_xticklabels([f"{t['order']}:{t['op']}" for t in ts], rotation=70, fontsize=7)
+    ax.set_ylabel("SQNR (dB, capped at 80)")
+    ax.set_title("Per-tensor SQNR in graph order (red: worst fifth)")
+    return _png(fig)
+
+
+def _reliability(out: dict) -> str:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), sharey=True)
+    for ax, name in zip(axes, ("float", "int8")):
+        rel = out[f"reliability_{name}"]
+        n = len(rel["count"])
+        centers = (np.arange(n) + 0.5) / n
+        mask = np.asarray(rel["count"]) > 0
+        ax.bar(centers[mask], np.asarray(rel["accuracy"])[mask], width=1 / n, edgecolor="k", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.set_title(f"{name}: ECE {out[f'ece_{name}']:.4f}")
+        ax.set_xlabel("confidence (15 bins)")
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
+def _confusions(out: dict) -> str:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, name in zip(axes, ("float", "int8")):
+        m = np.asarray(out[f"confusion_{name}"])
+        ax.imshow(m, cmap="Blues")
+        k = len(m)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6)
+        ax.set_title(f"confusion, {name}")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    return _png(fig)
+
+
+def render_html(report: DriftReport) -> str:
+    """One page: provenance, output metrics, plots, the worst-first tensor table, unmatched tensors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    e = html.escape
+    prov, p = report.provenance, report.pairing
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>tmlrepair drift report</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
+        "td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:12px}</style></head><body>",
+        "<h1>tmlrepair drift report</h1><ul>",
+        f"<li>float model <code>{e(prov['models']['float']['path'])}</code></li>",
+        f"<li>int8 model <code>{e(prov['models']['int8']['path'])}</code></li>",
+        f"<li>data <code>{e(prov['data']['source'])}</code>: {prov['data']['n']} samples</li>",
+        f"<li>paired {p['paired']} of {p['quantized_total']} quantized tensors ({p['coverage']:.0%}, by {e(p['strategy'])})</li>",
+        "</ul><h2>Outputs</h2><table><tr><th>metric</th><th>value</th></tr>",
+    ]
+    parts += [f"<tr><td>{e(label)}</td><td class='n'>{e(text)}</td></tr>" for label, text in output_lines(report)]
+    parts.append("</table>")
+    if report.tensors:
+        parts += ["<h2>Where the error enters</h2>", _sqnr_bars(report)]
+    out = report.outputs[0]
+    if "reliability_float" in out:
+        parts += ["<h2>Reliability diagrams</h2>", _reliability(out), "<h2>Confusion matrices</h2>", _confusions(out)]
+    parts += ["<h2>Tensors, worst first</h2><table><tr><th>#</th><th>float tensor</th><th>int8 tensor</th><th>op</th>"
+              "<th>SQNR dB</th><th>cosine</th><th>max abs err</th><th>saturation</th></tr>"]
+    for t in report.worst():
+        parts.append(f"<tr><td class='n'>{t['order']}</td><td><code>{e(t['float_name'])}</code></td>"
+                     f"<td><code>{e(t['int8_name'])}</code></td><td>{e(t['op'])}</td>"
+                     f"<td class='n'>{t['sqnr_db']:.2f}</td><td class='n'>{t['cosine']:.5f}</td>"
+                     f"<td class='n'>{t['max_abs_err']:.4g}</td><td class='n'>{100 * t.get('saturation', 0):.2f}%</td></tr>")
+    parts.append("</table>")
+    if report.unmatched:
+        parts.append("<h2>Not paired</h2><table><tr><th>int8 tensor</th><th>reason</th></tr>")
+        parts += [f"<tr><td><code>{e(u['int8_name'])}</code></td><td>{e(u['reason'])}</td></tr>" for u in report.unmatched]
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
