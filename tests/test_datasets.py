@@ -1,0 +1,43 @@
+"""The bundled tasks are what the manifest and the README say they are."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from repair.data import load_calibration
+
+from .conftest import DATASETS, TASKS, task_files
+
+
+def test_manifest_matches_every_bundled_file():
+    manifest = json.loads((DATASETS / "manifest.json").read_text())
+    listed = set(manifest["files"])
+    present = {str(p.relative_to(DATASETS)) for p in DATASETS.glob("*/*") if p.suffix in (".onnx", ".npz")}
+    assert listed == present
+    for rel, meta in manifest["files"].items():
+        raw = (DATASETS / rel).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == meta["sha256"], rel
+        assert len(raw) == meta["bytes"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_is_small_and_splits_are_disjoint(task):
+    f = task_files(task)
+    assert sum(p.stat().st_size for p in f.values()) < 2 * 1024 * 1024
+    cal, ho = load_calibration(f["calib"]), load_calibration(f["holdout"])
+    a = {hashlib.sha1(row.tobytes()).hexdigest() for row in cal.x}
+    b = {hashlib.sha1(row.tobytes()).hexdigest() for row in ho.x}
+    assert not a & b
+    assert cal.y is not None and ho.y is not None
+
+
+def test_anomaly_task_has_streams_and_both_classes_in_holdout():
+    ho = load_calibration(task_files("ecg")["holdout"])
+    cal = load_calibration(task_files("ecg")["calib"])
+    assert set(np.unique(ho.y)) == {0, 1}
+    assert set(np.unique(cal.y)) == {0}
+    assert ho.signal is not None and ho.labels is not None and len(ho.signal) == len(ho.labels)
