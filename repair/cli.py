@@ -34,8 +34,10 @@ def main():
     """Repair an int8 TinyML model after deployment, without retraining.
 
     \b
-    info   what a float/int8 model pair (and a data set) holds
-    drift  where and how much the int8 model departs from the float one
+    info        what a float/int8 model pair (and a data set) holds
+    drift       where and how much the int8 model departs from the float one
+    fit         fit after-model repairs on the int8 model's outputs, judge them on a holdout
+    fit-scores  fit an anomaly threshold or adaptive boundary from logged scores
     """
 
 
@@ -100,6 +102,71 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
         from .drift.html import render_html
 
         write_atomic(html_path, render_html(report), force)
+
+
+@main.command()
+@click.argument("float_model", type=_PATH)
+@click.argument("int8_model", type=_PATH)
+@click.option("--data", "calib_path", type=_PATH, required=True, help="Calibration split: repairs are fitted on it.")
+@click.option("--holdout", "holdout_path", type=_PATH, required=True, help="Holdout split: repairs are judged on it.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for plan.json and report.md (created if missing).")
+@click.option("--repairs", help="Comma-separated subset: temperature, vector_scaling, class_thresholds, "
+                                "score_threshold, window_boundary (default: all that apply).")
+@click.option("--target-far", type=float, default=0.01, show_default=True, help="Per-class false-accept target.")
+@click.option("--anomaly-far", type=float, default=0.1, show_default=True, help="Anomaly false-alarm target.")
+@click.option("--anomaly-boundary", type=click.Choice(["threshold", "window"]), default="threshold", show_default=True)
+@click.option("--window", type=click.IntRange(2, 1024), default=32, show_default=True)
+@click.option("--force", is_flag=True, help="Replace plan.json and report.md if they exist.")
+def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, target_far, anomaly_far,
+        anomaly_boundary, window, force):
+    """Fit after-model repairs of INT8_MODEL on --data, judge them on --holdout, write plan.json."""
+    from .atomic import write_atomic
+    from .data import load_calibration
+    from .fit_plan import fit_plan
+    from .models import load_pair
+    from .render_plan import render_plan
+    from .repairs.base import check_rate
+
+    check_rate("--target-far", target_far)
+    check_rate("--anomaly-far", anomaly_far)
+    wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _outputs_ok((out_dir / "plan.json", out_dir / "report.md"), force)
+    pair = load_pair(float_model, int8_model)
+    plan = fit_plan(pair, load_calibration(calib_path), load_calibration(holdout_path), repairs=wanted,
+                    target_far=target_far, anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window)
+    text = render_plan(plan)
+    write_atomic(out_dir / "plan.json", plan.to_json(), force)
+    write_atomic(out_dir / "report.md", "```\n" + text + "```\n", force)
+    click.echo(text, nl=False)
+
+
+@main.command("fit-scores")
+@click.argument("scores_path", type=_PATH)
+@click.option("--target-far", type=float, required=True, help="Target false-alarm rate, e.g. 0.1.")
+@click.option("-o", "--output", "out_path", type=_PATH, required=True, help="Where to write plan.json.")
+@click.option("--method", type=click.Choice(["threshold", "window"]), default="threshold", show_default=True,
+              help="Static threshold, or adaptive |x - mean| > alpha*std over a sliding window.")
+@click.option("--window", type=click.IntRange(2, 1024), default=32, show_default=True)
+@click.option("--holdout", "holdout_path", type=_PATH, help="Scores to judge the fit on (same format).")
+@click.option("--anomaly-prefix", help="Label ids starting with this text as anomalies (e.g. 'anomaly').")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+def fit_scores_cmd(scores_path, target_far, out_path, method, window, holdout_path, anomaly_prefix, force):
+    """Fit an anomaly threshold or boundary from SCORES (.csv id,score[,label] or .npz score[, label])."""
+    from .atomic import write_atomic
+    from .fit_scores import fit_scores
+    from .render_plan import render_plan
+    from .repairs.base import check_rate
+    from .scores import load_scores
+
+    check_rate("--target-far", target_far)
+    _outputs_ok((out_path,), force)
+    scores = load_scores(scores_path, anomaly_prefix)
+    holdout = load_scores(holdout_path, anomaly_prefix) if holdout_path else None
+    plan = fit_scores(scores, target_far, method=method, window=window, holdout=holdout)
+    write_atomic(out_path, plan.to_json(), force)
+    click.echo(render_plan(plan), nl=False)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repair.drift import metrics as M
+from repair import metrics as M
 
 
 def test_auroc_equals_sklearn_with_ties():

@@ -17,7 +17,7 @@ from ..data import CalibrationSet, check_fits
 from ..errors import DataError
 from ..models import ModelPair, build_tensor_map
 from ..progress import Progress
-from . import metrics as M
+from .. import metrics as M
 from .report import SCHEMA, DriftReport
 from .stats import TensorStats
 

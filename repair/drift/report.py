@@ -24,11 +24,11 @@ JSON schema ``tmlrepair.drift/1`` (keys are stable; new keys may be added):
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..jsonio import dumps_stable
 
 SCHEMA = "tmlrepair.drift/1"
 
@@ -52,7 +52,7 @@ class DriftReport:
 
     def to_json(self) -> str:
         """Stable JSON: sorted keys; a non-finite number (never expected) becomes null, not NaN."""
-        return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return dumps_stable(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict) -> "DriftReport":
@@ -68,12 +68,3 @@ class DriftReport:
             raise DataError(f"{path} is not a readable JSON report ({type(exc).__name__})") from None
         return cls.from_dict(d)
 
-
-def _finite(o):
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..models.graph import QuantParams
-from .metrics import sqnr_db
+from ..metrics import sqnr_db
 
 
 class TensorStats:

@@ -45,7 +45,7 @@ def as_probabilities(out: np.ndarray) -> np.ndarray:
 def nll(probs: np.ndarray, y: np.ndarray) -> float:
     """Mean negative log-likelihood −(1/n) Σ log p(y_i), probabilities floored at 1e-12."""
     p = np.asarray(probs, np.float64)[np.arange(len(y)), y]
-    return float(-np.log(np.maximum(p, _EPS)).mean())
+    return float(-np.log(np.maximum(p, _EPS)).mean()) + 0.0  # + 0.0: no "-0" when every p = 1
 
 
 def _ece_from(conf: np.ndarray, correct: np.ndarray, bins: np.ndarray, n_bins: int) -> float:
@@ -134,3 +134,38 @@ def auroc(scores: np.ndarray, y: np.ndarray) -> float:
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[list[int]]:
     m = np.bincount(np.asarray(y_true) * n_classes + np.asarray(y_pred), minlength=n_classes * n_classes)
     return m.reshape(n_classes, n_classes).tolist()
+
+
+# --------------------------------------------------------------------------- decisions
+
+def alarm_rates(alarm: np.ndarray, y: np.ndarray | None) -> dict:
+    """False-alarm rate (alarms among normal, y = 0) and detection rate (alarms among anomalies, y = 1)."""
+    alarm = np.asarray(alarm).astype(bool)
+    if y is None:
+        return {"alarm_rate": float(alarm.mean()) if len(alarm) else float("nan"), "n": int(len(alarm))}
+    y = np.asarray(y).astype(bool)
+    out = {"n_normal": int((~y).sum()), "n_anomalous": int(y.sum())}
+    out["false_alarm_rate"] = float(alarm[~y].mean()) if (~y).any() else float("nan")
+    out["detection_rate"] = float(alarm[y].mean()) if y.any() else float("nan")
+    return out
+
+
+def accept_reject_rates(decision: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    """For per-class accept decisions (class id, or −1 for none).
+
+    false-accept rate FAR_k = P(decide k | y ≠ k), false-reject rate FRR_k = P(decide ≠ k | y = k),
+    reported per class and as macro means, with the share of samples left undecided.
+    """
+    decision = np.asarray(decision)
+    y = np.asarray(y)
+    far, frr = [], []
+    for k in range(n_classes):
+        neg, pos = y != k, y == k
+        far.append(float((decision[neg] == k).mean()) if neg.any() else float("nan"))
+        frr.append(float((decision[pos] != k).mean()) if pos.any() else float("nan"))
+    decided = decision >= 0
+    return {"far_per_class": far, "frr_per_class": frr,
+            "far_macro": float(np.nanmean(far)), "frr_macro": float(np.nanmean(frr)),
+            "undecided": float((~decided).mean()),
+            "accuracy_of_decided": float((decision[decided] == y[decided]).mean()) if decided.any() else float("nan")}
+

@@ -1,0 +1,173 @@
+"""fit_plan: fit the after-model repairs on the int8 model's outputs, judge them on a holdout.
+
+Fit on the calibration split, judge on the holdout split, always. A calibration repair
+is kept only if it lowers holdout NLL (vector scaling only if it beats what is kept
+before it); decision rules (thresholds, boundaries) are fitted to their target rate
+and the rate they reach on the holdout is reported. Every entry says how often the
+integer reference (what the C shim computes) decides as the float path does.
+
+Classifier: temperature scaling → vector scaling → per-class thresholds.
+Anomaly (reconstruction or score output): a static score threshold, or an adaptive
+window boundary over the holdout's time-ordered scores (``anomaly_boundary``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import metrics as M
+from .data import CalibrationSet, check_fits
+from .drift.measure import detect_task
+from .errors import DataError
+from .models import ModelPair
+from .plan import RepairPlan
+from .plan_entry import agreement, plan_entry
+from .repairs import ClassThresholds, ScoreThreshold, TemperatureScaling, VectorScaling, WindowBoundary
+
+CLASSIFIER_REPAIRS = ("temperature", "vector_scaling", "class_thresholds")
+WHY_ARGMAX = {
+    "temperature": "the int8 softmax outputs steps of 1/256: two classes within one step can tie or swap",
+    "vector_scaling": "corrected logits are rounded back to int8 before the int8 softmax: classes within one step "
+                      "of each other can swap",
+}
+WHY_THRESHOLD = "int8 probabilities lie on a 1/256 grid: a probability within one step of its threshold can fall " \
+                "on the other side"
+WHY_SCORES = "scores are quantized to int16 (and alpha² to 1/256) on the device: values within one step of the " \
+             "boundary can fall on the other side"
+ANOMALY_REPAIRS = ("score_threshold", "window_boundary")
+
+
+def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 model's first output on ``x``: (dequantized float, the integers behind it)."""
+    sess = pair.int8.session(())
+    batch = min(batch_size, pair.max_batch or batch_size)
+    name = pair.float.inputs[0].name
+    outs = [sess.run(None, pair.int8_feed({name: x[i:i + batch]}))[0] for i in range(0, len(x), batch)]
+    raw = np.concatenate(outs)
+    quant = pair.int8.outputs[0].quant
+    if quant is None:
+        raise DataError("the int8 model's output has no per-tensor QuantizeLinear: its integers are unknown")
+    if np.issubdtype(raw.dtype, np.integer):
+        return quant.dequantize(raw).astype(np.float64), raw.astype(np.int64)
+    # float output written by a final DequantizeLinear: re-quantizing recovers its integers exactly
+    return raw.astype(np.float64), quant.quantize(raw).astype(np.int64)
+
+
+def _anomaly_scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    if task == "reconstruction":
+        return ((x.astype(np.float64) - out) ** 2).reshape(len(x), -1).mean(axis=1)
+    return out.reshape(len(out), -1)[:, 0]
+
+
+def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *, repairs: tuple[str, ...] | None = None,
+             target_far: float = 0.01, anomaly_far: float = 0.1, anomaly_boundary: str = "threshold",
+             window: int = 32) -> RepairPlan:
+    """Fit the after-model repairs that apply to ``pair``'s task; return the plan with holdout results."""
+    task = detect_task(pair)
+    n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else None
+    calib = check_fits(calib, pair, n_classes)
+    holdout = check_fits(holdout, pair, n_classes)
+    if holdout.y is None:
+        raise DataError(f"{holdout.source} has no labels (y): the holdout judges the repairs, it needs labels")
+    if calib.y is None:
+        raise DataError(f"{calib.source} has no labels (y): fitting these repairs needs labels")
+    if len(calib) < 2:
+        raise DataError(f"{calib.source} has {len(calib)} sample(s): a calibration split needs at least 2")
+    zc, qc = int8_outputs(pair, calib.x)
+    zh, qh = int8_outputs(pair, holdout.x)
+    out_q = pair.int8.outputs[0].quant
+    provenance = {"models": {k: {"path": str(m.path), "sha256": m.sha256} for k, m in
+                             (("float", pair.float), ("int8", pair.int8))},
+                  "calibration": calib.summary(), "holdout": holdout.summary(),
+                  "int8_output_quant": out_q.to_dict(), "task": task}
+    if task == "classifier":
+        wanted = repairs or CLASSIFIER_REPAIRS
+        entries = _classifier(zc, calib.y, zh, qh, holdout.y, out_q, wanted, target_far)
+        return RepairPlan(task="classifier", repairs=entries, provenance=provenance)
+    if task in ("reconstruction", "score"):
+        sc, sh = _anomaly_scores(task, calib.x, zc), _anomaly_scores(task, holdout.x, zh)
+        entries = _anomaly(sc, calib.y, sh, holdout.y, anomaly_far, anomaly_boundary, window)
+        return RepairPlan(task="anomaly_stream" if anomaly_boundary == "window" else "anomaly_scores",
+                          repairs=entries, provenance=provenance)
+    raise DataError(f"no after-model repair applies to a model whose output has shape {list(pair.float.outputs[0].shape)}")
+
+
+def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
+    entries = []
+    is_prob = zc.min() >= 0 and np.allclose(zc.sum(axis=1), 1.0, atol=0.02)
+    raw = M.nll(M.as_probabilities(zh), yh)
+    best_nll, best_probs_float, best_probs_int = raw, M.as_probabilities(zh), None
+    if is_prob:
+        best_probs_int = qh  # the model's own int8 softmax output
+    for name in ("temperature", "vector_scaling"):
+        if name not in wanted:
+            continue
+        if is_prob:
+            rep = TemperatureScaling() if name == "temperature" else VectorScaling()
+            entries.append({"repair": name, "params": rep.get_params(), "fitted": {}, "integer": {}, "kept": False,
+                            "reason": "the model outputs probabilities (Softmax inside): calibrate its logits instead"})
+            continue
+        rep = (TemperatureScaling() if name == "temperature" else VectorScaling()).fit(zc, yc)
+        logits_after = rep.apply(zh)
+        p_after = M.softmax(logits_after)
+        nll_after = M.nll(p_after, yh)
+        if name == "temperature":
+            integer = rep.integer_params(out_q.scale)
+            p_int = rep.apply_int(qh, out_q.scale)
+        else:
+            integer = rep.integer_params(out_q.scale, out_q.zero_point)
+            p_int = rep.apply_int(qh, out_q.scale, out_q.zero_point)
+        kept = nll_after < best_nll
+        metrics = {"nll_before": raw, "nll_after": nll_after,
+                   "accuracy_before": float((zh.argmax(1) == yh).mean()),
+                   "accuracy_after": float((p_after.argmax(1) == yh).mean()),
+                   "ece_before": M.ece(M.as_probabilities(zh), yh), "ece_after": M.ece(p_after, yh)}
+        reason = (f"holdout NLL {best_nll:.4f} → {nll_after:.4f}" if kept else
+                  f"holdout NLL {nll_after:.4f} does not beat {best_nll:.4f}")
+        entries.append(plan_entry(rep, integer, kept=kept, reason=reason, holdout={"metrics": metrics},
+                                  int_agreement=agreement(p_after.argmax(1), p_int.argmax(1), WHY_ARGMAX[name])))
+        if kept:
+            best_nll, best_probs_float, best_probs_int = nll_after, p_after, p_int
+    if "class_thresholds" in wanted:
+        calib_probs = _calibrated(entries, zc)
+        rep = ClassThresholds(target_far).fit(calib_probs, yc)
+        dec_f = rep.apply(best_probs_float)
+        if best_probs_int is None:  # no calibration kept: the shim runs the plain int8 softmax
+            from . import fixedpoint as fp
+
+            best_probs_int = fp.softmax_s8(qh, *fp.softmax_params(1.0, out_q.scale))
+        dec_i = rep.apply_int(best_probs_int)
+        rates = M.accept_reject_rates(dec_f, yh, zc.shape[1])
+        entries.append(plan_entry(rep, rep.integer_params(), kept=True,
+                                  reason=f"fitted to a {target_far:.1%} false-accept rate per class",
+                                  holdout={"rates": rates}, int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
+    return entries
+
+
+def _calibrated(entries: list[dict], z: np.ndarray) -> np.ndarray:
+    """Probabilities on ``z`` after the calibration repairs kept so far."""
+    from .repairs import from_dict
+
+    probs = M.as_probabilities(z)
+    for e in entries:
+        if e.get("kept") and e["repair"] in ("temperature", "vector_scaling"):
+            probs = M.softmax(from_dict(e).apply(z))
+    return probs
+
+
+def _anomaly(sc, yc, sh, yh, far, boundary, window) -> list[dict]:
+    if boundary == "threshold":
+        rep = ScoreThreshold(far).fit(sc, yc)
+        alarms_f, alarms_i = rep.apply(sh), rep.apply_int(sh)
+        start = 0
+    elif boundary == "window":
+        rep = WindowBoundary(window, far).fit(sc, yc)
+        alarms_f, alarms_i = rep.apply(sh), rep.apply_int(sh)
+        start = window
+    else:
+        raise DataError(f"anomaly boundary {boundary!r}: use 'threshold' or 'window'")
+    rates = M.alarm_rates(alarms_f[start:], yh[start:])
+    rates["auroc"] = M.auroc(sh, yh)
+    return [plan_entry(rep, rep.integer_params(), kept=True,
+                       reason=f"fitted to a {far:.1%} false-alarm rate on the int8 model's own calibration scores",
+                       holdout={"rates": rates}, int_agreement=agreement(alarms_f, alarms_i, WHY_SCORES))]

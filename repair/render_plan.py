@@ -1,0 +1,30 @@
+"""RepairPlan as text: one block per repair, what was fitted and what it did on the holdout."""
+
+from __future__ import annotations
+
+from .plan import RepairPlan
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v[:12]) + (", …" if len(v) > 12 else "") + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def render_plan(plan: RepairPlan) -> str:
+    lines = [f"tmlrepair plan ({plan.task}), sha256 {plan.sha256()[:16]}"]
+    for r in plan.repairs:
+        state = "KEPT" if r.get("kept") else "not kept"
+        lines.append(f"- {r['repair']}: {state} — {r['reason']}")
+        lines.append(f"    fitted: {_fmt(r['fitted'])}")
+        for split, metrics in (r.get("holdout") or {}).items():
+            lines.append(f"    {split}: {_fmt(metrics)}")
+        ag = r.get("int_agreement")
+        if ag:
+            lines.append(f"    integer reference = float on {ag['share']:.2%} of {ag['n']} holdout decisions "
+                         f"({ag['differ']} differ{': ' + ag['why'] if ag.get('why') else ''})")
+    return "\n".join(lines) + "\n"
