@@ -21,19 +21,11 @@ from .drift.measure import detect_task
 from .errors import DataError
 from .models import ModelPair
 from .plan import RepairPlan
-from .plan_entry import agreement, plan_entry
+from .plan_entry import WHY_ARGMAX, WHY_SCORES, WHY_THRESHOLD, agreement, plan_entry
 from .repairs import ClassThresholds, ScoreThreshold, TemperatureScaling, VectorScaling, WindowBoundary
 
 CLASSIFIER_REPAIRS = ("temperature", "vector_scaling", "class_thresholds")
-WHY_ARGMAX = {
-    "temperature": "the int8 softmax outputs steps of 1/256: two classes within one step can tie or swap",
-    "vector_scaling": "corrected logits are rounded back to int8 before the int8 softmax: classes within one step "
-                      "of each other can swap",
-}
-WHY_THRESHOLD = "int8 probabilities lie on a 1/256 grid: a probability within one step of its threshold can fall " \
-                "on the other side"
-WHY_SCORES = "scores are quantized to int16 (and alpha² to 1/256) on the device: values within one step of the " \
-             "boundary can fall on the other side"
+
 ANOMALY_REPAIRS = ("score_threshold", "window_boundary")
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from . import metrics as M
 from .errors import DataError
 from .plan import RepairPlan
-from .fit_plan import WHY_SCORES
-from .plan_entry import agreement, plan_entry
+from .plan_entry import WHY_SCORES, agreement, plan_entry
 from .repairs import ScoreThreshold, WindowBoundary
 from .scores import ScoreSet
 

@@ -1,0 +1,124 @@
+"""repair.fixedpoint: the integer references, checked against golden data and against their definitions."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repair import fixedpoint as fp
+
+int32s = st.integers(min_value=fp.Q31_MIN, max_value=fp.Q31_MAX)
+
+
+def _round_half_away(fr: Fraction) -> int:
+    n = math.floor(abs(fr) + Fraction(1, 2))
+    return n if fr >= 0 else -n
+
+
+def test_softmax_s8_matches_cmsis_nn_golden_vector():
+    """CMSIS-NN unit-test data (generated with TFLite): mult 1077952576, shift 23, diff_min −248."""
+    out = fp.softmax_s8(np.array([[-80, -48, 16, 0, -96]]), 1077952576, 23, -248)
+    assert out.tolist() == [[-128, -125, 56, -60, -128]]
+
+
+def test_softmax_params_reproduce_the_golden_parameters():
+    assert fp.softmax_params(1.0, 16 / 255) == (1077952576, 23, -248)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(int32s, int32s)
+def test_doubling_high_mul_is_rounded_product(a, b):
+    got = int(fp.sat_rounding_doubling_high_mul(a, b))
+    if a == b == fp.Q31_MIN:
+        assert got == fp.Q31_MAX
+    else:
+        assert got == _round_half_away(Fraction(a * b, 1 << 31))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(int32s, st.integers(0, 31))
+def test_rounding_divide_by_pot_is_round_half_away(x, e):
+    assert int(fp.rounding_divide_by_pot(x, e)) == _round_half_away(Fraction(x, 1 << e))
+
+
+def test_exp_on_negative_values_is_close_to_exp():
+    a = -np.arange(0, 31 << 26, 1 << 18, dtype=np.int64)
+    got = fp.exp_on_negative_values(a) / 2.0 ** 31
+    want = np.exp(a / 2.0 ** 26)
+    assert np.abs(got - want).max() < 5e-7  # measured 2.2e-7
+
+
+def test_one_over_one_plus_x_is_close():
+    x = np.arange(0, 1 << 31, 1 << 20, dtype=np.int64)
+    got = fp.one_over_one_plus_x_for_x_in_0_1(x) / 2.0 ** 31
+    assert np.abs(got - 1.0 / (1.0 + x / 2.0 ** 31)).max() < 1e-8
+
+
+@pytest.mark.parametrize("v", [1, 2, 3, 255, 256, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, (1 << 24) + 1])
+def test_count_leading_zeros(v):
+    assert int(fp.count_leading_zeros_u32(np.array([v]))[0]) == 32 - v.bit_length()
+
+
+@pytest.mark.parametrize("real,expect", [(0.5, (1 << 30, 0)), (1.0, (1 << 30, 1)), (0.75, (3 << 29, 0)),
+                                         (1 - 1e-12, (1 << 30, 1)), (0.0, (0, 0))])
+def test_quantize_multiplier(real, expect):
+    assert fp.quantize_multiplier(real) == expect
+
+
+@pytest.mark.parametrize("scale", [0.02, 0.0625, 0.1, 0.3])
+def test_softmax_s8_within_one_step_of_exact_softmax(scale):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (4000, 12))
+    x[:5] = [[127] * 12, [-128] * 12, [127] + [-128] * 11, [0] * 12, list(range(-128, 128, 22))[:12]]
+    m, s, d = fp.softmax_params(1.0, scale)
+    q = fp.softmax_s8(x, m, s, d).astype(int)
+    z = scale * x
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert np.abs(q - np.clip(np.round(p * 256) - 128, -128, 127)).max() <= 1
+    q16 = fp.softmax_s8_s16(x, m, s, d).astype(int)
+    assert np.abs(q16 - np.clip(np.round(p * 65536) - 32768, -32768, 32767)).max() <= 2
+
+
+def test_temperature_fold_flattens_or_sharpens():
+    x = np.random.default_rng(1).integers(-128, 128, (500, 5))
+    tops = []
+    for t in (0.5, 1.0, 2.0, 4.0):
+        m, s, d = fp.softmax_params(1.0 / t, 0.1)
+        tops.append(fp.softmax_s8(x, m, s, d).max(axis=1).astype(int))
+    for hot, cool in zip(tops, tops[1:]):
+        assert (hot >= cool).all()
+
+
+def test_threshold_decide_ties_and_none():
+    p = np.array([[10, 10, -128], [-100, -100, -100], [5, 20, 30]])
+    assert fp.threshold_decide(p, [0, 0, 100]).tolist() == [0, -1, 1]
+
+
+def test_class_scale_offset_identity_and_saturation():
+    x = np.arange(-128, 128).reshape(-1, 1)
+    ident = fp.class_scale_offset_s8(x, 3, [1 << 30], [1], [0], 3)
+    assert (ident == x).all()
+    doubled = fp.class_scale_offset_s8(x, 0, [1 << 30], [2], [0], 0)
+    assert doubled.min() == -128 and doubled.max() == 127
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-32768, 32767), min_size=3, max_size=60), st.integers(2, 8), st.integers(1, 3000))
+def test_window_boundary_is_the_exact_rational_test(xs, n, a2):
+    """(N·x − S)²·2^F > A·(N·Q − S²) is |x − mean| > α·std with α² = A/2^F, in exact arithmetic."""
+    got = fp.window_boundary_alarms(np.array(xs), n, a2, 8)
+    alpha2 = Fraction(a2, 256)
+    for t in range(len(xs)):
+        if t < n:
+            assert got[t] == 0
+            continue
+        w = xs[t - n:t]
+        mean = Fraction(sum(w), n)
+        var = Fraction(sum(v * v for v in w), n) - mean * mean
+        assert bool(got[t]) == ((xs[t] - mean) ** 2 > alpha2 * var)
