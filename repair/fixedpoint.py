@@ -9,7 +9,7 @@ Primitives follow gemmlowp's fixed-point library as used by TensorFlow Lite Micr
 reference kernels and CMSIS-NN (``arm_nnsupportfunctions.h``), which compute the same
 integers ("bit-accurate" with TFLM, in CMSIS-NN's words):
 
-* ``sat_rounding_doubling_high_mul(a, b)`` = round(a·b / 2^31), ties away from zero,
+* ``sat_rounding_doubling_high_mul(a, b)`` = ⌊a·b / 2^31 + ½⌋ (ties toward +∞),
   saturating the one overflow case a = b = −2^31 (ARM ``VQRDMULH``);
 * ``rounding_divide_by_pot(x, e)`` = round(x / 2^e), ties away from zero;
 * ``exp_on_negative_values(a)``: e^(a / 2^26) for a ≤ 0 in Q5.26, result in Q0.31;
@@ -37,6 +37,7 @@ def _i64(x) -> np.ndarray:
 def sat_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """(a·b + nudge) / 2^31 truncated toward zero, nudge = 2^30 (or 1 − 2^30 when signs differ).
 
+    That is ⌊a·b / 2^31 + ½⌋: ties round toward +∞ (−0.5 → 0, 0.5 → 1), as VQRDMULH.
     Saturates to 2^31 − 1 for a = b = −2^31. C: ``tmlr_mul_sat_q31``.
     """
     a, b = _i64(a), _i64(b)

@@ -33,11 +33,16 @@ def test_softmax_params_reproduce_the_golden_parameters():
 @settings(max_examples=2000, deadline=None)
 @given(int32s, int32s)
 def test_doubling_high_mul_is_rounded_product(a, b):
+    """⌊a·b/2^31 + ½⌋: ties go toward +∞ (gemmlowp's nudge), not away from zero."""
     got = int(fp.sat_rounding_doubling_high_mul(a, b))
     if a == b == fp.Q31_MIN:
         assert got == fp.Q31_MAX
     else:
-        assert got == _round_half_away(Fraction(a * b, 1 << 31))
+        assert got == math.floor(Fraction(a * b, 1 << 31) + Fraction(1, 2))
+
+
+def test_doubling_high_mul_ties():
+    assert fp.sat_rounding_doubling_high_mul([1, 1, 3], [-(1 << 30), 1 << 30, -(1 << 30)]).tolist() == [0, 1, -1]
 
 
 @settings(max_examples=2000, deadline=None)
