@@ -227,8 +227,8 @@ def window_boundary_alarms(x, window: int, alpha2_q: int, alpha2_frac_bits: int)
     """Sliding-window boundary: alarm at t ≥ N iff |x_t − mean| > α·std over x_{t−N..t−1}.
 
     Exactly, without division or square root, with S = Σx and Q = Σx² over the window:
-    (N·x_t − S)² · 2^F > A · (N·Q − S²), where α² = A / 2^F. For |x| ≤ 2^15 and N ≤ 1024
-    every term fits in int64. Returns an int8 array, 1 = alarm; the first N samples are 0
+    (N·x_t − S)² · 2^F > A · (N·Q − S²), where α² = A / 2^F. For |x| ≤ 2^15, N ≤ 1024 and
+    F ≤ 8 the left side is ≤ 2^60; a right side beyond int64 means no alarm. Returns an int8 array, 1 = alarm; the first N samples are 0
     (no full window yet). C: ``tmlr_window_boundary_s16`` (ring buffer, running sums).
     """
     x = _i64(x)
@@ -242,7 +242,9 @@ def window_boundary_alarms(x, window: int, alpha2_q: int, alpha2_frac_bits: int)
     s = c1[t] - c1[t - n]
     q = c2[t] - c2[t - n]
     dev = n * x[t] - s
-    lhs = (dev * dev) << alpha2_frac_bits
-    rhs = alpha2_q * (n * q - s * s)
-    alarms[n:] = lhs > rhs
+    lhs = (dev * dev) << alpha2_frac_bits  # <= 2^60
+    spread = n * q - s * s
+    # A·spread may exceed int64; where it would, it exceeds every lhs: no alarm (C does the same)
+    fits = (alpha2_q == 0) | (spread <= np.iinfo(np.int64).max // max(alpha2_q, 1))
+    alarms[n:] = fits & (lhs > np.where(fits, alpha2_q * np.where(fits, spread, 0), 0))
     return alarms

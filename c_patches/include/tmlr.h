@@ -1,0 +1,95 @@
+/*
+ * tmlrepair C shims: fixed-point corrections applied after an int8 model on a microcontroller.
+ *
+ * C99, no malloc, no floating point, nothing from libc beyond stdint.h, stddef.h and string.h.
+ * Buffers are the caller's. Every function returns a tmlr_status. Each has a bit-exact Python
+ * twin in repair/fixedpoint.py; the tests compile this library and compare on thousands of vectors.
+ *
+ * Requires arithmetic right shift of negative integers (every GCC/Clang/ARM target does; checked below).
+ */
+#ifndef TMLR_H
+#define TMLR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TMLR_VERSION_MAJOR 0
+#define TMLR_VERSION_MINOR 1
+#define TMLR_VERSION_PATCH 0
+#define TMLR_VERSION ((TMLR_VERSION_MAJOR * 10000) + (TMLR_VERSION_MINOR * 100) + TMLR_VERSION_PATCH)
+
+#if (-1 >> 1) != -1
+#error "tmlrepair shims need arithmetic right shift of negative integers"
+#endif
+
+typedef enum {
+    TMLR_OK = 0,
+    TMLR_ERR_ARG = 1,    /* a NULL pointer, a zero size, or a parameter outside its documented range */
+    TMLR_ERR_RANGE = 2   /* a size that would overflow the documented int32/int64 accumulators */
+} tmlr_status;
+
+/* ---------------------------------------------------------------- softmax (TFLM / CMSIS-NN arithmetic) */
+
+/*
+ * int8 logits -> int8 probabilities (scale 1/256, zero point -128), row by row; the same integers as
+ * TFLite Micro's reference int8 Softmax and CMSIS-NN arm_softmax_s8.
+ *
+ * mult      Q0.31 multiplier of beta * input_scale * 2^26 (with a temperature T: beta / T), in [2^30, 2^31).
+ * shift     its left shift, in [0, 31) (TFLM: input_left_shift).
+ * diff_min  -floor(31 * 2^26 / 2^shift): inputs below max + diff_min give probability 0 (output -128).
+ * Rounding: exp in Q0.31 by gemmlowp's polynomial; sum in Q12.19; reciprocal by Newton-Raphson;
+ *           output rounded half away from zero, saturated to [-128, 127].
+ * row_size  1 .. 4096 (the Q12.19 sum must fit in int32).
+ */
+tmlr_status tmlr_softmax_s8(const int8_t *input, int32_t num_rows, int32_t row_size, int32_t mult, int32_t shift,
+                            int32_t diff_min, int8_t *output);
+
+/* As tmlr_softmax_s8, int16 output (scale 1/65536, zero point -32768), as CMSIS-NN arm_softmax_s8_s16. */
+tmlr_status tmlr_softmax_s8_s16(const int8_t *input, int32_t num_rows, int32_t row_size, int32_t mult,
+                                int32_t shift, int32_t diff_min, int16_t *output);
+
+/* ---------------------------------------------------------------- per-class affine (vector scaling) */
+
+/*
+ * y_k = clamp(requantize(x_k - in_zp, mult[k], shift[k]) + offset[k] + out_zp, -128, 127), k < num_classes,
+ * for each of num_rows rows. requantize(v, M, s) = RDBP(SRDHM(v * 2^max(s,0), M), max(-s,0)), CMSIS-NN's
+ * arm_nn_requantize: SRDHM rounds ties toward +inf, RDBP (rounding divide by power of two) away from zero.
+ * mult[k]   Q0.31 multiplier of |a_k| * s_in / s_out, sign of a_k; |mult| < 2^31.
+ * shift[k]  in [-31, 30]; offset[k] = round(b_k / s_out), in [-2^24, 2^24].
+ */
+tmlr_status tmlr_class_affine_s8(const int8_t *input, int32_t num_rows, int32_t num_classes, int32_t in_zp,
+                                 const int32_t *mult, const int32_t *shift, const int32_t *offset, int32_t out_zp,
+                                 int8_t *output);
+
+/* ---------------------------------------------------------------- decisions */
+
+/*
+ * decision = the class whose score reaches its threshold with the highest score (lowest index on ties),
+ * or -1 if none. scores and thresholds are int8 probabilities (q = 256 p - 128): threshold_q = ceil(256 theta) - 128.
+ */
+tmlr_status tmlr_threshold_decide_s8(const int8_t *scores, int32_t num_classes, const int8_t *thresholds,
+                                     int32_t *decision);
+
+/*
+ * Sliding-window anomaly boundary over int16 values: alarm at x_t iff |x_t - mean| > alpha * std over the
+ * window of the previous `window` values, exactly: (N x - S)^2 * 2^F > A (N Q - S^2), alpha^2 = A / 2^F,
+ * with S = sum x and Q = sum x^2 kept in int64 over a caller-provided ring buffer. No division, no sqrt.
+ * window    2 .. 1024;  alpha2_q (A) in [0, 2^31);  frac_bits (F) in [0, 8].
+ * The first `window` values never alarm (the window is not full yet).
+ */
+typedef struct {
+    int16_t *ring;      /* caller's buffer of `window` values */
+    int32_t window;
+    int32_t head;       /* next slot to overwrite */
+    int32_t count;      /* values seen, saturating at window */
+    int64_t sum;        /* S over the ring */
+    int64_t sum_sq;     /* Q over the ring */
+    int32_t alpha2_q;
+    int32_t frac_bits;
+} tmlr_window_s16;
+
+tmlr_status tmlr_window_init_s16(tmlr_window_s16 *w, int16_t *ring, int32_t window, int32_t alpha2_q,
+                                 int32_t frac_bits);
+tmlr_status tmlr_window_step_s16(tmlr_window_s16 *w, int16_t x, uint8_t *alarm);
+
+#endif /* TMLR_H */

@@ -1,0 +1,143 @@
+/*
+ * Test driver: one command per input line, one result line per command (stdin -> stdout).
+ * Lets tests/test_c_shims.py compare every shim with its Python twin on many vectors in one process.
+ *
+ *   mul A B | divpot X E | requant X M S | exp A | oneover X
+ *   softmax8 ROWS COLS MULT SHIFT DIFFMIN v... | softmax16 (same)
+ *   affine ROWS K INZP OUTZP m[K] s[K] o[K] v[ROWS*K]
+ *   decide K t[K] s[K]
+ *   window N A2 F LEN v[LEN]
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "tmlr.h"
+#include "tmlr_fixedpoint.h"
+
+#define MAXV 65536
+
+static long rd(void)
+{
+    long v = 0;
+    if (scanf("%ld", &v) != 1) {
+        fprintf(stderr, "driver: expected a number\n");
+    }
+    return v;
+}
+
+static int8_t in8[MAXV];
+static int8_t out8[MAXV];
+static int16_t out16[MAXV];
+static int16_t ring[1024];
+static int32_t m[256], s[256], o[256];
+
+static void fail(tmlr_status st)
+{
+    printf("status %d\n", (int)st);
+}
+
+int main(void)
+{
+    char op[32];
+    while (scanf("%31s", op) == 1) {
+        if (strcmp(op, "mul") == 0) {
+            const int32_t a = (int32_t)rd();
+            const int32_t b = (int32_t)rd();
+            printf("%ld\n", (long)tmlr_mul_sat_q31(a, b));
+        } else if (strcmp(op, "divpot") == 0) {
+            const int32_t x = (int32_t)rd();
+            const int32_t e = (int32_t)rd();
+            printf("%ld\n", (long)tmlr_div_pot_q31(x, e));
+        } else if (strcmp(op, "requant") == 0) {
+            const int32_t x = (int32_t)rd();
+            const int32_t mm = (int32_t)rd();
+            const int32_t ss = (int32_t)rd();
+            printf("%ld\n", (long)tmlr_requantize(x, mm, ss));
+        } else if (strcmp(op, "exp") == 0) {
+            printf("%ld\n", (long)tmlr_exp_on_negative_values((int32_t)rd()));
+        } else if (strcmp(op, "oneover") == 0) {
+            printf("%ld\n", (long)tmlr_one_over_one_plus_x((int32_t)rd()));
+        } else if (strcmp(op, "softmax8") == 0 || strcmp(op, "softmax16") == 0) {
+            const int32_t rows = (int32_t)rd();
+            const int32_t cols = (int32_t)rd();
+            const int32_t mult = (int32_t)rd();
+            const int32_t shift = (int32_t)rd();
+            const int32_t dmin = (int32_t)rd();
+            const int32_t n = rows * cols;
+            int32_t i;
+            tmlr_status st;
+            for (i = 0; i < n; ++i) {
+                in8[i] = (int8_t)rd();
+            }
+            if (op[7] == '8') {
+                st = tmlr_softmax_s8(in8, rows, cols, mult, shift, dmin, out8);
+            } else {
+                st = tmlr_softmax_s8_s16(in8, rows, cols, mult, shift, dmin, out16);
+            }
+            if (st != TMLR_OK) {
+                fail(st);
+                continue;
+            }
+            for (i = 0; i < n; ++i) {
+                printf(i ? " %d" : "%d", op[7] == '8' ? (int)out8[i] : (int)out16[i]);
+            }
+            printf("\n");
+        } else if (strcmp(op, "affine") == 0) {
+            const int32_t rows = (int32_t)rd();
+            const int32_t k = (int32_t)rd();
+            const int32_t inzp = (int32_t)rd();
+            const int32_t outzp = (int32_t)rd();
+            int32_t i;
+            tmlr_status st;
+            for (i = 0; i < k; ++i) m[i] = (int32_t)rd();
+            for (i = 0; i < k; ++i) s[i] = (int32_t)rd();
+            for (i = 0; i < k; ++i) o[i] = (int32_t)rd();
+            for (i = 0; i < rows * k; ++i) in8[i] = (int8_t)rd();
+            st = tmlr_class_affine_s8(in8, rows, k, inzp, m, s, o, outzp, out8);
+            if (st != TMLR_OK) {
+                fail(st);
+                continue;
+            }
+            for (i = 0; i < rows * k; ++i) {
+                printf(i ? " %d" : "%d", (int)out8[i]);
+            }
+            printf("\n");
+        } else if (strcmp(op, "decide") == 0) {
+            const int32_t k = (int32_t)rd();
+            int8_t th[256];
+            int32_t i;
+            int32_t d = 0;
+            for (i = 0; i < k; ++i) th[i] = (int8_t)rd();
+            for (i = 0; i < k; ++i) in8[i] = (int8_t)rd();
+            if (tmlr_threshold_decide_s8(in8, k, th, &d) != TMLR_OK) {
+                printf("status\n");
+                continue;
+            }
+            printf("%ld\n", (long)d);
+        } else if (strcmp(op, "window") == 0) {
+            const int32_t n = (int32_t)rd();
+            const int32_t a2 = (int32_t)rd();
+            const int32_t f = (int32_t)rd();
+            const int32_t len = (int32_t)rd();
+            tmlr_window_s16 w;
+            int32_t i;
+            const tmlr_status st = tmlr_window_init_s16(&w, ring, n, a2, f);
+            for (i = 0; i < len; ++i) {
+                uint8_t alarm = 0;
+                const int16_t x = (int16_t)rd();
+                if (st == TMLR_OK) {
+                    (void)tmlr_window_step_s16(&w, x, &alarm);
+                }
+                printf(i ? " %d" : "%d", (int)alarm);
+            }
+            printf("\n");
+            if (st != TMLR_OK) {
+                fail(st);
+            }
+        } else {
+            fprintf(stderr, "driver: unknown op %s\n", op);
+            return 2;
+        }
+    }
+    return 0;
+}
