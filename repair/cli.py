@@ -38,6 +38,7 @@ def main():
     drift       where and how much the int8 model departs from the float one
     fit         fit after-model repairs on the int8 model's outputs, judge them on a holdout
     fit-scores  fit an anomaly threshold or adaptive boundary from logged scores
+    emit        write a plan's repairs as C shims (+ params header, self-test, Makefile/CMake snippets)
     """
 
 
@@ -167,6 +168,22 @@ def fit_scores_cmd(scores_path, target_far, out_path, method, window, holdout_pa
     plan = fit_scores(scores, target_far, method=method, window=window, holdout=holdout)
     write_atomic(out_path, plan.to_json(), force)
     click.echo(render_plan(plan), nl=False)
+
+
+@main.command()
+@click.argument("plan_path", type=_PATH)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (replaced whole with --force).")
+@click.option("--prefix", default="tmlr_model", show_default=True, help="C symbol prefix (a C identifier).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def emit(plan_path, out_dir, prefix, force):
+    """Write PLAN's repairs as C: params header, shim, self-test, Makefile and CMake snippets."""
+    from .codegen.emit import emit as emit_c
+    from .plan import RepairPlan
+
+    files = emit_c(RepairPlan.from_json(plan_path), out_dir, prefix=prefix, overwrite=force)
+    click.echo(f"wrote {len(files)} files to {out_dir}: " + ", ".join(str(f) for f in files if f.parent == Path(".")))
+    click.echo(f"self-test: make -f {out_dir}/tmlrepair.mk {prefix}_selftest && ./{prefix}_selftest")
 
 
 if __name__ == "__main__":

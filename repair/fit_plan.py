@@ -71,7 +71,8 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     provenance = {"models": {k: {"path": str(m.path), "sha256": m.sha256} for k, m in
                              (("float", pair.float), ("int8", pair.int8))},
                   "calibration": calib.summary(), "holdout": holdout.summary(),
-                  "int8_output_quant": out_q.to_dict(), "task": task}
+                  "int8_output_quant": out_q.to_dict(), "int8_output_name": pair.int8.outputs[0].name,
+                  "num_classes": n_classes, "task": task}
     if task == "classifier":
         wanted = repairs or CLASSIFIER_REPAIRS
         entries = _classifier(zc, calib.y, zh, qh, holdout.y, out_q, wanted, target_far)
