@@ -74,7 +74,8 @@ tmlr_status tmlr_threshold_decide_s8(const int8_t *scores, int32_t num_classes, 
  * Sliding-window anomaly boundary over int16 values: alarm at x_t iff |x_t - mean| > alpha * std over the
  * window of the previous `window` values, exactly: (N x - S)^2 * 2^F > A (N Q - S^2), alpha^2 = A / 2^F,
  * with S = sum x and Q = sum x^2 kept in int64 over a caller-provided ring buffer. No division, no sqrt.
- * window    2 .. 1024;  alpha2_q (A) in [0, 2^31);  frac_bits (F) in [0, 8].
+ * window    2 .. 1024;  alpha2_q (A) in [0, 4095];  frac_bits (F) in [0, 8]. With |x| <= 2^15 these bounds
+ *           keep (N x - S)^2 2^F <= 2^60 and A (N Q - S^2) < 2^62: no overflow, no 64-bit division.
  * The first `window` values never alarm (the window is not full yet).
  */
 typedef struct {

@@ -4,11 +4,13 @@
 #include "tmlr.h"
 
 #define TMLR_MAX_WINDOW 1024
+#define TMLR_MAX_ALPHA2_Q 4095
 
 tmlr_status tmlr_window_init_s16(tmlr_window_s16 *w, int16_t *ring, int32_t window, int32_t alpha2_q,
                                  int32_t frac_bits)
 {
-    if (w == NULL || ring == NULL || window < 2 || alpha2_q < 0 || frac_bits < 0 || frac_bits > 8) {
+    if (w == NULL || ring == NULL || window < 2 || alpha2_q < 0 || alpha2_q > TMLR_MAX_ALPHA2_Q || frac_bits < 0 ||
+        frac_bits > 8) {
         return TMLR_ERR_ARG;
     }
     if (window > TMLR_MAX_WINDOW) {
@@ -37,11 +39,9 @@ tmlr_status tmlr_window_step_s16(tmlr_window_s16 *w, int16_t x, uint8_t *alarm)
         const int64_t n = w->window;
         const int64_t dev = n * (int64_t)x - w->sum;
         const int64_t spread = n * w->sum_sq - w->sum * w->sum;
-        const int64_t lhs = dev * dev * ((int64_t)1 << w->frac_bits); /* <= 2^60 */
-        /* A * spread can exceed int64; when it would, it exceeds every possible lhs: no alarm */
-        if (w->alpha2_q == 0 || spread <= INT64_MAX / w->alpha2_q) {
-            *alarm = (uint8_t)(lhs > (int64_t)w->alpha2_q * spread ? 1 : 0);
-        }
+        const int64_t lhs = dev * dev * ((int64_t)1 << w->frac_bits); /* <= 2^52 * 2^8 = 2^60 */
+        const int64_t rhs = (int64_t)w->alpha2_q * spread;             /* < 2^12 * 2^50 = 2^62 */
+        *alarm = (uint8_t)(lhs > rhs ? 1 : 0);
     }
     {
         const int16_t old = w->ring[w->head];

@@ -7,8 +7,9 @@ heavy-tailed, so a Gaussian α misses its false-alarm target.
 
 Integer form, no division, no square root (``repair.fixedpoint.window_boundary_alarms``):
 values quantized to int16, exact int64 window sums S = Σx and Q = Σx², and
-(N·x − S)² · 2^F > A·(N·Q − S²) with α² = A / 2^F (F = 8 by default). For int16 and
-N ≤ 1024 every term fits in int64.
+(N·x − S)² · 2^F > A·(N·Q − S²) with α² = A / 2^F, A ≤ 4095 and the largest F ≤ 8 that
+allows it (α up to 4 at 1/256 resolution in α², up to 64 coarser). For int16 and N ≤ 1024
+every term stays below 2^62: no overflow, and no 64-bit division on the MCU.
 """
 
 from __future__ import annotations
@@ -89,9 +90,15 @@ class WindowBoundary(Repair):
         return out
 
     def integer_params(self) -> dict:
+        """α² = A / 2^F with the largest F ≤ ``alpha_frac_bits`` that keeps A ≤ 4095 (int64-safe)."""
         self.check_fitted()
-        return {"window": int(self.window), "alpha2_q": int(round(self.alpha_ ** 2 * (1 << self.alpha_frac_bits))),
-                "alpha2_frac_bits": int(self.alpha_frac_bits), "value_scale": self.scale_}
+        f = int(self.alpha_frac_bits)
+        while f > 0 and round(self.alpha_ ** 2 * (1 << f)) > fp.MAX_ALPHA2_Q:
+            f -= 1
+        a = int(round(self.alpha_ ** 2 * (1 << f)))
+        if a > fp.MAX_ALPHA2_Q:
+            raise DataError(f"alpha {self.alpha_:.1f} is beyond the integer boundary's range (alpha² ≤ 4095)")
+        return {"window": int(self.window), "alpha2_q": a, "alpha2_frac_bits": f, "value_scale": self.scale_}
 
     def apply_int(self, stream) -> np.ndarray:
         p = self.integer_params()
