@@ -36,6 +36,16 @@ static void fail(tmlr_status st)
     printf("status %d\n", (int)st);
 }
 
+/* n values on one line; out16 when wide, else out8 */
+static void print_out(int32_t n, int wide)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        printf(i ? " %d" : "%d", wide ? (int)out16[i] : (int)out8[i]);
+    }
+    printf("\n");
+}
+
 int main(void)
 {
     char op[32];
@@ -78,10 +88,7 @@ int main(void)
                 fail(st);
                 continue;
             }
-            for (i = 0; i < n; ++i) {
-                printf(i ? " %d" : "%d", op[7] == '8' ? (int)out8[i] : (int)out16[i]);
-            }
-            printf("\n");
+            print_out(n, op[7] != '8');
         } else if (strcmp(op, "affine") == 0) {
             const int32_t rows = (int32_t)rd();
             const int32_t k = (int32_t)rd();
@@ -98,10 +105,7 @@ int main(void)
                 fail(st);
                 continue;
             }
-            for (i = 0; i < rows * k; ++i) {
-                printf(i ? " %d" : "%d", (int)out8[i]);
-            }
-            printf("\n");
+            print_out(rows * k, 0);
         } else if (strcmp(op, "decide") == 0) {
             const int32_t k = (int32_t)rd();
             int8_t th[256];
