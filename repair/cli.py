@@ -39,6 +39,7 @@ def main():
     fit         fit after-model repairs on the int8 model's outputs, judge them on a holdout
     fit-scores  fit an anomaly threshold or adaptive boundary from logged scores
     emit        write a plan's repairs as C shims (+ params header, self-test, Makefile/CMake snippets)
+    check       regression gate after requantization: exit 1 if the new int8 model (or the plan) regressed
     """
 
 
@@ -184,6 +185,53 @@ def emit(plan_path, out_dir, prefix, force):
     files = emit_c(RepairPlan.from_json(plan_path), out_dir, prefix=prefix, overwrite=force)
     click.echo(f"wrote {len(files)} files to {out_dir}: " + ", ".join(str(f) for f in files if f.parent == Path(".")))
     click.echo(f"self-test: make -f {out_dir}/tmlrepair.mk {prefix}_selftest && ./{prefix}_selftest")
+
+
+@main.command()
+@click.argument("baseline_path", type=_PATH)
+@click.argument("new_int8", type=_PATH)
+@click.option("--data", "data_path", type=_PATH, required=True, help="The holdout set the baseline was measured on.")
+@click.option("--float", "float_path", type=_PATH, help="Float model (default: the one the baseline names).")
+@click.option("--plan", "plan_path", type=_PATH, help="Also check that this plan's repairs still hold.")
+@click.option("--config", "config_path", type=_PATH,
+              help="pyproject.toml with [tool.tmlrepair.check] tolerances (default: ./pyproject.toml if it has them).")
+@click.option("--max-accuracy-drop", type=float, help="Points of accuracy the new model may lose (default 1.0).")
+@click.option("--max-sqnr-drop", type=float, help="dB of SQNR any layer may lose (default 3.0).")
+@click.option("--max-far-miss", type=float, help="How far a plan's rate may miss its target (default 0.03).")
+@click.option("--junit", "junit_path", type=_PATH, help="Write JUnit XML (one test case per check).")
+@click.option("--markdown", "md_path", type=_PATH, help="Write a Markdown summary for the pull request.")
+@click.option("--force", is_flag=True, help="Replace the JUnit/Markdown files if they exist.")
+@click.pass_context
+def check(ctx, baseline_path, new_int8, data_path, float_path, plan_path, config_path, max_accuracy_drop,
+          max_sqnr_drop, max_far_miss, junit_path, md_path, force):
+    """Compare NEW_INT8 with the BASELINE drift report on --data; exit 1 on a regression."""
+    from .atomic import write_atomic
+    from .check import Tolerances, render_summary, run_check, to_junit
+    from .data import load_calibration
+    from .drift import DriftReport
+    from .models import load_pair
+    from .plan import RepairPlan
+
+    _outputs_ok((junit_path, md_path), force)
+    baseline = DriftReport.from_json(baseline_path)
+    config = config_path or (Path("pyproject.toml") if Path("pyproject.toml").is_file() else None)
+    tol = Tolerances.from_pyproject(config) if config else Tolerances()
+    for name, value in (("max_accuracy_drop", max_accuracy_drop), ("max_sqnr_drop", max_sqnr_drop),
+                        ("max_far_miss", max_far_miss)):
+        if value is not None:
+            setattr(tol, name, value)
+    float_model = float_path or baseline.provenance.get("models", {}).get("float", {}).get("path")
+    if not float_model:
+        raise click.UsageError("the baseline does not name its float model: pass --float")
+    pair = load_pair(float_model, new_int8)
+    plan = RepairPlan.from_json(plan_path) if plan_path else None
+    result = run_check(baseline, pair, load_calibration(data_path), tol, plan)
+    click.echo(render_summary(result), nl=False)
+    if junit_path:
+        write_atomic(junit_path, to_junit(result), force)
+    if md_path:
+        write_atomic(md_path, render_summary(result, markdown=True), force)
+    ctx.exit(0 if result.passed else 1)
 
 
 if __name__ == "__main__":

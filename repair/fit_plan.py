@@ -45,7 +45,7 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256) -> tuple
     return raw.astype(np.float64), quant.quantize(raw).astype(np.int64)
 
 
-def _anomaly_scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+def anomaly_scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     if task == "reconstruction":
         return ((x.astype(np.float64) - out) ** 2).reshape(len(x), -1).mean(axis=1)
     return out.reshape(len(out), -1)[:, 0]
@@ -78,7 +78,7 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
         entries = _classifier(zc, calib.y, zh, qh, holdout.y, out_q, wanted, target_far)
         return RepairPlan(task="classifier", repairs=entries, provenance=provenance)
     if task in ("reconstruction", "score"):
-        sc, sh = _anomaly_scores(task, calib.x, zc), _anomaly_scores(task, holdout.x, zh)
+        sc, sh = anomaly_scores(task, calib.x, zc), anomaly_scores(task, holdout.x, zh)
         entries = _anomaly(sc, calib.y, sh, holdout.y, anomaly_far, anomaly_boundary, window)
         return RepairPlan(task="anomaly_stream" if anomaly_boundary == "window" else "anomaly_scores",
                           repairs=entries, provenance=provenance)
