@@ -56,6 +56,10 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
              window: int = 32) -> RepairPlan:
     """Fit the after-model repairs that apply to ``pair``'s task; return the plan with holdout results."""
     task = detect_task(pair)
+    unknown = set(repairs or ()) - set(CLASSIFIER_REPAIRS) - set(ANOMALY_REPAIRS)
+    if unknown:
+        raise DataError(f"unknown repair(s) {sorted(unknown)}; choose from "
+                        f"{', '.join(CLASSIFIER_REPAIRS + ANOMALY_REPAIRS)}")
     n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else None
     calib = check_fits(calib, pair, n_classes)
     holdout = check_fits(holdout, pair, n_classes)
@@ -65,7 +69,7 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
         raise DataError(f"{calib.source} has no labels (y): fitting these repairs needs labels")
     if len(calib) < 2:
         raise DataError(f"{calib.source} has {len(calib)} sample(s): a calibration split needs at least 2")
-    zc, qc = int8_outputs(pair, calib.x)
+    zc, _ = int8_outputs(pair, calib.x)
     zh, qh = int8_outputs(pair, holdout.x)
     out_q = pair.int8.outputs[0].quant
     provenance = {"models": {k: {"path": str(m.path), "sha256": m.sha256} for k, m in

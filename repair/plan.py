@@ -51,7 +51,8 @@ class RepairPlan:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            raise DataError(f"{path} is not a readable plan ({type(exc).__name__}): give a plan.json written by tmlrepair")
+            raise DataError(f"{path} is not a readable plan ({type(exc).__name__}): give a plan.json written by tmlrepair") \
+                from None
         if d.get("schema") != SCHEMA:
             raise DataError(f"{path}: plan schema {d.get('schema')!r} is not {SCHEMA!r}; refit with this tmlrepair")
         return cls(task=d["task"], repairs=d["repairs"], provenance=d.get("provenance", {}))

@@ -24,7 +24,6 @@ class ClassifierShim:
     """Integer parameters of the classifier chain (see module docstring)."""
 
     num_classes: int
-    logits_zero_point: int
     affine: dict | None  # multipliers, shifts, offsets, input_zero_point, output_zero_point
     softmax: tuple[int, int, int]  # multiplier, shift, diff_min
     thresholds: list[int] | None
@@ -81,7 +80,7 @@ def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim:
         k = k or (len(thresholds) if thresholds else plan.provenance.get("num_classes"))
         if not k:
             raise DataError("the plan does not say how many classes the model has: refit it")
-        return ClassifierShim(int(k), int(quant["zero_point"]), affine, tuple(int(v) for v in softmax), thresholds)
+        return ClassifierShim(int(k), affine, tuple(int(v) for v in softmax), thresholds)
     if "score_threshold" in kept:
         i = kept["score_threshold"]["integer"]
         return AnomalyShim("threshold", i["score_scale"], threshold_q=i["threshold_q"])

@@ -132,10 +132,10 @@ def main() -> None:
         reps = -(-n // len(x_all))
         x = np.concatenate([x_all] * reps)[:n]
         y = None if y_all is None else np.concatenate([y_all] * reps)[:n]
-        ta = timed(lambda: bare_pass((f, q), x, batch), args.repeats)
-        ta2 = timed(lambda: bare_pass((f, q), x, batch, int8_optimized=False), args.repeats)
-        tb = timed(lambda: qdq_debug(f, q, name, x, batch), args.repeats) if not pair.int8_io_is_integer else None
-        tc = timed(lambda: ours(f, q, x, y, batch), args.repeats)
+        ta = timed(lambda x=x: bare_pass((f, q), x, batch), args.repeats)
+        ta2 = timed(lambda x=x: bare_pass((f, q), x, batch, int8_optimized=False), args.repeats)
+        tb = timed(lambda x=x: qdq_debug(f, q, name, x, batch), args.repeats) if not pair.int8_io_is_integer else None
+        tc = timed(lambda x=x, y=y: ours(f, q, x, y, batch), args.repeats)
         b_cols = (f"{tb:.3f}", f"{tc / tb:.2f}") if tb else ("n/a (int8 I/O)", "–")
         print(f"| {n} | {ta:.3f} | {ta2:.3f} | {b_cols[0]} | {tc:.3f} | {tc / ta:.2f} | {tc / ta2:.2f} | {b_cols[1]} |",
               flush=True)

@@ -39,8 +39,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.10)
     args = ap.parse_args()
     t = args.target
-    print(f"| id | FAR on int8, Keras-float threshold | FAR on int8, TFLite-float threshold | refit even→odd: FAR | "
-          f"detection | 1,000 random halves: mean FAR | 5–95 % | within ±3 pts |")
+    print("| id | FAR on int8, Keras-float threshold | FAR on int8, TFLite-float threshold | refit even→odd: FAR | "
+          "detection | 1,000 random halves: mean FAR | 5–95 % | within ±3 pts |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for mid in ("01", "02", "03", "04"):
         ks, ky = load(args.scores / f"anomaly_score_ToyCar_id_{mid}.csv")

@@ -129,3 +129,9 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_unknown_repair_name_is_refused(digits, tmp_path):
+    r = run_cli("fit", digits["float"], digits["int8"], "--data", digits["calib"], "--holdout", digits["holdout"],
+                "-o", tmp_path / "o", "--repairs", "temperature,temprature")
+    assert_clean_error(r, "temprature", "choose from")

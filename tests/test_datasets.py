@@ -41,3 +41,15 @@ def test_anomaly_task_has_streams_and_both_classes_in_holdout():
     assert set(np.unique(ho.y)) == {0, 1}
     assert set(np.unique(cal.y)) == {0}
     assert ho.signal is not None and ho.labels is not None and len(ho.signal) == len(ho.labels)
+
+
+def test_split_holdout_is_disjoint_stratified_and_seeded():
+    data = load_calibration(task_files("digits")["calib"])
+    cal, ho = data.split_holdout(0.3, seed=1)
+    assert len(cal) + len(ho) == len(data)
+    a = {hashlib.sha1(r.tobytes()).hexdigest() for r in cal.x}
+    assert not a & {hashlib.sha1(r.tobytes()).hexdigest() for r in ho.x}
+    share = np.bincount(ho.y, minlength=10) / np.bincount(data.y, minlength=10)
+    assert np.allclose(share, 0.3, atol=0.02)  # every class split in the same proportion
+    again, _ = data.split_holdout(0.3, seed=1)
+    assert again.sha256 == cal.sha256

@@ -13,7 +13,7 @@ from repair.data import CalibrationSet, load_calibration
 from repair.drift import DriftReport, measure_drift
 from repair.models import load_pair
 
-from .conftest import TASKS, real_model, task_files
+from .conftest import real_model, task_files
 
 
 def _pair_and_data(task, split="holdout"):

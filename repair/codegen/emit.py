@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__
 from ..errors import DataError, OutputExistsError
 from ..plan import RepairPlan
-from ..shims import AnomalyShim, ClassifierShim, shim_from_plan
+from ..shims import ClassifierShim, shim_from_plan
 from .cnames import c_identifier, c_string, check_prefix
 
 LIBRARY = Path(__file__).resolve().parents[2] / "c_patches"
@@ -59,7 +59,7 @@ def _names_block(plan: RepairPlan, P: str) -> str:
     if classes:
         taken: set[str] = set()
         members = [f"    {P}_CLASS_{c_identifier(str(c), taken).upper()} = {i}" for i, c in enumerate(classes)]
-        lines.append(f"enum {{\n" + ",\n".join(members) + "\n};")
+        lines.append("enum {\n" + ",\n".join(members) + "\n};")
         lines.append(f"static const char *const {P.lower()}_class_names[{len(classes)}] = {{\n    " +
                      ",\n    ".join(c_string(str(c)) for c in classes) + "\n};")
     return "\n".join(lines) + ("\n" if lines else "")

@@ -26,9 +26,6 @@ import numpy as np
 from ..errors import ModelError, PairError
 from .graph import INT_DTYPES, GraphIndex, QuantParams
 
-_ORT_FLOAT = {1: np.float32, 10: np.float16, 11: np.float64}
-
-
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output: name, per-sample shape (batch dim dropped), element type."""

@@ -31,7 +31,7 @@ Per-sample shapes come from one probe inference of each model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -78,7 +78,6 @@ class TensorMap:
     pairs: list[TensorPair]
     unmatched: list[Unmatched]
     strategy: str
-    output_pairs: list[tuple[str, str]] = field(default_factory=list)  # (float output, int8 output)
 
     @property
     def weight_mismatches(self) -> list[TensorPair]:
@@ -91,17 +90,6 @@ class TensorMap:
     @property
     def coverage(self) -> float:
         return len(self.pairs) / self.quantized_total if self.quantized_total else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "strategy": self.strategy,
-            "quantized_total": self.quantized_total,
-            "paired": len(self.pairs),
-            "coverage": self.coverage,
-            "pairs": [{**{k: v for k, v in asdict(p).items() if k != "quant"}, "shape": list(p.shape),
-                       "quant": p.quant.to_dict()} for p in self.pairs],
-            "unmatched": [asdict(u) for u in self.unmatched],
-        }
 
 
 @dataclass(frozen=True)
@@ -249,12 +237,11 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
     if strategy not in ("auto", "name", "structure"):
         raise ValueError(f"unknown pairing strategy {strategy!r}")
     fx, qx = pair.float.index, pair.int8.index
-    output_pairs = [(f.name, q.name) for f, q in zip(pair.float.outputs, pair.int8.outputs)]
     if qx.is_qoperator:
         qops = sorted({n.op_type for n in qx.nodes if n.op_type.startswith(("QLinear", "ConvInteger", "MatMulInteger"))})
         return TensorMap([], [Unmatched(n.output[0], f"QOperator graph ({', '.join(qops)}): only output-level "
                                         "drift is measured for this format")
-                              for n in qx.nodes if n.op_type.startswith("QLinear")], "none", output_pairs)
+                              for n in qx.nodes if n.op_type.startswith("QLinear")], "none")
     quantized = _quantized_tensors(pair)
     if not quantized:
         raise PairError(f"INT8 model {pair.int8.path} has no per-tensor quantized activations to compare")
@@ -337,7 +324,7 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
             unmatched.append(Unmatched(qt.int8_name, f"no float tensor after {node!r} with shape {list(shape)} "
                                                      f"and the same activations"))
     pairs = [replace(p, weight_cosine=_weight_cosine(fx, qx, p)) for p in pairs]
-    tmap = TensorMap(pairs, unmatched, strategy, output_pairs)
+    tmap = TensorMap(pairs, unmatched, strategy)
     weighted = [p for p in pairs if p.weight_cosine is not None]
     bad = tmap.weight_mismatches
     if check_weights and weighted and len(bad) > len(weighted) / 2:
