@@ -17,6 +17,12 @@ _LAZY = {
     "CalibrationSet": "repair.data",
     "measure_drift": "repair.drift",
     "DriftReport": "repair.drift",
+    "fit_plan": "repair.fitting",
+    "fit_scores": "repair.score_fitting",
+    "load_scores": "repair.scores",
+    "RepairPlan": "repair.plan",
+    "emit": "repair.codegen.emit",
+    "run_check": "repair.check",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -155,7 +155,7 @@ def _layer_checks(baseline: DriftReport, report: DriftReport, tol: Tolerances) -
 
 def _plan_checks(plan: RepairPlan, pair: ModelPair, data: CalibrationSet, tol: Tolerances,
                  batch_size: int) -> list[Check]:
-    from .fit_plan import anomaly_scores, int8_outputs
+    from .fitting import anomaly_scores, int8_outputs
     from .repairs import from_dict
 
     if data.y is None:

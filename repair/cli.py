@@ -125,7 +125,7 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, tar
     """Fit after-model repairs of INT8_MODEL on --data, judge them on --holdout, write plan.json."""
     from .atomic import write_atomic
     from .data import load_calibration
-    from .fit_plan import fit_plan
+    from .fitting import fit_plan
     from .models import load_pair
     from .render_plan import render_plan
     from .repairs.base import check_rate
@@ -157,7 +157,7 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, tar
 def fit_scores_cmd(scores_path, target_far, out_path, method, window, holdout_path, anomaly_prefix, force):
     """Fit an anomaly threshold or boundary from SCORES (.csv id,score[,label] or .npz score[, label])."""
     from .atomic import write_atomic
-    from .fit_scores import fit_scores
+    from .score_fitting import fit_scores
     from .render_plan import render_plan
     from .repairs.base import check_rate
     from .scores import load_scores

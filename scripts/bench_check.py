@@ -24,7 +24,7 @@ def main() -> None:
     from repair.check import Tolerances, run_check
     from repair.data import load_calibration
     from repair.drift import measure_drift
-    from repair.fit_plan import fit_plan
+    from repair.fitting import fit_plan
     from repair.models import load_pair
 
     d = ROOT / "datasets" / args.task

@@ -14,7 +14,7 @@ from repair.cli import main
 from repair.codegen import cnames
 from repair.codegen.emit import emit
 from repair.data import load_calibration
-from repair.fit_plan import fit_plan
+from repair.fitting import fit_plan
 from repair.models import load_pair
 
 from .conftest import task_files

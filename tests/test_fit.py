@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from repair.cli import main
 from repair.data import load_calibration
-from repair.fit_plan import fit_plan
+from repair.fitting import fit_plan
 from repair.models import load_pair
 from repair.plan import RepairPlan
 
