@@ -194,3 +194,10 @@ def test_mlperf_sww_drift_on_its_calibration_samples():
     assert len(r.tensors) / r.pairing["quantized_total"] >= 0.9
     assert out["accuracy_float"] == pytest.approx(0.911, abs=0.001)
     assert out["top1_agreement"] > 0.9
+
+
+def test_qoperator_pair_gets_output_level_drift(tiny):
+    r = measure_drift(load_pair(tiny["float"], tiny["qop"]), load_calibration(tiny["data"]))
+    assert r.tensors == [] and r.unmatched and "QOperator" in r.unmatched[0]["reason"]
+    out = r.outputs[0]
+    assert out["top1_agreement"] > 0.9 and out["sqnr_db"] > 10 and "accuracy_int8" in out
