@@ -21,6 +21,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
+
 from . import metrics as M
 from .data import CalibrationSet
 from .drift import DriftReport, measure_drift
@@ -114,7 +116,7 @@ def run_check(baseline: DriftReport, pair: ModelPair, data: CalibrationSet, tol:
     if base_float and base_float != pair.float.sha256:
         raise DataError(f"the baseline's float model (sha256 {base_float[:12]}) is not {pair.float.path} "
                         f"({pair.float.sha256[:12]}): pass the float model the baseline was measured with")
-    report = measure_drift(pair, data, batch_size=batch_size)
+    report, outputs = measure_drift(pair, data, batch_size=batch_size, return_outputs=True)
     result = CheckResult(report=report)
     bo, no = baseline.outputs[0], report.outputs[0]
     for c in (_drop_check("accuracy", bo.get("accuracy_int8"), no.get("accuracy_int8"), tol.max_accuracy_drop, 100,
@@ -128,7 +130,7 @@ def run_check(baseline: DriftReport, pair: ModelPair, data: CalibrationSet, tol:
             result.checks.append(c)
     result.checks.extend(_layer_checks(baseline, report, tol))
     if plan is not None:
-        result.checks.extend(_plan_checks(plan, pair, data, tol, batch_size))
+        result.checks.extend(_plan_checks(plan, report.outputs[0]["task"], outputs["int8"], data, tol))
     return result
 
 
@@ -153,23 +155,23 @@ def _layer_checks(baseline: DriftReport, report: DriftReport, tol: Tolerances) -
     return checks
 
 
-def _plan_checks(plan: RepairPlan, pair: ModelPair, data: CalibrationSet, tol: Tolerances,
-                 batch_size: int) -> list[Check]:
-    from .fitting import anomaly_scores, int8_outputs
+def _plan_checks(plan: RepairPlan, task: str, int8_out: np.ndarray, data: CalibrationSet,
+                 tol: Tolerances) -> list[Check]:
+    """The plan's repairs on the new model; ``int8_out`` is what drift collected: logits, or anomaly scores."""
+    from .fitting import calibrated_probs
     from .repairs import from_dict
 
     if data.y is None:
         raise DataError(f"{data.source} has no labels: checking the plan's repairs needs them")
-    z, _ = int8_outputs(pair, data.x, batch_size)
+    z = np.asarray(int8_out, np.float64)
     checks = []
     for entry in plan.kept():
         rep = from_dict(entry)
         name = entry["repair"]
         if name in ("score_threshold", "window_boundary"):
-            from .drift import detect_task
-
-            scores = anomaly_scores(detect_task(pair), data.x, z)
-            alarms = rep.apply(scores)
+            if task not in ("reconstruction", "score"):
+                raise DataError(f"the plan's {name} needs anomaly scores, but the model is a {task}")
+            alarms = rep.apply(z)
             start = rep.window if name == "window_boundary" else 0
             far = M.alarm_rates(alarms[start:], data.y[start:])["false_alarm_rate"]
             target = rep.target_far
@@ -180,10 +182,7 @@ def _plan_checks(plan: RepairPlan, pair: ModelPair, data: CalibrationSet, tol: T
             checks.append(Check(f"plan {name}", ok, far, target, f"|FAR − target| ≤ {tol.max_far_miss:g}", msg,
                                 max(0.0, abs(miss) - tol.max_far_miss) / tol.max_far_miss))
         elif name == "class_thresholds":
-            probs = M.as_probabilities(z)
-            for e in plan.kept():
-                if e["repair"] in ("temperature", "vector_scaling"):
-                    probs = M.softmax(from_dict(e).apply(z))
+            probs = calibrated_probs(plan.kept(), z)
             far = M.accept_reject_rates(rep.apply(probs), data.y, probs.shape[1])["far_macro"]
             miss = far - rep.target_far
             ok = miss <= tol.max_far_miss

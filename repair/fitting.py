@@ -17,7 +17,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import CalibrationSet, check_fits
-from .drift.measure import detect_task
+from .drift.measure import anomaly_scores, detect_task
 from .errors import DataError
 from .models import ModelPair
 from .plan import RepairPlan
@@ -43,12 +43,6 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256) -> tuple
         return quant.dequantize(raw).astype(np.float64), raw.astype(np.int64)
     # float output written by a final DequantizeLinear: re-quantizing recovers its integers exactly
     return raw.astype(np.float64), quant.quantize(raw).astype(np.int64)
-
-
-def anomaly_scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    if task == "reconstruction":
-        return ((x.astype(np.float64) - out) ** 2).reshape(len(x), -1).mean(axis=1)
-    return out.reshape(len(out), -1)[:, 0]
 
 
 def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *, repairs: tuple[str, ...] | None = None,
@@ -126,7 +120,7 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
         if kept:
             best_nll, best_probs_float, best_probs_int = nll_after, p_after, p_int
     if "class_thresholds" in wanted:
-        calib_probs = _calibrated(entries, zc)
+        calib_probs = calibrated_probs(entries, zc)
         rep = ClassThresholds(target_far).fit(calib_probs, yc)
         dec_f = rep.apply(best_probs_float)
         if best_probs_int is None:  # no calibration kept: the shim runs the plain int8 softmax
@@ -141,7 +135,7 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
     return entries
 
 
-def _calibrated(entries: list[dict], z: np.ndarray) -> np.ndarray:
+def calibrated_probs(entries: list[dict], z: np.ndarray) -> np.ndarray:
     """Probabilities on ``z`` after the calibration repairs kept so far."""
     from .repairs import from_dict
 

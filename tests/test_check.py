@@ -86,15 +86,12 @@ def test_plan_detects_a_boundary_that_no_longer_holds(tmp_path):
     r = CliRunner().invoke(main, ["drift", str(f["float"]), str(f["int8"]), "--data", str(f["holdout"]),
                                   "--json", str(tmp_path / "base.json")])
     assert r.exit_code == 0
-    args = ["check", str(tmp_path / "base.json"), None, "--data", str(f["holdout"]), "--plan",
-            str(tmp_path / "plan.json"), "--max-far-miss", "0.05", "--max-sqnr-drop", "100", "--config",
-            str(tmp_path / "none.toml")]
     (tmp_path / "none.toml").write_text("")
-    args[2] = str(f["int8"])
-    same = CliRunner().invoke(main, args)
+    opts = ["--data", str(f["holdout"]), "--plan", str(tmp_path / "plan.json"), "--max-far-miss", "0.05",
+            "--max-sqnr-drop", "100", "--config", str(tmp_path / "none.toml")]
+    same = CliRunner().invoke(main, ["check", str(tmp_path / "base.json"), str(f["int8"]), *opts])
     assert same.exit_code == 0, same.output
-    args[2] = str(tmp_path / "spike.onnx")
-    worse = CliRunner().invoke(main, args)
+    worse = CliRunner().invoke(main, ["check", str(tmp_path / "base.json"), str(tmp_path / "spike.onnx"), *opts])
     assert worse.exit_code == 1
     line = next(ln for ln in worse.output.splitlines() if "score_threshold" in ln)
     assert "refit" in line and "misses by" in line

@@ -37,7 +37,7 @@ def detect_task(pair: ModelPair) -> str:
     return "tensor"
 
 
-def _scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+def anomaly_scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Anomaly score per sample: mean squared reconstruction error, or the model's scalar output."""
     if task == "reconstruction":
         return ((x.astype(np.float64) - out.astype(np.float64)) ** 2).reshape(len(x), -1).mean(axis=1)
@@ -46,7 +46,7 @@ def _scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "auto", task: str = "auto",
                   batch_size: int = 256, bootstrap: int = 200, seed: int = 0, check_weights: bool = True,
-                  progress: Progress | None = None) -> DriftReport:
+                  progress: Progress | None = None, return_outputs: bool = False):
     """Measure how far ``pair.int8`` departs from ``pair.float`` on ``data``.
 
     Per paired tensor: SQNR, cosine, MAE, max abs error, per-channel mean error,
@@ -54,6 +54,10 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     bootstrap 95 % interval), KL divergence (classifier); score shift and AUROC
     (reconstruction/score). ``check_weights=False`` measures a pair whose layers hold
     different weights (refused by default: see ``build_tensor_map``) and flags it.
+
+    Returns the ``DriftReport``; with ``return_outputs``, ``(report, {"float": …, "int8": …})``
+    holding what the pass collected per sample — dequantized outputs (classifier, tensor) or
+    anomaly scores (reconstruction, score) — so a caller needs no second pass.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}")
@@ -92,8 +96,8 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
         yf = np.asarray(fr[f_pos[f_out[0]]], np.float32)
         yq = pair.int8_output_to_float(0, qr[q_pos[q_out[0]]])
         out_stats.update_values(yf, yq)
-        outs_f.append(yf if keep_full else _scores(task, xb, yf))
-        outs_q.append(yq if keep_full else _scores(task, xb, yq))
+        outs_f.append(yf if keep_full else anomaly_scores(task, xb, yf))
+        outs_q.append(yq if keep_full else anomaly_scores(task, xb, yq))
         bar.advance(len(xb))
 
     def infer():
@@ -115,7 +119,7 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     output = {"float_name": f_out[0], "int8_name": q_out[0], "task": task,
               "sqnr_db": out_stats.sqnr_db, "cosine": out_stats.cosine, "max_abs_err": out_stats.max_abs}
     output.update(_output_metrics(task, yf_all, yq_all, data.y, bootstrap, seed))
-    return DriftReport(
+    report = DriftReport(
         schema=SCHEMA,
         tensors=tensors,
         unmatched=[{"int8_name": u.int8_name, "reason": u.reason} for u in tmap.unmatched],
@@ -127,6 +131,7 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
                     "settings": {"batch_size": batch_size, "bootstrap": bootstrap, "seed": seed,
                                  "strategy": strategy, "task": task, "check_weights": check_weights}},
     )
+    return (report, {"float": yf_all, "int8": yq_all}) if return_outputs else report
 
 
 def _overlapped(items, consume, depth: int = 2) -> None:
