@@ -25,3 +25,12 @@ class DataError(TmlrepairError):
 
 class OutputExistsError(TmlrepairError):
     """An output path exists and overwriting was not asked for."""
+
+
+class DeviceError(TmlrepairError):
+    """The device cannot be reached, does not answer, or answers with an error."""
+
+    def __init__(self, message: str, code: int | None = None, detail: int = 0):
+        super().__init__(message)
+        self.code = code
+        self.detail = detail

@@ -1,0 +1,172 @@
+"""Messages of the device protocol (docs/protocol.md): what each command's payload holds, both ways.
+
+Little-endian throughout. The device side is c_patches/device/tmlr_device.c; the layouts here and there
+are checked against each other by tests that talk to the compiled device.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..shims import AnomalyShim, ClassifierShim
+
+PROTOCOL_VERSION = 1
+
+HELLO, SET_PARAMS, INFER, SHIM, BENCH, RESET, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x7F
+REPLY = 0x80
+COMMAND_NAMES = {HELLO: "hello", SET_PARAMS: "set-params", INFER: "infer", SHIM: "shim", BENCH: "bench",
+                 RESET: "reset", ERROR: "error"}
+
+# error codes (TMLR_E_*)
+E_UNKNOWN_COMMAND, E_BAD_LENGTH, E_OVERFLOW, E_FRAMING, E_CRC = 1, 2, 3, 4, 5
+E_NO_PARAMS, E_NO_MODEL, E_STREAM_POS, E_BAD_PARAMS, E_MODEL_FAILED, E_FAULT = 6, 7, 8, 9, 10, 11
+ERROR_NAMES = {1: "unknown command", 2: "bad payload length", 3: "frame too long", 4: "bad framing",
+               5: "CRC mismatch", 6: "no parameters uploaded", 7: "no model on the device",
+               8: "unexpected stream position", 9: "parameters out of range", 10: "the model failed",
+               11: "the CPU faulted"}
+LINK_ERRORS = frozenset({E_OVERFLOW, E_FRAMING, E_CRC})  # the request did not arrive intact: retransmit
+
+KIND_CLASSIFIER, KIND_THRESHOLD, KIND_WINDOW = 1, 2, 3
+CAP_SHIM, CAP_MODEL = 0x1, 0x2
+RESET_STATE, RESET_PARAMS, RESET_REBOOT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dims: tuple[int, ...]
+    size: int
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class Hello:
+    protocol: int
+    library: int
+    capabilities: int
+    max_payload: int
+    counter_hz: int
+    params_id: int
+    shim_kind: int
+    max_classes: int
+    max_window: int
+    model_input: TensorInfo | None
+    model_output: TensorInfo | None
+    board: str
+
+    @property
+    def has_model(self) -> bool:
+        return bool(self.capabilities & CAP_MODEL)
+
+    def describe(self) -> str:
+        model = (f"model {list(self.model_input.dims)} → {list(self.model_output.dims)}" if self.has_model
+                 else "shim-only (no model on the device)")
+        return (f"{self.board}: protocol {self.protocol}, library {self.library}, {model}, "
+                f"max payload {self.max_payload} B, counter {self.counter_hz} Hz")
+
+
+def _tensor(p: bytes) -> TensorInfo | None:
+    ndim = p[0]
+    dims = struct.unpack_from("<4H", p, 1)[:ndim]
+    size, scale_bits, zp = struct.unpack_from("<IIi", p, 9)
+    if size == 0:
+        return None
+    return TensorInfo(tuple(dims), size, struct.unpack("<f", struct.pack("<I", scale_bits))[0], zp)
+
+
+def parse_hello(p: bytes) -> Hello:
+    if len(p) < 65 or len(p) != 65 + p[64]:
+        raise ValueError(f"hello reply of {len(p)} bytes")
+    proto, lib, caps, max_payload, hz, params_id, kind, max_classes, max_window = struct.unpack_from(
+        "<BHIHIIBHH", p, 0)
+    return Hello(proto, lib, caps, max_payload, hz, params_id, kind, max_classes, max_window,
+                 _tensor(p[22:43]), _tensor(p[43:64]), p[65:].decode("ascii", "replace"))
+
+
+def pack_params(shim: ClassifierShim | AnomalyShim, params_id: int) -> bytes:
+    """SET_PARAMS payload for a plan's shim chain (repair.shims)."""
+    if not 0 < params_id < 2 ** 32:
+        raise ValueError("params_id must be in 1 .. 2^32-1")
+    if isinstance(shim, ClassifierShim):
+        k = shim.num_classes
+        flags = (1 if shim.affine is not None else 0) | (2 if shim.thresholds is not None else 0)
+        out = struct.pack("<IBHBiii", params_id, KIND_CLASSIFIER, k, flags, *shim.softmax)
+        if shim.affine is not None:
+            a = shim.affine
+            out += struct.pack("<ii", a["input_zero_point"], a["output_zero_point"])
+            out += struct.pack(f"<{3 * k}i", *a["multipliers"], *a["shifts"], *a["offsets"])
+        if shim.thresholds is not None:
+            out += struct.pack(f"<{k}b", *shim.thresholds)
+        return out
+    if shim.kind == "threshold":
+        return struct.pack("<IBi", params_id, KIND_THRESHOLD, shim.threshold_q)
+    return struct.pack("<IBHiB", params_id, KIND_WINDOW, shim.window, shim.alpha2_q, shim.alpha2_frac_bits)
+
+
+def shim_sample_bytes(shim: ClassifierShim | AnomalyShim) -> tuple[int, int]:
+    """(bytes in, bytes out) per sample through SHIM."""
+    if isinstance(shim, ClassifierShim):
+        return shim.num_classes, shim.num_classes + (2 if shim.thresholds is not None else 0)
+    return 2, 1
+
+
+def pack_shim_inputs(shim: ClassifierShim | AnomalyShim, raw: np.ndarray) -> bytes:
+    """Raw outputs of a batch as SHIM carries them: int8 logits, or int16 le anomaly scores."""
+    if isinstance(shim, ClassifierShim):
+        return np.asarray(raw, np.int8).reshape(-1, shim.num_classes).tobytes()
+    return np.asarray(raw, "<i2").reshape(-1).tobytes()
+
+
+def pack_shim_request(pos: int, samples: bytes, count: int) -> bytes:
+    return struct.pack("<IH", pos, count) + samples
+
+
+def parse_shim_reply(shim: ClassifierShim | AnomalyShim, p: bytes, pos: int, count: int) -> dict[str, np.ndarray]:
+    """Split a SHIM reply into the same arrays ClassifierShim.run / AnomalyShim.run return."""
+    if len(p) < 6:
+        raise ValueError("shim reply too short")
+    end, got = struct.unpack_from("<IH", p, 0)
+    per = shim_sample_bytes(shim)[1]
+    if end != pos + count or got != count or len(p) != 6 + count * per:
+        raise ValueError(f"shim reply for samples {end - got}..{end} ({len(p)} bytes), expected {pos}..{pos + count}")
+    body = np.frombuffer(p, np.uint8, offset=6).reshape(count, per)
+    if isinstance(shim, ClassifierShim):
+        k = shim.num_classes
+        out = {"probs": body[:, :k].view(np.int8).copy()}
+        if shim.thresholds is not None:
+            out["decision"] = body[:, k:k + 2].copy().view("<i2").reshape(-1).astype(np.int64)
+        return out
+    return {"alarm": body[:, 0].astype(np.int8)}
+
+
+def pack_bench(shim: ClassifierShim | AnomalyShim, sample: np.ndarray, iterations: int) -> bytes:
+    return struct.pack("<I", iterations) + pack_shim_inputs(shim, sample)[:shim_sample_bytes(shim)[0]]
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    iterations: int
+    ticks: int        # counter ticks for `iterations` calls of the shim chain (plus the empty loop)
+    empty_ticks: int  # counter ticks of the empty loop alone
+    counter_hz: int
+    checksum: int
+
+    def per_call(self) -> float:
+        """Counter ticks per shim call, the empty loop subtracted."""
+        return (self.ticks - self.empty_ticks) / self.iterations
+
+
+def parse_bench(p: bytes, iterations: int) -> BenchResult:
+    ticks, empty, hz, checksum = struct.unpack("<QQII", p)
+    return BenchResult(iterations, ticks, empty, hz, checksum)
+
+
+def parse_error(p: bytes) -> tuple[int, int, int]:
+    """(code, command, detail) of an ERROR payload."""
+    if len(p) != 6:
+        return (0, 0, 0)
+    code, cmd, detail = struct.unpack("<BBI", p)
+    return code, cmd, detail
