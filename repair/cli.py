@@ -40,6 +40,9 @@ def main():
     fit-scores  fit an anomaly threshold or adaptive boundary from logged scores
     emit        write a plan's repairs as C shims (+ params header, self-test, Makefile/CMake snippets)
     check       regression gate after requantization: exit 1 if the new int8 model (or the plan) regressed
+    calibrate   fit the repairs on a device's outputs, upload them, judge them on the device, emit the C
+    validate    a plan's shims on the device vs the Python reference, bit for bit, with the task metrics
+    hello       what the device on a serial link is (firmware, limits, model)
     """
 
 
@@ -236,3 +239,154 @@ def check(ctx, baseline_path, new_int8, data_path, float_path, plan_path, config
 
 if __name__ == "__main__":
     main()
+
+
+def _link_options(f):
+    """--serial, --baud, --timeout, --retries, --trace: how to reach the device."""
+    f = click.option("--trace", "trace_path", type=click.Path(dir_okay=False, allow_dash=True),
+                     help="Hex dump of every byte on the link to this file ('-' for stderr).")(f)
+    f = click.option("--retries", type=click.IntRange(0, 100), default=8, show_default=True,
+                     help="Retransmissions of a request before giving up.")(f)
+    f = click.option("--timeout", type=click.FloatRange(0.05, 3600), default=10.0, show_default=True,
+                     help="Overall seconds per request, retries included (a reply attempt waits ≤ 1 s).")(f)
+    f = click.option("--baud", type=int, default=115200, show_default=True, help="Serial speed (real ports only).")(f)
+    return click.option("--serial", "url", default="sim", show_default=True,
+                        help="/dev/ttyACM0, socket://HOST:PORT, loop://, 'sim' (virtual device) or 'qemu' "
+                             "(emulated Cortex-M4).")(f)
+
+
+def _open_link(ctx, url, baud, timeout, retries, trace_path):
+    from .device.link import Timeouts, Trace
+    from .device.targets import open_link
+
+    trace = None
+    if trace_path:
+        stream = sys.stderr if trace_path == "-" else ctx.with_resource(open(trace_path, "w"))
+        trace = Trace(stream)
+    timeouts = Timeouts(reply=min(1.0, timeout), overall=timeout)
+    return ctx.with_resource(open_link(url, timeouts=timeouts, retries=retries, trace=trace, baudrate=baud))
+
+
+def _write_run(out_dir: Path, run, force: bool, extra: dict | None = None) -> str:
+    """report.json and report.md (and plan.json when given) into out_dir, each written whole or not at all."""
+    from .atomic import write_atomic
+    from .device.render import render_run
+    from .jsonio import dumps_stable
+
+    text = render_run(run.report)
+    for name, content in {**(extra or {}), "report.json": dumps_stable(run.report),
+                          "report.md": "```\n" + text + "```\n"}.items():
+        write_atomic(out_dir / name, content, force)
+    return text
+
+
+@main.command()
+@_link_options
+@click.pass_context
+def hello(ctx, url, baud, timeout, retries, trace_path):
+    """Ask the device on --serial what it is: protocol and library versions, limits, model I/O."""
+    link = _open_link(ctx, url, baud, timeout, retries, trace_path)
+    click.echo(link.hello().describe())
+
+
+@main.command()
+@click.argument("float_model", type=_PATH, required=False)
+@click.argument("int8_model", type=_PATH, required=False)
+@click.option("--data", "calib_path", type=_PATH, help="Calibration split (default: the bundled task's).")
+@click.option("--holdout", "holdout_path", type=_PATH, help="Holdout split (default: the bundled task's).")
+@click.option("--task", type=click.Choice(["digits", "motions", "ecg"]), default="digits", show_default=True,
+              help="Bundled task to run when no models are given.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for plan.json, report.json/.md and c/ (created if missing).")
+@click.option("--repairs", help="Comma-separated subset of the after-model repairs (default: all that apply).")
+@click.option("--target-far", type=float, default=0.01, show_default=True, help="Per-class false-accept target.")
+@click.option("--anomaly-far", type=float, default=0.1, show_default=True, help="Anomaly false-alarm target.")
+@click.option("--anomaly-boundary", type=click.Choice(["threshold", "window"]), default="threshold",
+              show_default=True)
+@click.option("--window", type=click.IntRange(2, 1024), default=32, show_default=True)
+@click.option("--prefix", default="tmlr_model", show_default=True, help="C symbol prefix of the emitted shims.")
+@click.option("--resume", is_flag=True, help="Continue a run that was cut short (its journal is in the folder).")
+@click.option("--force", is_flag=True, help="Replace the outputs if they exist.")
+@_link_options
+@click.pass_context
+def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_dir, repairs, target_far, anomaly_far,
+              anomaly_boundary, window, prefix, resume, force, url, baud, timeout, retries, trace_path):
+    """Fit the repairs on the device's outputs, upload them, run the holdout through them, emit the C.
+
+    With no FLOAT_MODEL/INT8_MODEL it runs a bundled task (--task); with no --serial, the virtual device.
+    Exit 0 when the device's shim outputs equal the Python reference bit for bit, 1 when they differ.
+    """
+    from .codegen.emit import emit as emit_c
+    from .data import load_calibration
+    from .device.calibrate import run_calibrate
+    from .errors import DataError
+    from .models import load_pair
+    from .progress import Progress
+    from .repairs.base import check_rate
+
+    check_rate("--target-far", target_far)
+    check_rate("--anomaly-far", anomaly_far)
+    if (float_model is None) != (int8_model is None):
+        raise DataError("give both FLOAT_MODEL and INT8_MODEL, or neither (a bundled task)")
+    if float_model is None:
+        base = Path(__file__).resolve().parents[1] / "datasets" / task
+        float_model, int8_model = base / "float.onnx", base / "int8.onnx"
+        calib_path, holdout_path = calib_path or base / "calib.npz", holdout_path or base / "holdout.npz"
+    if calib_path is None or holdout_path is None:
+        raise DataError("--data and --holdout are required with your own models")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _outputs_ok([out_dir / n for n in ("plan.json", "report.json", "report.md")], force)
+    if (out_dir / "c").exists() and not force and not resume:
+        raise DataError(f"{out_dir / 'c'} exists: pass --force to replace it")
+    pair = load_pair(float_model, int8_model)
+    calib, holdout = load_calibration(calib_path), load_calibration(holdout_path)
+    wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
+    link = _open_link(ctx, url, baud, timeout, retries, trace_path)
+    run = run_calibrate(link, pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
+                        anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window, resume=resume,
+                        progress=Progress(enabled=sys.stderr.isatty(), label="holdout on device "))
+    text = _write_run(out_dir, run, True, {"plan.json": run.plan.to_json()})
+    emit_c(run.plan, out_dir / "c", prefix=prefix, overwrite=True)
+    (out_dir / ".journal-holdout.jsonl").unlink(missing_ok=True)
+    click.echo(text + f"wrote {out_dir}/plan.json, report.json, report.md and the C shims in {out_dir}/c", nl=True)
+    ctx.exit(0 if run.bit_exact else 1)
+
+
+@main.command()
+@click.option("--plan", "plan_path", type=_PATH, required=True, help="plan.json from fit or calibrate.")
+@click.option("--data", "data_path", type=_PATH, required=True, help="Holdout set (with labels for the metrics).")
+@click.option("--float", "float_path", type=_PATH, help="Float model (default: the one the plan names).")
+@click.option("--int8", "int8_path", type=_PATH, help="Int8 model (default: the one the plan names).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.json/.md and the run's journal (default: no files).")
+@click.option("--resume", is_flag=True, help="Continue a run that was cut short (needs -o).")
+@click.option("--force", is_flag=True, help="Replace the reports if they exist.")
+@_link_options
+@click.pass_context
+def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, resume, force, url, baud, timeout, retries,
+             trace_path):
+    """Run PLAN's shims on the device over --data and compare with the Python reference bit for bit.
+
+    Exit 0 when every sample matches, 1 when any differs.
+    """
+    from .data import load_calibration
+    from .device.validate import run_validate
+    from .plan import RepairPlan
+
+    plan = RepairPlan.from_json(plan_path)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            _outputs_ok([out_dir / "report.json", out_dir / "report.md"], force)
+    data = load_calibration(data_path)
+    link = _open_link(ctx, url, baud, timeout, retries, trace_path)
+    run = run_validate(link, plan, data, float_path=float_path, int8_path=int8_path, out_dir=out_dir, resume=resume)
+    if out_dir is not None:
+        text = _write_run(out_dir, run, True)
+    else:
+        from .device.render import render_run
+
+        text = render_run(run.report)
+    click.echo(text, nl=False)
+    ctx.exit(0 if run.bit_exact else 1)

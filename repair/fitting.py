@@ -47,8 +47,13 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256) -> tuple
 
 def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *, repairs: tuple[str, ...] | None = None,
              target_far: float = 0.01, anomaly_far: float = 0.1, anomaly_boundary: str = "threshold",
-             window: int = 32) -> RepairPlan:
-    """Fit the after-model repairs that apply to ``pair``'s task; return the plan with holdout results."""
+             window: int = 32, raw_outputs: tuple[np.ndarray, np.ndarray] | None = None,
+             source: str = "onnxruntime") -> RepairPlan:
+    """Fit the after-model repairs that apply to ``pair``'s task; return the plan with holdout results.
+
+    ``raw_outputs``: the int8 output integers on calib and holdout as a device produced them (``calibrate``);
+    by default onnxruntime runs the int8 model. ``source`` says which, in the plan's provenance.
+    """
     task = detect_task(pair)
     unknown = set(repairs or ()) - set(CLASSIFIER_REPAIRS) - set(ANOMALY_REPAIRS)
     if unknown:
@@ -63,14 +68,18 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
         raise DataError(f"{calib.source} has no labels (y): fitting these repairs needs labels")
     if len(calib) < 2:
         raise DataError(f"{calib.source} has {len(calib)} sample(s): a calibration split needs at least 2")
-    zc, _ = int8_outputs(pair, calib.x)
-    zh, qh = int8_outputs(pair, holdout.x)
     out_q = pair.int8.outputs[0].quant
+    if raw_outputs is None:
+        zc, _ = int8_outputs(pair, calib.x)
+        zh, qh = int8_outputs(pair, holdout.x)
+    else:
+        qc, qh = (np.asarray(q, np.int64).reshape(len(d), -1) for q, d in zip(raw_outputs, (calib, holdout)))
+        zc, zh = (out_q.dequantize(q).astype(np.float64) for q in (qc, qh))
     provenance = {"models": {k: {"path": str(m.path), "sha256": m.sha256} for k, m in
                              (("float", pair.float), ("int8", pair.int8))},
                   "calibration": calib.summary(), "holdout": holdout.summary(),
                   "int8_output_quant": out_q.to_dict(), "int8_output_name": pair.int8.outputs[0].name,
-                  "num_classes": n_classes, "task": task}
+                  "num_classes": n_classes, "task": task, "int8_outputs_from": source}
     if task == "classifier":
         wanted = repairs or CLASSIFIER_REPAIRS
         entries = _classifier(zc, calib.y, zh, qh, holdout.y, out_q, wanted, target_far)

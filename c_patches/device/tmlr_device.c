@@ -469,12 +469,13 @@ static void execute(tmlr_device *dev, uint8_t cmd, uint8_t seq, const uint8_t *p
         cmd_bench(dev, seq, p, n);
         break;
     case TMLR_CMD_RESET:
-        if (n != 1 || p[0] > 2) {
+        if (!(n == 1 && p[0] <= 2) && !(n == 5 && p[0] == 0)) {
             reply_error(dev, seq, TMLR_E_BAD_LENGTH, cmd, 0);
             break;
         }
         if (p[0] == 0) {
             clear_state(&dev->shim);
+            dev->shim.stream_pos = n == 5 ? get_u32(p + 1) : 0u; /* the position of the next sample */
         } else {
             memset(&dev->shim, 0, sizeof dev->shim);
         }

@@ -42,7 +42,7 @@ enum tmlr_command {
     TMLR_CMD_INFER = 0x03,      /* input -> raw output, corrected output, counter delta (needs a model) */
     TMLR_CMD_SHIM = 0x04,       /* raw outputs -> corrected outputs, batched */
     TMLR_CMD_BENCH = 0x05,      /* run the shim chain k times on one sample, return counter ticks */
-    TMLR_CMD_RESET = 0x06,      /* 0: clear shim state, 1: forget parameters, 2: reboot */
+    TMLR_CMD_RESET = 0x06,      /* 0 [u32 pos]: clear shim state, next sample is pos; 1: forget parameters; 2: reboot */
     TMLR_CMD_ERROR = 0x7F
 };
 

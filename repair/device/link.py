@@ -172,8 +172,10 @@ class DeviceLink:
     def bench(self, shim, sample: np.ndarray, iterations: int) -> P.BenchResult:
         return P.parse_bench(self.request(P.BENCH, P.pack_bench(shim, sample, iterations)), iterations)
 
-    def reset(self, mode: int = P.RESET_STATE) -> None:
-        self.request(P.RESET, bytes((mode,)))
+    def reset(self, mode: int = P.RESET_STATE, position: int = 0) -> None:
+        """RESET_STATE clears the stateful shim (the next sample is ``position``); RESET_PARAMS forgets the
+        parameters; RESET_REBOOT restarts the device."""
+        self.request(P.RESET, bytes((mode,)) + (position.to_bytes(4, "little") if mode == P.RESET_STATE else b""))
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -1,0 +1,44 @@
+"""A device run's report (calibrate / validate) as terminal text or Markdown."""
+
+from __future__ import annotations
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v, fmt=".4f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def render_run(report: dict) -> str:
+    lines = [f"tmlrepair {report['command']} on {report['device']['describe']}",
+             f"raw outputs from {report['raw_outputs_from']}; plan {report['plan_sha256'][:16]}"]
+    d = report["drift"]["device_vs_float"]
+    lines.append(f"drift, device vs float: output SQNR {_num(d['sqnr_db'], '.1f')} dB"
+                 + (f", top-1 agreement {_pct(d['top1_agreement'])}" if "top1_agreement" in d else ""))
+    host = report["drift"]["device_vs_host_int8"]
+    lines.append("drift, device vs host int8: " + ("not measured (the device does not run the model)" if host is None
+                                                  else ", ".join(f"{k} {v}" for k, v in host.items())))
+    m = report["metrics"]
+    n = report["holdout"]["n"]
+    if "accuracy" in m["float"]:
+        f, r, s = m["float"], m["int8"], m["device_shims"]
+        lines.append(f"holdout ({n}): accuracy float {_pct(f['accuracy'])} | int8 {_pct(r['accuracy'])} → "
+                     f"with device shims {_pct(s['accuracy'])} (gap recovered {_pct(m['gap_recovered'])})")
+        lines.append(f"  int8 probabilities (TFLM softmax → device shims): NLL {_num(r['nll'])} → {_num(s['nll'])}; ECE {_num(r['ece'])} → {_num(s['ece'])}"
+                     + (f"; per-class false-accept (macro) {_pct(s['far_macro'])}" if "far_macro" in s else ""))
+    else:
+        f, r, s = m["float"], m["int8"], m["device_shims"]
+        lines.append(f"holdout ({n}): AUROC float {_num(f['auroc'])}, int8 {_num(r['auroc'])}")
+        before = (f"float threshold on int8 {_pct(r['false_alarm_rate'])} → " if "false_alarm_rate" in r else "")
+        lines.append(f"  false alarms: {before}device shim {_pct(s['false_alarm_rate'])} (detection "
+                     + (f"{_pct(r['detection_rate'])} → " if before else "") + f"{_pct(s['detection_rate'])})")
+    b = report["bit_exact"]
+    lines.append(f"bit-exact: {b['samples'] - b['differ']}/{b['samples']} samples equal the Python reference"
+                 + (f" — DIFFER at {b['first_differing']}" if b["differ"] else ""))
+    ln = report["link"]
+    lines.append(f"link: {ln['requests']} requests, {ln['retransmissions']} retransmitted, "
+                 f"{ln['garbage_chunks']} garbage chunks skipped, {ln['device_restarts_survived']} device restarts "
+                 f"survived, {ln['bytes_out']} B out / {ln['bytes_in']} B in")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,126 @@
+"""What calibrate and validate share: raw outputs, running the shims on the device, and judging them.
+
+Raw outputs come from the device when its firmware runs the model (hello reports a model), else from
+onnxruntime on the host ("shim-only": the device applies the shims to the int8 outputs it is sent).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics as M
+from ..data import CalibrationSet
+from ..drift.measure import anomaly_scores, detect_task
+from ..errors import DeviceError
+from ..fitting import int8_outputs
+from ..models import ModelPair
+from ..shims import ClassifierShim
+from .journal import Journal
+from .link import DeviceLink
+from .protocol import Hello
+from .stream import ShimStream, shim_inputs
+
+PROBABILITY_FLOOR = 1 / 512  # an int8 probability of 0 (q = -128) counts as half its step in NLL
+
+
+def float_outputs(pair: ModelPair, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    sess = pair.float.session(())
+    name = pair.float.inputs[0].name
+    step = min(batch, pair.max_batch or batch)
+    return np.concatenate([sess.run(None, {name: x[i:i + step]})[0] for i in range(0, len(x), step)]).astype(
+        np.float64)
+
+
+def raw_outputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> tuple[np.ndarray, np.ndarray, str]:
+    """(dequantized, integers, source) of the int8 model's output on ``data``."""
+    if hello.has_model:
+        raise DeviceError("this firmware runs the model, which this tmlrepair cannot drive yet: use shim-only firmware")
+    z, q = int8_outputs(pair, data.x)
+    return z, q, "onnxruntime (shim-only firmware)"
+
+
+def shim_values(pair: ModelPair, shim, data: CalibrationSet, z: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """What the shim consumes: the int8 logits, or the anomaly score quantized to int16."""
+    if isinstance(shim, ClassifierShim):
+        return q.reshape(len(data), -1)
+    return shim_inputs(shim, anomaly_scores(detect_task(pair), data.x, z))
+
+
+def params_id(plan_sha256: str) -> int:
+    """The 32-bit id the device reports for the uploaded parameters: the plan hash's first 8 hex digits."""
+    return int(plan_sha256[:8], 16) or 1
+
+
+def run_on_device(link: DeviceLink, hello: Hello, shim, plan_sha256: str, values: np.ndarray, *,
+                  journal_path: Path | None, identity: dict, resume: bool, progress=None
+                  ) -> tuple[dict[str, np.ndarray], int]:
+    """The device's shim outputs for ``values`` (journaled if a path is given), and how many resets it survived."""
+    journal = Journal(journal_path, identity, resume=resume) if journal_path else None
+    stream = ShimStream(link, shim, params_id(plan_sha256), max_payload=hello.max_payload, journal=journal,
+                        progress=progress)
+    out = stream.run(values)
+    return out, stream.recoveries
+
+
+def bit_exact(device: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
+    """Samples where any device output differs from the Python reference (repair.shims)."""
+    n = len(next(iter(reference.values())))
+    differ = np.zeros(n, bool)
+    for k, want in reference.items():
+        got = np.asarray(device[k]).reshape(n, -1)
+        differ |= (got != np.asarray(want).reshape(n, -1)).any(axis=1)
+    idx = np.flatnonzero(differ)
+    return {"samples": int(n), "differ": int(len(idx)), "first_differing": idx[:10].tolist()}
+
+
+def identity(kind: str, plan_sha256: str, data: CalibrationSet, hello: Hello) -> dict:
+    return {"phase": kind, "plan_sha256": plan_sha256, "data_sha256": data.sha256, "board": hello.board,
+            "samples": len(data)}
+
+
+def classifier_metrics(y: np.ndarray, z_float: np.ndarray, z_raw: np.ndarray, q_raw: np.ndarray, out_scale: float,
+                       device: dict) -> dict:
+    """Holdout metrics: float; int8 as a device ships it without repairs (the TFLM int8 softmax of its logits,
+    by the Python twin); and the device's shim outputs. Both int8 probability sets have a resolution of 1/256
+    and are floored at 1/512 for NLL."""
+    from .. import fixedpoint as fp
+
+    q_probs = fp.softmax_s8(q_raw.reshape(len(y), -1), *fp.softmax_params(1.0, out_scale))
+    p_raw = (q_probs.astype(np.float64) + 128.0) / 256.0
+    p_dev = (np.asarray(device["probs"], np.float64) + 128.0) / 256.0
+    acc_f = float((z_float.argmax(1) == y).mean())
+    acc_r = float((z_raw.argmax(1) == y).mean())
+    acc_d = float((p_dev.argmax(1) == y).mean())
+    out = {"float": {"accuracy": acc_f, "nll": M.nll(M.as_probabilities(z_float), y)},
+           "int8": {"accuracy": acc_r, "nll": M.nll(np.maximum(p_raw, PROBABILITY_FLOOR), y), "ece": M.ece(p_raw, y)},
+           "device_shims": {"accuracy": acc_d, "nll": M.nll(np.maximum(p_dev, PROBABILITY_FLOOR), y),
+                            "ece": M.ece(p_dev, y)},
+           "gap_recovered": (acc_d - acc_r) / (acc_f - acc_r) if acc_f - acc_r > 1e-12 else None}
+    if "decision" in device:
+        rates = M.accept_reject_rates(np.asarray(device["decision"]), y, z_raw.shape[1])
+        out["device_shims"]["far_macro"] = rates["far_macro"]
+        out["device_shims"]["frr_macro"] = rates["frr_macro"]
+    return out
+
+
+def anomaly_metrics(y: np.ndarray, s_float: np.ndarray, s_raw: np.ndarray, device: dict,
+                    before_threshold: float | None, skip: int) -> dict:
+    """Holdout metrics: AUROC of float and int8 scores; alarm rates of the device's shim and, when given, of
+    the float model's threshold applied to the int8 scores (what ships without a refit). The first ``skip``
+    samples (the window's warm-up) are left out of the rates."""
+    int8 = {"auroc": M.auroc(s_raw, y)}
+    if before_threshold is not None:
+        int8.update(M.alarm_rates(s_raw[skip:] > before_threshold, y[skip:]))
+    return {"float": {"auroc": M.auroc(s_float, y)}, "int8": int8,
+            "device_shims": M.alarm_rates(np.asarray(device["alarm"])[skip:], y[skip:])}
+
+
+def output_drift(task: str, z_float: np.ndarray, z_raw: np.ndarray) -> dict:
+    """Device-vs-float drift at the output (raw device outputs against the float model's)."""
+    f, r = z_float.reshape(len(z_float), -1), z_raw.reshape(len(z_raw), -1)
+    out = {"sqnr_db": M.sqnr_db(float((f ** 2).sum()), float(((f - r) ** 2).sum()))}
+    if task == "classifier":
+        out["top1_agreement"] = float((f.argmax(1) == r.argmax(1)).mean())
+    return out

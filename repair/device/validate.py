@@ -1,0 +1,43 @@
+"""validate: a plan's shims on the device against the Python reference, bit for bit, with the task metrics."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..data import CalibrationSet, check_fits
+from ..errors import DataError
+from ..models import load_pair
+from ..plan import RepairPlan
+from . import session as S
+from .calibrate import DeviceRun, judge_on_device
+from .link import DeviceLink
+
+
+def _model_path(plan: RepairPlan, role: str, given: Path | None) -> Path:
+    named = (plan.provenance.get("models") or {}).get(role) or {}
+    path = Path(given) if given is not None else Path(named.get("path", ""))
+    if not path.is_file():
+        raise DataError(f"the {role} model {str(path) or '(not named in the plan)'} was not found: "
+                        f"pass --{role} PATH")
+    return path
+
+
+def run_validate(link: DeviceLink, plan: RepairPlan, data: CalibrationSet, *, float_path: Path | None = None,
+                 int8_path: Path | None = None, out_dir: Path | None = None, resume: bool = False,
+                 progress=None) -> DeviceRun:
+    """Run ``plan``'s shims on the device over ``data``; the models default to those the plan was fitted on."""
+    pair = load_pair(_model_path(plan, "float", float_path), _model_path(plan, "int8", int8_path))
+    fitted = (plan.provenance.get("models") or {}).get("int8", {}).get("sha256")
+    if fitted and fitted != pair.int8.sha256:
+        raise DataError(f"{pair.int8.path} is not the int8 model the plan was fitted on (sha256 differs): "
+                        f"validate with that model, or refit the plan")
+    n_classes = pair.float.outputs[0].shape[0] if plan.task == "classifier" else None
+    data = check_fits(data, pair, n_classes)
+    if data.y is None:
+        raise DataError(f"{data.source} has no labels (y): validation reports the task metrics, it needs them")
+    hello = link.hello()
+    z, q, source = S.raw_outputs(pair, data, hello)
+    with tempfile.TemporaryDirectory() as scratch:
+        return judge_on_device(link, hello, pair, plan, data, z, q, source, Path(out_dir or scratch), resume=resume,
+                               progress=progress, command="validate")
