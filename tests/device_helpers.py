@@ -40,7 +40,7 @@ class FaultyPort:
     device (``restart()``) on chosen write calls. Seeded: the same faults for the same traffic."""
 
     def __init__(self, port, seed: int = 0, *, drop=0.0, corrupt=0.0, duplicate=0.0, delay=0.0,
-                 max_delay: float = 0.12, restart=None, restart_on_writes=()):
+                 max_delay: float = 0.06, restart=None, restart_on_writes=()):
         self.port, self.rng = port, np.random.default_rng(seed)
         self.p = {"drop": drop, "corrupt": corrupt, "duplicate": duplicate, "delay": delay}
         self.max_delay, self.restart, self.restart_on = max_delay, restart, set(restart_on_writes)

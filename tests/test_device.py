@@ -23,7 +23,7 @@ from repair.device.targets import open_link
 from repair.errors import DataError, DeviceError
 from repair.shims import AnomalyShim
 
-FAST = Timeouts(inter_byte=0.05, reply=0.15, overall=20.0)
+FAST = Timeouts(inter_byte=0.04, reply=0.1, overall=20.0)
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                                 reason="qemu-system-arm or arm-none-eabi-gcc not installed (apt-get install "
                                        "--no-install-recommends qemu-system-arm gcc-arm-none-eabi "
@@ -140,7 +140,7 @@ def test_faults_on_the_wire_and_device_restarts_change_no_result(kind):
     rng = np.random.default_rng(11)
     if kind == "classifier":
         shim = classifier_shim(rng, 10)
-        x = rng.integers(-128, 128, (2500, 10))
+        x = rng.integers(-128, 128, (1200, 10))
     else:
         shim = window_shim(24)
         x = window_stream(rng, 2500)

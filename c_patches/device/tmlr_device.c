@@ -37,14 +37,15 @@ static void put_u32(uint8_t *p, uint32_t v)
 
 static uint16_t crc16(const uint8_t *p, uint32_t n)
 {
-    uint16_t c = 0xFFFFu;
+    uint32_t c = 0xFFFFu;
     while (n--) {
-        c = (uint16_t)(c ^ (uint16_t)(*p++ << 8));
+        c ^= (uint32_t)*p++ << 8;
         for (int i = 0; i < 8; i++) {
-            c = (c & 0x8000u) ? (uint16_t)((uint16_t)(c << 1) ^ 0x1021u) : (uint16_t)(c << 1);
+            c = (c & 0x8000u) ? ((c << 1) ^ 0x1021u) : (c << 1);
         }
+        c &= 0xFFFFu;
     }
-    return c;
+    return (uint16_t)c;
 }
 
 /* Encodes n bytes; out must hold n + n / 254 + 1 bytes. Returns the encoded length (no delimiter). */

@@ -33,6 +33,9 @@ class Timeouts:
     overall: float = 10.0
 
 
+DEFAULT_TIMEOUTS = Timeouts()
+
+
 @dataclass
 class LinkStats:
     requests: int = 0
@@ -63,7 +66,7 @@ class DeviceLink:
     close() (a target's stop). ``name`` is what error messages call the device.
     """
 
-    def __init__(self, port, name: str, *, timeouts: Timeouts = Timeouts(), retries: int = 8,
+    def __init__(self, port, name: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, retries: int = 8,
                  trace: Callable[[str, bytes], None] | None = None, on_close: Callable[[], None] | None = None,
                  restart: Callable[[], None] | None = None):
         self.port, self.name, self.timeouts, self.retries = port, name, timeouts, retries

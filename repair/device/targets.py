@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DeviceError
-from .link import DeviceLink, Timeouts
+from .link import DEFAULT_TIMEOUTS, DeviceLink, Timeouts
 
 QEMU_INSTRUCTIONS_PER_TICK = 40  # mps2-an386: SYSCLK 25 MHz, 1 instruction = 1 ns under -icount shift=0
 HOST_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Werror")
@@ -154,7 +154,7 @@ def start_qemu(elf: Path, *, timeout: float = 10.0) -> Process:
     raise DeviceError(f"qemu-system-arm did not open its serial port: {' | '.join(seen)[-300:] or 'no output'}")
 
 
-def open_link(url: str, *, timeouts: Timeouts = Timeouts(), retries: int = 8, trace=None,
+def open_link(url: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, retries: int = 8, trace=None,
               baudrate: int = 115200) -> DeviceLink:
     """A DeviceLink to ``url``: ``sim``, ``qemu``, or any pyserial URL (/dev/ttyACM0, socket://h:p, loop://)."""
     import serial
