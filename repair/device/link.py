@@ -172,6 +172,10 @@ class DeviceLink:
         reply = self.request(P.SHIM, P.pack_shim_request(pos, P.pack_shim_inputs(shim, raw), count))
         return P.parse_shim_reply(shim, reply, pos, count)
 
+    def infer(self, x: np.ndarray, out_size: int, shim=None) -> P.InferResult:
+        """Run the device's model on one int8 input; with classifier parameters loaded, its shims too."""
+        return P.parse_infer(self.request(P.INFER, np.asarray(x, np.int8).tobytes()), out_size, shim)
+
     def bench(self, shim, sample: np.ndarray, iterations: int) -> P.BenchResult:
         return P.parse_bench(self.request(P.BENCH, P.pack_bench(shim, sample, iterations)), iterations)
 

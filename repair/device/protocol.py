@@ -164,6 +164,25 @@ def parse_bench(p: bytes, iterations: int) -> BenchResult:
     return BenchResult(iterations, ticks, empty, hz, checksum)
 
 
+@dataclass(frozen=True)
+class InferResult:
+    raw: np.ndarray            # the model's int8 output
+    shim: dict | None          # the shim chain's outputs on it (classifier parameters loaded), else None
+    model_ticks: int           # counter ticks of the model's invoke
+    shim_ticks: int
+
+
+def parse_infer(p: bytes, out_size: int, shim) -> InferResult:
+    if len(p) < 9 + out_size:
+        raise ValueError(f"infer reply of {len(p)} bytes for an output of {out_size}")
+    model_ticks, shim_ticks, shimmed = struct.unpack_from("<IIB", p)
+    raw = np.frombuffer(p, np.int8, out_size, 9).copy()
+    out = None
+    if shimmed and shim is not None:
+        out = {k: v[0] for k, v in parse_shim_reply(shim, struct.pack("<IH", 1, 1) + p[9 + out_size:], 0, 1).items()}
+    return InferResult(raw, out, model_ticks, shim_ticks)
+
+
 def parse_error(p: bytes) -> tuple[int, int, int]:
     """(code, command, detail) of an ERROR payload."""
     if len(p) != 6:

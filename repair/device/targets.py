@@ -154,13 +154,33 @@ def start_qemu(elf: Path, *, timeout: float = 10.0) -> Process:
     raise DeviceError(f"qemu-system-arm did not open its serial port: {' | '.join(seen)[-300:] or 'no output'}")
 
 
+def model_source(program, title: str) -> Path:
+    """The C of an int8 program (repair.intmodel), written once under the cache, named by its content."""
+    from ..intmodel.emit_c import emit_model_c
+
+    text = emit_model_c(program, title=title)
+    path = cache_dir() / "models" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.c"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model-")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
 def open_link(url: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, retries: int = 8, trace=None,
-              baudrate: int = 115200) -> DeviceLink:
-    """A DeviceLink to ``url``: ``sim``, ``qemu``, or any pyserial URL (/dev/ttyACM0, socket://h:p, loop://)."""
+              baudrate: int = 115200, model_c: Path | None = None) -> DeviceLink:
+    """A DeviceLink to ``url``: ``sim``, ``qemu``, or any pyserial URL (/dev/ttyACM0, socket://h:p, loop://).
+
+    ``model_c``: for sim and qemu, firmware that runs this model (``model_source``); else shim-only firmware.
+    """
     import serial
 
     if url in ("sim", "qemu"):
-        proc = start_sim(build("posix")) if url == "sim" else start_qemu(build("mps2-an386"))
+        models = (model_c,) if model_c else ()
+        proc = (start_sim(build("posix", model_sources=models)) if url == "sim"
+                else start_qemu(build("mps2-an386", model_sources=models)))
         try:
             port = serial.Serial(proc.tty_path, baudrate, timeout=0.02)
         except (serial.SerialException, OSError) as e:
