@@ -255,7 +255,7 @@ def _link_options(f):
                              "(emulated Cortex-M4).")(f)
 
 
-def _open_link(ctx, url, baud, timeout, retries, trace_path):
+def _open_link(ctx, url, baud, timeout, retries, trace_path, model_c=None):
     from .device.link import Timeouts, Trace
     from .device.targets import open_link
 
@@ -264,7 +264,8 @@ def _open_link(ctx, url, baud, timeout, retries, trace_path):
         stream = sys.stderr if trace_path == "-" else ctx.with_resource(open(trace_path, "w"))
         trace = Trace(stream)
     timeouts = Timeouts(reply=min(1.0, timeout), overall=timeout)
-    return ctx.with_resource(open_link(url, timeouts=timeouts, retries=retries, trace=trace, baudrate=baud))
+    return ctx.with_resource(open_link(url, timeouts=timeouts, retries=retries, trace=trace, baudrate=baud,
+                                       model_c=model_c))
 
 
 def _write_run(out_dir: Path, run, force: bool, extra: dict | None = None) -> str:
@@ -305,12 +306,14 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
               show_default=True)
 @click.option("--window", type=click.IntRange(2, 1024), default=32, show_default=True)
 @click.option("--prefix", default="tmlr_model", show_default=True, help="C symbol prefix of the emitted shims.")
+@click.option("--shim-only", is_flag=True,
+              help="sim/qemu: firmware without the model (onnxruntime computes the int8 outputs on the host).")
 @click.option("--resume", is_flag=True, help="Continue a run that was cut short (its journal is in the folder).")
 @click.option("--force", is_flag=True, help="Replace the outputs if they exist.")
 @_link_options
 @click.pass_context
 def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_dir, repairs, target_far, anomaly_far,
-              anomaly_boundary, window, prefix, resume, force, url, baud, timeout, retries, trace_path):
+              anomaly_boundary, window, prefix, shim_only, resume, force, url, baud, timeout, retries, trace_path):
     """Fit the repairs on the device's outputs, upload them, run the holdout through them, emit the C.
 
     With no FLOAT_MODEL/INT8_MODEL it runs a bundled task (--task); with no --serial, the virtual device.
@@ -337,18 +340,34 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         _outputs_ok([out_dir / n for n in ("plan.json", "report.json", "report.md")], force)
+        if force:  # start over: an earlier run's journals go too
+            for journal in out_dir.glob(".journal-*.jsonl"):
+                journal.unlink()
     if (out_dir / "c").exists() and not force and not resume:
         raise DataError(f"{out_dir / 'c'} exists: pass --force to replace it")
     pair = load_pair(float_model, int8_model)
     calib, holdout = load_calibration(calib_path), load_calibration(holdout_path)
     wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
-    link = _open_link(ctx, url, baud, timeout, retries, trace_path)
+    program = model_c = None
+    if url in ("sim", "qemu") and not shim_only:
+        from .device.targets import model_source
+        from .errors import ModelError
+        from .intmodel import lower
+
+        try:
+            program = lower(pair.int8.path)
+        except ModelError as e:
+            raise ModelError(f"{e}; pass --shim-only to run only the shims on the device") from None
+        model_c = model_source(program, pair.int8.path.name)
+    link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
     run = run_calibrate(link, pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
                         anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window, resume=resume,
-                        progress=Progress(enabled=sys.stderr.isatty(), label="holdout on device "))
+                        program=program, instructions_per_tick=40 if url == "qemu" else None,
+                        progress=Progress(enabled=sys.stderr.isatty(), label="device "))
     text = _write_run(out_dir, run, True, {"plan.json": run.plan.to_json()})
     emit_c(run.plan, out_dir / "c", prefix=prefix, overwrite=True)
-    (out_dir / ".journal-holdout.jsonl").unlink(missing_ok=True)
+    for journal in out_dir.glob(".journal-*.jsonl"):
+        journal.unlink()
     click.echo(text + f"wrote {out_dir}/plan.json, report.json, report.md and the C shims in {out_dir}/c", nl=True)
     ctx.exit(0 if run.bit_exact else 1)
 

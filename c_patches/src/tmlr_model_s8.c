@@ -17,29 +17,68 @@ static int8_t finish(int32_t acc, const tmlr_layer *l, int32_t c)
     return (int8_t)y;
 }
 
+/* first k in [0, n) with 0 <= base + k * step < limit, and one past the last (step > 0) */
+static void valid_taps(int32_t base, int32_t step, int32_t n, int32_t limit, int32_t *lo, int32_t *hi)
+{
+    int32_t k0 = 0, k1 = n;
+    while (k0 < n && base + k0 * step < 0) {
+        k0++;
+    }
+    while (k1 > k0 && base + (k1 - 1) * step >= limit) {
+        k1--;
+    }
+    *lo = k0;
+    *hi = k1;
+}
+
+static void conv_pointwise(const tmlr_layer *l, const int8_t *x, int8_t *y)
+{
+    const int32_t hw = l->in_h * l->in_w;
+    for (int32_t oc = 0; oc < l->out_c; oc++) {
+        const int8_t *w = l->weights + (size_t)oc * (size_t)l->in_c;
+        for (int32_t p = 0; p < hw; p++) {
+            int32_t acc = l->bias[oc];
+            const int8_t *xp = x + p;
+            for (int32_t ic = 0; ic < l->in_c; ic++) {
+                acc += ((int32_t)*xp - l->in_zp) * (int32_t)w[ic];
+                xp += hw;
+            }
+            y[oc * hw + p] = finish(acc, l, oc);
+        }
+    }
+}
+
 static void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
+    if (l->kh == 1 && l->kw == 1 && l->sh == 1 && l->sw == 1 && l->pad_t == 0 && l->pad_l == 0 && l->group == 1 &&
+        l->out_h == l->in_h && l->out_w == l->in_w) {
+        conv_pointwise(l, x, y);
+        return;
+    }
     const int32_t cin_g = l->in_c / l->group, cout_g = l->out_c / l->group;
+    const int32_t taps = l->kh * l->kw;
     for (int32_t oc = 0; oc < l->out_c; oc++) {
         const int32_t g = oc / cout_g;
-        const int8_t *w = l->weights + (size_t)oc * (size_t)(cin_g * l->kh * l->kw);
+        const int8_t *w = l->weights + (size_t)oc * (size_t)(cin_g * taps);
+        const int8_t *xg = x + (size_t)(g * cin_g) * (size_t)(l->in_h * l->in_w);
         for (int32_t oy = 0; oy < l->out_h; oy++) {
+            const int32_t iy0 = oy * l->sh - l->pad_t;
+            int32_t ky_lo, ky_hi;
+            valid_taps(iy0, l->dh, l->kh, l->in_h, &ky_lo, &ky_hi);
             for (int32_t ox = 0; ox < l->out_w; ox++) {
+                const int32_t ix0 = ox * l->sw - l->pad_l;
+                int32_t kx_lo, kx_hi;
+                valid_taps(ix0, l->dw, l->kw, l->in_w, &kx_lo, &kx_hi);
                 int32_t acc = l->bias[oc];
                 for (int32_t ic = 0; ic < cin_g; ic++) {
-                    const int8_t *xc = x + (size_t)(g * cin_g + ic) * (size_t)(l->in_h * l->in_w);
-                    const int8_t *wc = w + (size_t)ic * (size_t)(l->kh * l->kw);
-                    for (int32_t ky = 0; ky < l->kh; ky++) {
-                        const int32_t iy = oy * l->sh - l->pad_t + ky * l->dh;
-                        if (iy < 0 || iy >= l->in_h) {
-                            continue;
-                        }
-                        for (int32_t kx = 0; kx < l->kw; kx++) {
-                            const int32_t ix = ox * l->sw - l->pad_l + kx * l->dw;
-                            if (ix < 0 || ix >= l->in_w) {
-                                continue;
-                            }
-                            acc += ((int32_t)xc[iy * l->in_w + ix] - l->in_zp) * (int32_t)wc[ky * l->kw + kx];
+                    const int8_t *xc = xg + (size_t)ic * (size_t)(l->in_h * l->in_w);
+                    const int8_t *wc = w + (size_t)ic * (size_t)taps;
+                    for (int32_t ky = ky_lo; ky < ky_hi; ky++) {
+                        const int8_t *xp = xc + (iy0 + ky * l->dh) * l->in_w + ix0 + kx_lo * l->dw;
+                        const int8_t *wp = wc + ky * l->kw + kx_lo;
+                        for (int32_t kx = kx_lo; kx < kx_hi; kx++) {
+                            acc += ((int32_t)*xp - l->in_zp) * (int32_t)*wp++;
+                            xp += l->dw;
                         }
                     }
                 }

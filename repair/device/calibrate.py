@@ -25,6 +25,7 @@ from ..repairs import ScoreThreshold
 from ..shims import ClassifierShim, shim_from_plan
 from . import session as S
 from .link import DeviceLink
+from .protocol import Hello
 
 SCHEMA = "tmlrepair.device_run/1"
 JOURNAL = ".journal-holdout.jsonl"
@@ -39,20 +40,33 @@ class DeviceRun:
 
     @property
     def bit_exact(self) -> bool:
-        return self.report["bit_exact"]["differ"] == 0
+        model = self.report.get("model_on_device", {}).get("bit_exact_vs_python_reference", {"differ": 0})
+        return self.report["bit_exact"]["differ"] == 0 and model["differ"] == 0
 
 
 def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, out_dir: Path,
                   *, repairs: tuple[str, ...] | None = None, target_far: float = 0.01, anomaly_far: float = 0.1,
-                  anomaly_boundary: str = "threshold", window: int = 32, resume: bool = False,
-                  progress=None) -> DeviceRun:
+                  anomaly_boundary: str = "threshold", window: int = 32, resume: bool = False, program=None,
+                  instructions_per_tick: int | None = None, progress=None) -> DeviceRun:
+    """``program``: the integer program the device's firmware was built from (repair.intmodel), to check the
+    device's model bit for bit; ``instructions_per_tick``: for QEMU -icount, to report instructions."""
     hello = link.hello()
-    zc, qc, source = S.raw_outputs(pair, calib, hello)
-    zh, qh, _ = S.raw_outputs(pair, holdout, hello)
+    rc = S.raw_outputs(link, hello, pair, calib, phase="calib-raw", journal_dir=out_dir, resume=resume,
+                       progress=progress)
+    rh = S.raw_outputs(link, hello, pair, holdout, phase="holdout-raw", journal_dir=out_dir, resume=resume,
+                       progress=progress)
     plan = fit_plan(pair, calib, holdout, repairs=repairs, target_far=target_far, anomaly_far=anomaly_far,
-                    anomaly_boundary=anomaly_boundary, window=window, raw_outputs=(qc, qh), source=source)
-    return judge_on_device(link, hello, pair, plan, holdout, zh, qh, source, out_dir, resume=resume,
-                           progress=progress, calib=calib, command="calibrate")
+                    anomaly_boundary=anomaly_boundary, window=window, raw_outputs=(rc["q"], rh["q"]),
+                    source=rh["source"])
+    run = judge_on_device(link, hello, pair, plan, holdout, rh["z"], rh["q"], rh["source"], out_dir, resume=resume,
+                          progress=progress, calib=calib, command="calibrate")
+    if hello.has_model:
+        run.report["model_on_device"] = _model_report(rc, rh, plan.task == "classifier", program,
+                                                      hello.counter_hz, instructions_per_tick)
+        run.report["drift"]["device_vs_host_int8"] = run.report["model_on_device"]["device_vs_onnxruntime"]
+        for r in (rc, rh):
+            r["journal"].remove()
+    return run
 
 
 def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: CalibrationSet, zh: np.ndarray,
@@ -83,6 +97,23 @@ def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: Cal
         before = _float_threshold(pair, task, calib, plan) if calib is not None else None
         report["metrics"] = S.anomaly_metrics(holdout.y, sf, sr, device, before, shim.window or 0)
     return DeviceRun(plan, report)
+
+
+def _model_report(rc: dict, rh: dict, classifier: bool, program, hz: int, per_tick: int | None) -> dict:
+    q_dev = np.concatenate([rc["q"].reshape(len(rc["q"]), -1), rh["q"].reshape(len(rh["q"]), -1)])
+    q_host = np.concatenate([r["host_q"].reshape(len(r["host_q"]), -1) for r in (rc, rh)])
+    ticks = np.concatenate([rc["model_ticks"], rh["model_ticks"]])
+    out = {"samples": int(len(q_dev)), "device_vs_onnxruntime": S.device_vs_host(q_dev, q_host, classifier),
+           "counter_ticks_per_inference_median": float(np.median(ticks)), "counter_hz": hz,
+           "device_restarts_survived": rc["recoveries"] + rh["recoveries"]}
+    if per_tick:
+        out["instructions_per_inference"] = int(np.median(ticks)) * per_tick
+    if program is not None:
+        want = np.concatenate([program.run(r["inputs"]).reshape(len(r["inputs"]), -1) for r in (rc, rh)])
+        differ = np.flatnonzero((want.astype(np.int64) != q_dev).any(axis=1))
+        out["bit_exact_vs_python_reference"] = {"samples": int(len(q_dev)), "differ": int(len(differ)),
+                                                "first_differing": differ[:10].tolist()}
+    return out
 
 
 def _float_threshold(pair: ModelPair, task: str, calib: CalibrationSet, plan: RepairPlan) -> float:

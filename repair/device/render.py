@@ -18,8 +18,21 @@ def render_run(report: dict) -> str:
     lines.append(f"drift, device vs float: output SQNR {_num(d['sqnr_db'], '.1f')} dB"
                  + (f", top-1 agreement {_pct(d['top1_agreement'])}" if "top1_agreement" in d else ""))
     host = report["drift"]["device_vs_host_int8"]
-    lines.append("drift, device vs host int8: " + ("not measured (the device does not run the model)" if host is None
-                                                  else ", ".join(f"{k} {v}" for k, v in host.items())))
+    if host is None:
+        lines.append("drift, device vs host int8: not measured (the device does not run the model)")
+    else:
+        lines.append(f"drift, device vs host int8 (onnxruntime): {_pct(host['equal'])} of outputs equal, "
+                     f"{_pct(host['within_1_lsb'])} within 1 LSB, worst {host['max_abs_lsb']} LSB"
+                     + (f", top-1 agreement {_pct(host['top1_agreement'])}" if "top1_agreement" in host else ""))
+    model = report.get("model_on_device")
+    if model:
+        cost = (f"{model['instructions_per_inference']:,} instructions per inference"
+                if "instructions_per_inference" in model else
+                f"{model['counter_ticks_per_inference_median'] / model['counter_hz'] * 1e6:,.0f} µs per inference")
+        ref = model.get("bit_exact_vs_python_reference")
+        lines.append(f"model on the device: {cost}"
+                     + (f"; {ref['samples'] - ref['differ']}/{ref['samples']} outputs equal the Python integer "
+                        f"reference" if ref else ""))
     m = report["metrics"]
     n = report["holdout"]["n"]
     if "accuracy" in m["float"]:

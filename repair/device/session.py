@@ -20,7 +20,7 @@ from ..shims import ClassifierShim
 from .journal import Journal
 from .link import DeviceLink
 from .protocol import Hello
-from .stream import ShimStream, shim_inputs
+from .stream import InferStream, ShimStream, shim_inputs
 
 PROBABILITY_FLOOR = 1 / 512  # an int8 probability of 0 (q = -128) counts as half its step in NLL
 
@@ -33,12 +33,55 @@ def float_outputs(pair: ModelPair, x: np.ndarray, batch: int = 256) -> np.ndarra
         np.float64)
 
 
-def raw_outputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> tuple[np.ndarray, np.ndarray, str]:
-    """(dequantized, integers, source) of the int8 model's output on ``data``."""
-    if hello.has_model:
-        raise DeviceError("this firmware runs the model, which this tmlrepair cannot drive yet: use shim-only firmware")
-    z, q = int8_outputs(pair, data.x)
-    return z, q, "onnxruntime (shim-only firmware)"
+def device_inputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> np.ndarray:
+    """The int8 inputs the device's model takes: the int8 model's feed, quantized with the device's input
+    parameters where the model quantizes a float input itself; one flattened row per sample."""
+    from ..models.graph import QuantParams
+
+    feed = next(iter(pair.int8_feed({pair.float.inputs[0].name: data.x}).values()))
+    if not np.issubdtype(feed.dtype, np.integer):
+        info = hello.model_input
+        feed = QuantParams(info.scale, info.zero_point, "int8").quantize(feed)
+    feed = np.asarray(feed).reshape(len(data), -1)
+    if feed.shape[1] != hello.model_input.size:
+        raise DeviceError(f"the device's model takes {hello.model_input.size} inputs, this model "
+                          f"{feed.shape[1]}: flash the firmware built for this model (or use --shim-only)")
+    return feed.astype(np.int8)
+
+
+def raw_outputs(link: DeviceLink, hello: Hello, pair: ModelPair, data: CalibrationSet, *, phase: str,
+                journal_dir: Path | None, resume: bool, progress=None) -> dict:
+    """The int8 model's output on ``data``: the device's when its firmware runs the model, else onnxruntime's.
+
+    Returns {"z": dequantized, "q": integers, "source": text, and with a device model: "inputs", "host_q"
+    (onnxruntime's integers, for device-vs-host drift), "model_ticks", "recoveries"}.
+    """
+    z_host, q_host = int8_outputs(pair, data.x)
+    if not hello.has_model:
+        return {"z": z_host, "q": q_host, "source": "onnxruntime (shim-only firmware)"}
+    x = device_inputs(pair, data, hello)
+    out_info = hello.model_output
+    if out_info.size != q_host.reshape(len(data), -1).shape[1]:
+        raise DeviceError(f"the device's model gives {out_info.size} outputs, this model "
+                          f"{q_host.reshape(len(data), -1).shape[1]}: flash the firmware built for this model")
+    journal = (Journal(journal_dir / f".journal-{phase}.jsonl", identity(phase, "", data, hello), resume=resume)
+               if journal_dir else None)
+    stream = InferStream(link, out_info.size, journal=journal, progress=progress)
+    out = stream.run(x)
+    q = np.asarray(out["raw"], np.int64).reshape(q_host.shape)
+    z = (q - out_info.zero_point).astype(np.float64) * out_info.scale
+    return {"z": z, "q": q, "source": f"the device's model ({hello.board})", "inputs": x, "host_q": q_host,
+            "model_ticks": np.asarray(out["model_ticks"]), "recoveries": stream.recoveries, "journal": journal}
+
+
+def device_vs_host(q_device: np.ndarray, q_host: np.ndarray, classifier: bool) -> dict:
+    """How the device's int8 outputs differ from onnxruntime's on the same inputs."""
+    d = np.abs(q_device.reshape(len(q_device), -1) - q_host.reshape(len(q_host), -1))
+    out = {"equal": float((d == 0).mean()), "within_1_lsb": float((d <= 1).mean()), "max_abs_lsb": int(d.max())}
+    if classifier:
+        out["top1_agreement"] = float((q_device.reshape(len(d), -1).argmax(1)
+                                       == q_host.reshape(len(d), -1).argmax(1)).mean())
+    return out
 
 
 def shim_values(pair: ModelPair, shim, data: CalibrationSet, z: np.ndarray, q: np.ndarray) -> np.ndarray:

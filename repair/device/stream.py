@@ -87,3 +87,60 @@ class ShimStream:
         if self.journal:
             return self.journal.outputs()
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]} if results else {}
+
+
+class InferStream:
+    """Runs int8 inputs through the device's model, one INFER each; returns the raw outputs (and, with
+    classifier parameters given, the device's shim outputs), journaled every ``flush_every`` samples."""
+
+    def __init__(self, link: DeviceLink, out_size: int, *, shim=None, params_id: int | None = None,
+                 journal: Journal | None = None, progress=None, flush_every: int = 16):
+        self.link, self.out_size, self.shim, self.params_id = link, out_size, shim, params_id
+        self.journal, self.progress, self.flush_every = journal, progress, flush_every
+        self.recoveries = 0
+
+    def _prepare(self) -> None:
+        if self.shim is not None:
+            self.link.set_params(self.shim, self.params_id)
+        else:
+            self.link.reset(P.RESET_PARAMS)
+
+    def run(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(inputs)
+        pos = self.journal.done if self.journal else 0
+        records: list[dict] = []
+        pending: list[dict] = []
+        if self.progress:
+            self.progress.start(n, "inferences")
+            self.progress.advance(pos)
+        self._prepare()
+        failures = 0
+        while pos < n:
+            try:
+                r = self.link.infer(inputs[pos], self.out_size, self.shim)
+                if self.shim is not None and r.shim is None:  # parameters gone: the device restarted
+                    raise DeviceError("restarted", P.E_NO_PARAMS)
+            except DeviceError as e:
+                if e.code not in (P.E_NO_PARAMS, P.E_FAULT) or failures >= MAX_RECOVERIES:
+                    raise
+                failures += 1
+                self.recoveries += 1
+                self._prepare()
+                continue
+            failures = 0
+            rec = {"raw": r.raw, "model_ticks": r.model_ticks, "shim_ticks": r.shim_ticks, **(r.shim or {})}
+            pending.append(rec)
+            pos += 1
+            if len(pending) >= self.flush_every or pos == n:
+                if self.journal:
+                    self.journal.record(pos - len(pending), {k: np.array([p[k] for p in pending]) for k in rec})
+                else:
+                    records.extend(pending)
+                pending = []
+            if self.progress:
+                self.progress.advance(1)
+        if self.progress:
+            self.progress.finish()
+        if self.journal:
+            return self.journal.outputs()
+        return {k: np.array([r[k] for r in records]) for k in records[0]} if records else {}

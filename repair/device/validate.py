@@ -37,7 +37,14 @@ def run_validate(link: DeviceLink, plan: RepairPlan, data: CalibrationSet, *, fl
     if data.y is None:
         raise DataError(f"{data.source} has no labels (y): validation reports the task metrics, it needs them")
     hello = link.hello()
-    z, q, source = S.raw_outputs(pair, data, hello)
     with tempfile.TemporaryDirectory() as scratch:
-        return judge_on_device(link, hello, pair, plan, data, z, q, source, Path(out_dir or scratch), resume=resume,
-                               progress=progress, command="validate")
+        folder = Path(out_dir or scratch)
+        r = S.raw_outputs(link, hello, pair, data, phase="validate-raw", journal_dir=folder, resume=resume,
+                          progress=progress)
+        run = judge_on_device(link, hello, pair, plan, data, r["z"], r["q"], r["source"], folder, resume=resume,
+                              progress=progress, command="validate")
+        if hello.has_model:
+            run.report["drift"]["device_vs_host_int8"] = S.device_vs_host(r["q"], r["host_q"],
+                                                                          plan.task == "classifier")
+            r["journal"].remove()
+        return run
