@@ -220,7 +220,7 @@ def test_an_interrupted_run_resumes_without_losing_or_repeating_a_sample(sim, tm
 # ---------------------------------------------------------------------------------------------- commands
 def test_calibrate_on_sim_then_validate_and_resume(tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "repair", "calibrate", "--serial", "sim", "-o", str(out)],
+    r = subprocess.run([sys.executable, "-m", "repair", "calibrate", "--serial", "sim", "--shim-only", "-o", str(out)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
@@ -237,7 +237,8 @@ def test_calibrate_on_sim_then_validate_and_resume(tmp_path):
 
 
 @needs_qemu
-@pytest.mark.parametrize("task,extra", [("digits", []), ("ecg", ["--anomaly-boundary", "window", "--window", "16"])])
+@pytest.mark.parametrize("task,extra", [("digits", ["--shim-only"]),
+                                        ("ecg", ["--anomaly-boundary", "window", "--window", "16"])])
 def test_calibrate_on_the_emulated_cortex_m4(tmp_path, task, extra):
     out = tmp_path / task
     r = subprocess.run([sys.executable, "-m", "repair", "calibrate", "--serial", "qemu", "--task", task, "-o", str(out),

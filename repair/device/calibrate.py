@@ -25,7 +25,6 @@ from ..repairs import ScoreThreshold
 from ..shims import ClassifierShim, shim_from_plan
 from . import session as S
 from .link import DeviceLink
-from .protocol import Hello
 
 SCHEMA = "tmlrepair.device_run/1"
 JOURNAL = ".journal-holdout.jsonl"

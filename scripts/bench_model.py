@@ -1,0 +1,87 @@
+"""Reference-device benchmark: the int8 model on the emulated Cortex-M4, and what the shims add to it.
+
+    python scripts/bench_model.py
+
+For each bundled model and MLPerf Tiny's kws_dscnn and ad01 (../shared/real, skipped when absent):
+instructions per inference on QEMU mps2-an386 (-icount shift=0: SysTick at 25 MHz = 40 instructions per
+tick; the median of 5 INFER calls on random int8 inputs — the count is data-independent), the shim chain's
+instructions per call (BENCH, the empty loop subtracted) as a share of the model's (target <= 1%), and flash
+(.text + .data) and RAM (.data + .bss, stack included) of model plus harness (arm-none-eabi-size of the
+-Os firmware image).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from repair import fixedpoint as fp
+from repair.device.targets import QEMU_INSTRUCTIONS_PER_TICK, build, model_source, open_link
+from repair.intmodel import lower
+from repair.shims import AnomalyShim, ClassifierShim
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny" / "models"
+STACK = 0x4000  # c_patches/ports/mps2-an386/mps2-an386.ld
+
+
+def models() -> list[tuple[str, Path]]:
+    out = [(t, ROOT / "datasets" / t / "int8.onnx") for t in ("digits", "motions", "ecg")]
+    for name in ("kws_dscnn", "ad01"):
+        path = REAL / f"{name}_int8.onnx"
+        if path.is_file():
+            out.append((name, path))
+        else:
+            print(f"(skipping {name}: {path} not found)")
+    return out
+
+
+def shim_for(prog) -> ClassifierShim | AnomalyShim:
+    """The shim a plan would put after this model: the full classifier chain (affine + softmax + thresholds, the
+    most a plan runs; for kws_dscnn, whose model ends in its own softmax, an upper bound), or the window boundary."""
+    out = prog.tensors[prog.output]
+    if out.size <= 64 and len(out.shape) == 1:
+        k = out.size
+        mults, shifts = zip(*(fp.quantize_multiplier(0.7) for _ in range(k)))
+        affine = {"multipliers": list(mults), "shifts": list(shifts), "offsets": [3] * k, "input_zero_point": 0,
+                  "output_zero_point": 0}
+        return ClassifierShim(k, affine, tuple(int(v) for v in fp.softmax_params(1.0, out.scale)), [0] * k)
+    return AnomalyShim("window", 1.0, window=32, alpha2_q=2304, alpha2_frac_bits=8)
+
+
+def size(elf: Path) -> tuple[int, int]:
+    text, data, bss = (int(v) for v in subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True,
+                                                       text=True, check=True).stdout.splitlines()[1].split()[:3])
+    return text + data, data + bss
+
+
+def main() -> None:
+    base_flash, base_ram = size(build("mps2-an386"))
+    print(f"harness alone (shim-only firmware): flash {base_flash:,} B, RAM {base_ram:,} B "
+          f"(of which stack {STACK:,} B)\n")
+    print("| model | layers | MACs | instructions/inference | instructions/MAC | shim | shim instructions/call "
+          "| shim share | flash (model + harness) | RAM (model + harness) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for name, path in models():
+        prog = lower(path)
+        src = model_source(prog, name)
+        flash, ram = size(build("mps2-an386", model_sources=(src,)))
+        tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
+        shim = shim_for(prog)
+        with open_link("qemu", model_c=src) as link:
+            ticks = [link.infer(rng.integers(-128, 128, tin.size), tout.size).model_ticks for _ in range(5)]
+            link.set_params(shim, 9)
+            sample = rng.integers(-128, 128, shim.num_classes) if isinstance(shim, ClassifierShim) else np.array([5])
+            bench = link.bench(shim, sample, 1000)
+        model_insn = float(np.median(ticks)) * QEMU_INSTRUCTIONS_PER_TICK
+        shim_insn = bench.per_call() * QEMU_INSTRUCTIONS_PER_TICK
+        kind = f"classifier K={shim.num_classes}" if isinstance(shim, ClassifierShim) else "window N=32"
+        print(f"| {name} | {len(prog.layers)} | {prog.macs():,} | {model_insn:,.0f} | {model_insn / prog.macs():.1f} "
+              f"| {kind} | {shim_insn:,.0f} | {shim_insn / model_insn:.3%} | {flash:,} B | {ram:,} B |")
+
+
+if __name__ == "__main__":
+    main()
