@@ -249,3 +249,45 @@ def window_boundary_alarms(x, window: int, alpha2_q: int, alpha2_frac_bits: int)
     rhs = alpha2_q * (n * q - s * s)  # < 2^12 · 2^50 = 2^62
     alarms[n:] = lhs > rhs
     return alarms
+
+
+# --------------------------------------------------------------------------- keyword-spotting stream
+
+def recognize_averages(scores, times_ms, window_ms: int, min_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The smoothing half of ``recognize_commands``: per step, whether a decision is made (enough results over
+    enough time), the top label and its integer average score Σ (s + 128) // count (first label on ties)."""
+    s = np.asarray(scores, np.int64) + 128
+    t = np.asarray(times_ms, np.int64)
+    first = np.searchsorted(t, t - window_ms, side="left")
+    count = np.arange(len(t)) - first + 1
+    csum = np.vstack([np.zeros((1, s.shape[1]), np.int64), np.cumsum(s, axis=0)])
+    avg = (csum[1:] - csum[first]) // count[:, None]
+    valid = (count >= min_count) & (t - t[first] >= window_ms // 4)
+    label = avg.argmax(axis=1)
+    return valid, label, avg[np.arange(len(t)), label]
+
+
+def recognize_commands(scores, times_ms, window_ms: int, threshold: int, suppression_ms: int, min_count: int,
+                       silence_class: int = 0, averages=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TFLite Micro micro_speech ``RecognizeCommands::ProcessLatestResults``, step by step, in integers.
+
+    Per step t (int8 posteriors ``scores[t]``, increasing ``times_ms[t]``): drop results older than
+    t − window_ms; with fewer than ``min_count`` results or a span under window_ms / 4, no decision;
+    else avg_k = Σ (score_k + 128) / count (integer division), top = argmax (first on ties, scores > 0);
+    a new command fires when avg_top > threshold (0–255 scale) and the label differs from the last
+    fired or more than ``suppression_ms`` passed since it (no suppression after ``silence_class``).
+    Returns (fired bool[T], label int[T], average top score int[T]; label −1 where no decision).
+    ``averages``: ``recognize_averages(scores, times_ms, window_ms, min_count)`` if already computed.
+    """
+    valid, label, score = averages or recognize_averages(scores, times_ms, window_ms, min_count)
+    t = np.asarray(times_ms, np.int64)
+    fired = np.zeros(len(t), bool)
+    prev_label, prev_time = silence_class, None
+    for i in np.flatnonzero(valid & (score > threshold)):  # only these steps can fire (and change state)
+        top = label[i]
+        since = None if prev_label == silence_class or prev_time is None else t[i] - prev_time
+        if top != prev_label or since is None or since > suppression_ms:
+            fired[i] = True
+            prev_label, prev_time = top, t[i]
+    label = np.where(valid, label, -1)
+    return fired, label, score

@@ -169,3 +169,28 @@ def accept_reject_rates(decision: np.ndarray, y: np.ndarray, n_classes: int) -> 
             "undecided": float((~decided).mean()),
             "accuracy_of_decided": float((decision[decided] == y[decided]).mean()) if decided.any() else float("nan")}
 
+
+
+def stream_detection_rates(fire_times_ms: np.ndarray, fire_labels: np.ndarray, events: np.ndarray, keyword: int,
+                           duration_ms: float, latency_ms: float) -> dict:
+    """Keyword spotting on a stream: false accepts per hour and false-reject rate.
+
+    ``events``: rows (start_ms, end_ms, label) of the utterances in the stream. A detection of ``keyword``
+    is true if it falls in [start, end + latency] of a ``keyword`` event (the first such detection counts,
+    later ones in the same event are ignored); every other detection of ``keyword`` is a false accept.
+    An event with no true detection is a false reject.
+    """
+    ev = np.asarray(events, np.float64).reshape(-1, 3)
+    kw = ev[ev[:, 2] == keyword]
+    times = np.asarray(fire_times_ms, np.float64)[np.asarray(fire_labels) == keyword]
+    hit = np.zeros(len(kw), bool)
+    false = 0
+    for t in times:
+        inside = np.flatnonzero((kw[:, 0] <= t) & (t <= kw[:, 1] + latency_ms))
+        if len(inside):
+            hit[inside[0]] = True
+        else:
+            false += 1
+    hours = duration_ms / 3.6e6
+    return {"false_accepts": int(false), "hours": hours, "fa_per_hour": false / hours if hours else float("nan"),
+            "keyword_events": int(len(kw)), "false_reject_rate": float(1 - hit.mean()) if len(kw) else float("nan")}
