@@ -268,6 +268,22 @@ def _open_link(ctx, url, baud, timeout, retries, trace_path, model_c=None):
                                        model_c=model_c))
 
 
+def _firmware_model(url: str, int8_path: Path, shim_only: bool):
+    """For sim and qemu: the int8 model's integer program and its C, so the firmware runs the model
+    (None, None for a real port or --shim-only)."""
+    if url not in ("sim", "qemu") or shim_only:
+        return None, None
+    from .device.targets import model_source
+    from .errors import ModelError
+    from .intmodel import lower
+
+    try:
+        program = lower(int8_path)
+    except ModelError as e:
+        raise ModelError(f"{e}; pass --shim-only to run only the shims on the device") from None
+    return program, model_source(program, Path(int8_path).name)
+
+
 def _write_run(out_dir: Path, run, force: bool, extra: dict | None = None) -> str:
     """report.json and report.md (and plan.json when given) into out_dir, each written whole or not at all."""
     from .atomic import write_atomic
@@ -348,17 +364,7 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     pair = load_pair(float_model, int8_model)
     calib, holdout = load_calibration(calib_path), load_calibration(holdout_path)
     wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
-    program = model_c = None
-    if url in ("sim", "qemu") and not shim_only:
-        from .device.targets import model_source
-        from .errors import ModelError
-        from .intmodel import lower
-
-        try:
-            program = lower(pair.int8.path)
-        except ModelError as e:
-            raise ModelError(f"{e}; pass --shim-only to run only the shims on the device") from None
-        model_c = model_source(program, pair.int8.path.name)
+    program, model_c = _firmware_model(url, pair.int8.path, shim_only)
     link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
     run = run_calibrate(link, pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
                         anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window, resume=resume,
@@ -379,12 +385,13 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
 @click.option("--int8", "int8_path", type=_PATH, help="Int8 model (default: the one the plan names).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.json/.md and the run's journal (default: no files).")
+@click.option("--shim-only", is_flag=True, help="sim/qemu: firmware without the model.")
 @click.option("--resume", is_flag=True, help="Continue a run that was cut short (needs -o).")
 @click.option("--force", is_flag=True, help="Replace the reports if they exist.")
 @_link_options
 @click.pass_context
-def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, resume, force, url, baud, timeout, retries,
-             trace_path):
+def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_only, resume, force, url, baud, timeout,
+             retries, trace_path):
     """Run PLAN's shims on the device over --data and compare with the Python reference bit for bit.
 
     Exit 0 when every sample matches, 1 when any differs.
@@ -399,7 +406,10 @@ def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, resume, 
         if not resume:
             _outputs_ok([out_dir / "report.json", out_dir / "report.md"], force)
     data = load_calibration(data_path)
-    link = _open_link(ctx, url, baud, timeout, retries, trace_path)
+    from .device.validate import model_path
+
+    _, model_c = _firmware_model(url, model_path(plan, "int8", int8_path), shim_only)
+    link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
     run = run_validate(link, plan, data, float_path=float_path, int8_path=int8_path, out_dir=out_dir, resume=resume)
     if out_dir is not None:
         text = _write_run(out_dir, run, True)

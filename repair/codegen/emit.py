@@ -14,6 +14,7 @@ banner; the same plan always gives the same bytes):
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -225,6 +226,9 @@ def emit(plan: RepairPlan, out_dir: str | Path, prefix: str = "tmlr_model", seed
     files["tmlrepair.mk"], files["tmlrepair.cmake"] = _build_snippets(P)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output folder gets the user's usual mode
     try:
         for rel in ("include", "src"):
             shutil.copytree(lib / rel, tmp / "tmlr" / rel)

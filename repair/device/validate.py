@@ -14,7 +14,7 @@ from .calibrate import DeviceRun, judge_on_device
 from .link import DeviceLink
 
 
-def _model_path(plan: RepairPlan, role: str, given: Path | None) -> Path:
+def model_path(plan: RepairPlan, role: str, given: Path | None) -> Path:
     named = (plan.provenance.get("models") or {}).get(role) or {}
     path = Path(given) if given is not None else Path(named.get("path", ""))
     if not path.is_file():
@@ -27,7 +27,7 @@ def run_validate(link: DeviceLink, plan: RepairPlan, data: CalibrationSet, *, fl
                  int8_path: Path | None = None, out_dir: Path | None = None, resume: bool = False,
                  progress=None) -> DeviceRun:
     """Run ``plan``'s shims on the device over ``data``; the models default to those the plan was fitted on."""
-    pair = load_pair(_model_path(plan, "float", float_path), _model_path(plan, "int8", int8_path))
+    pair = load_pair(model_path(plan, "float", float_path), model_path(plan, "int8", int8_path))
     fitted = (plan.provenance.get("models") or {}).get("int8", {}).get("sha256")
     if fitted and fitted != pair.int8.sha256:
         raise DataError(f"{pair.int8.path} is not the int8 model the plan was fitted on (sha256 differs): "
