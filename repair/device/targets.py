@@ -69,20 +69,18 @@ def build(port: str, *, model_sources: tuple[Path, ...] = (), extra_flags: tuple
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
         if not cc:
             raise DeviceError("no C compiler found for the virtual device: install gcc (or set CC)")
-        flags, tail, name = [*HOST_FLAGS, *extra_flags], [], "tmlr_device"
+        flags, tail, name, hashed = [*HOST_FLAGS, *extra_flags], [], "tmlr_device", []
     else:
         cc = shutil.which("arm-none-eabi-gcc")
         if not cc:
             raise DeviceError("arm-none-eabi-gcc not found: apt-get install --no-install-recommends "
                               "gcc-arm-none-eabi libnewlib-arm-none-eabi")
         ld = root / "ports" / port / f"{port}.ld"
-        flags, tail, name = [*ARM_FLAGS, *extra_flags], [f"-T{ld}", *ARM_LINK], "firmware.elf"
-        srcs_ld = [ld]
+        flags, tail, name, hashed = [*ARM_FLAGS, *extra_flags], [f"-T{ld}", *ARM_LINK], "firmware.elf", [ld]
     key = hashlib.sha256()
     for part in (_compiler_version(cc), " ".join(flags + tail + includes), port):
         key.update(part.encode() + b"\0")
-    for src in srcs + sorted((root / "include").glob("*.h")) + sorted((root / "device").glob("*.h")) + (
-            srcs_ld if port != "posix" else []):
+    for src in srcs + sorted((root / "include").glob("*.h")) + sorted((root / "device").glob("*.h")) + hashed:
         key.update(src.read_bytes())
     out_dir = cache_dir() / f"{port}-{key.hexdigest()[:16]}"
     target = out_dir / name
