@@ -24,6 +24,7 @@ import onnxruntime as ort
 
 from repair import fixedpoint as fp
 from repair import metrics as M
+from repair.models import load_pair
 from repair.repairs import StreamRecognizer
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real" / "mlperf_tiny"
@@ -68,7 +69,8 @@ def main() -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(REAL / "models" / "sww_int8.onnx"), opts)
-    scale, zp = 0.0037010426, -128  # the sww int8 input (../shared/real/README.md; `tmlrepair info` shows it)
+    quant = load_pair(REAL / "models" / "sww_float.onnx", REAL / "models" / "sww_int8.onnx").int8.inputs[0].quant
+    scale, zp = quant.scale, quant.zero_point  # the int8 model's own input quantization
     frames = int(args.hours * 3.6e6 / FRAME_MS)
     streams = {}
     for name, idx in (("calib", calib_idx), ("holdout", hold_idx)):

@@ -76,11 +76,6 @@ class Frame:
 class FrameError(ValueError):
     """A delimited chunk that is not a frame (bad COBS, too short, or CRC mismatch)."""
 
-    def __init__(self, reason: str, seq: int | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.seq = seq
-
 
 def decode_frame(chunk: bytes) -> Frame:
     """Decode one delimited chunk (without its 0x00); raises FrameError like the device's parser."""
@@ -88,7 +83,7 @@ def decode_frame(chunk: bytes) -> Frame:
     if body is None or len(body) < 4:
         raise FrameError("framing")
     if crc16(body[:-2]) != int.from_bytes(body[-2:], "little"):
-        raise FrameError("crc", seq=body[1])
+        raise FrameError("crc")
     return Frame(body[0], body[1], body[2:-2])
 
 

@@ -132,14 +132,19 @@ def parse_shim_reply(shim: ClassifierShim | AnomalyShim, p: bytes, pos: int, cou
     per = shim_sample_bytes(shim)[1]
     if end != pos + count or got != count or len(p) != 6 + count * per:
         raise ValueError(f"shim reply for samples {end - got}..{end} ({len(p)} bytes), expected {pos}..{pos + count}")
-    body = np.frombuffer(p, np.uint8, offset=6).reshape(count, per)
+    return _shim_samples(shim, p[6:], count)
+
+
+def _shim_samples(shim: ClassifierShim | AnomalyShim, body: bytes, count: int) -> dict[str, np.ndarray]:
+    """``count`` samples of shim outputs, as ClassifierShim.run / AnomalyShim.run return them."""
+    rows = np.frombuffer(body, np.uint8).reshape(count, shim_sample_bytes(shim)[1])
     if isinstance(shim, ClassifierShim):
         k = shim.num_classes
-        out = {"probs": body[:, :k].view(np.int8).copy()}
+        out = {"probs": rows[:, :k].view(np.int8).copy()}
         if shim.thresholds is not None:
-            out["decision"] = body[:, k:k + 2].copy().view("<i2").reshape(-1).astype(np.int64)
+            out["decision"] = rows[:, k:k + 2].copy().view("<i2").reshape(-1).astype(np.int64)
         return out
-    return {"alarm": body[:, 0].astype(np.int8)}
+    return {"alarm": rows[:, 0].astype(np.int8)}
 
 
 def pack_bench(shim: ClassifierShim | AnomalyShim, sample: np.ndarray, iterations: int) -> bytes:
@@ -179,7 +184,7 @@ def parse_infer(p: bytes, out_size: int, shim) -> InferResult:
     raw = np.frombuffer(p, np.int8, out_size, 9).copy()
     out = None
     if shimmed and shim is not None:
-        out = {k: v[0] for k, v in parse_shim_reply(shim, struct.pack("<IH", 1, 1) + p[9 + out_size:], 0, 1).items()}
+        out = {k: v[0] for k, v in _shim_samples(shim, p[9 + out_size:], 1).items()}
     return InferResult(raw, out, model_ticks, shim_ticks)
 
 

@@ -23,6 +23,7 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..codegen.emit import library_dir
 from ..errors import DeviceError
 from .link import DEFAULT_TIMEOUTS, DeviceLink, Timeouts
 
@@ -33,19 +34,13 @@ ARM_FLAGS = ("-std=c99", "-Os", "-Wall", "-Wextra", "-Werror", "-mcpu=cortex-m4"
 ARM_LINK = ("--specs=nano.specs", "--specs=nosys.specs", "-nostartfiles", "-Wl,--gc-sections")
 
 
-def library_root() -> Path:
-    from ..codegen.emit import library_dir
-
-    return library_dir()
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get("TMLREPAIR_CACHE") or Path.home() / ".cache" / "tmlrepair")
 
 
 def device_sources(port: str, model_sources: tuple[Path, ...] = ()) -> list[Path]:
     """C files of the harness for ``port`` ("posix" or "mps2-an386"); without a model, the shim-only stub."""
-    root = library_root()
+    root = library_dir()
     lib = sorted((root / "src").glob("*.c"))
     dev = [root / "device" / "tmlr_device.c"]
     model = list(model_sources) or [root / "device" / "tmlr_no_model.c"]
@@ -62,7 +57,7 @@ def _compiler_version(cc: str) -> str:
 
 def build(port: str, *, model_sources: tuple[Path, ...] = (), extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile the harness for ``port`` (cached); return the executable or ELF path."""
-    root = library_root()
+    root = library_dir()
     srcs = device_sources(port, model_sources)
     includes = [f"-I{root / 'include'}", f"-I{root / 'device'}"] + sorted({f"-I{s.parent}" for s in model_sources})
     if port == "posix":

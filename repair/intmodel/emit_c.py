@@ -11,10 +11,9 @@ import struct
 
 import numpy as np
 
-from .program import IntProgram
+from .program import OPS, IntProgram
 
-_OPS = {"conv": 1, "fc": 2, "avgpool": 3, "maxpool": 4, "requant": 5, "add": 6, "softmax": 7, "transpose": 8,
-        "reshape": 9}
+_OPS = {op: i + 1 for i, op in enumerate(OPS)}  # TMLR_LAYER_* in c_patches/include/tmlr_model.h
 
 
 def plan_arena(prog: IntProgram) -> tuple[dict[str, int], int]:

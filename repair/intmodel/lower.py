@@ -154,7 +154,7 @@ class _Lowering:
             self.fail(node, f"dequantizes {x!r}, which is not an int8 tensor of the model")
         self.env[node.output[0]] = ("dq", v[1])
 
-    def _weights(self, name, node, out_axis):
+    def _weights(self, name, node):
         c = self.env.get(name)
         if c is None or c[0] != "const":
             self.fail(node, f"weights {name!r} are not a dequantized int8 initializer")
@@ -176,7 +176,7 @@ class _Lowering:
 
     def op_Conv(self, node):
         x = self.view(node.input[0], node)
-        w = self._weights(node.input[1], node, 0)
+        w = self._weights(node.input[1], node)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             self.fail(node, "auto_pad is not supported: export with explicit pads")
@@ -188,19 +188,19 @@ class _Lowering:
         if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
             self.fail(node, "only Gemm with transA=0, alpha=1, beta=1 is supported")
         x = self.view(node.input[0], node)
-        w = self._weights(node.input[1], node, 0)
+        w = self._weights(node.input[1], node)
         bias = self._bias(node.input[2], node) if len(node.input) > 2 and node.input[2] else None
         self.env[node.output[0]] = ("pending", _Pending("fc", node, [x], w=w, bias=bias, trans=bool(attrs.get("transB", 0))))
 
     def op_MatMul(self, node):
         x = self.view(node.input[0], node)
-        w = self._weights(node.input[1], node, 1)
+        w = self._weights(node.input[1], node)
         self.env[node.output[0]] = ("pending", _Pending("fc", node, [x], w=w, bias=None, trans=False))
 
     def op_Add(self, node):
         a, b = (self.env.get(i) for i in node.input)
-        if a is not None and a[0] == "pending" and a[1].op == "fc" and a[1].p["bias"] is None and (
-                b is not None and b[0] == "const" or node.input[1] in self.inits):
+        is_constant = (b is not None and b[0] == "const") or node.input[1] in self.inits
+        if a is not None and a[0] == "pending" and a[1].op == "fc" and a[1].p["bias"] is None and is_constant:
             a[1].p["bias"] = self._bias(node.input[1], node)
             self.env[node.output[0]] = a
             return
@@ -319,8 +319,6 @@ class _Lowering:
             m, s = _multiplier(real, node.name)
             p = {"kernel": (kh, kw), "strides": (sh, sw), "mult": [m], "shift": [s]}
             shape = (src.shape[0], ho, wo) if len(src.shape) == 3 else (src.shape[0], wo)
-            if len(src.shape) == 2:
-                shape = (src.shape[0], wo)
         elif pend.op == "requant":
             m, s = _multiplier(src.scale / scale, node.name)
             p, shape = {"mult": [m], "shift": [s]}, src.shape
@@ -365,12 +363,10 @@ class _Lowering:
         group = int(attrs.get("group", 1))
         if q.ndim == 3:  # 1-D conv
             q4 = q[:, :, None, :]
-            k = list(attrs.get("kernel_shape", [q.shape[2]]))
             pads = list(attrs.get("pads", [0, 0]))
             strides, dil = [1] + list(attrs.get("strides", [1])), [1] + list(attrs.get("dilations", [1]))
             pads4 = (0, pads[0], 0, pads[1])
             in_hw = (1, src.shape[1])
-            del k
         elif q.ndim == 4:
             q4 = q
             pads = list(attrs.get("pads", [0, 0, 0, 0]))

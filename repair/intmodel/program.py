@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 
-OPS = ("conv", "fc", "avgpool", "maxpool", "requant", "add", "softmax", "transpose", "reshape")
+OPS = ("conv", "fc", "avgpool", "maxpool", "requant", "add", "softmax", "transpose", "reshape")  # tmlr_layer_op 1..9
 ADD_LEFT_SHIFT = 20
 
 
@@ -74,9 +74,7 @@ class IntProgram:
         total = 0
         for layer in self.layers:
             if layer.op in ("conv", "fc"):
-                w = layer.p["weights"]
-                out = self.tensors[layer.output]
-                total += int(w[0].size) * (out.size // w.shape[0]) * w.shape[0]
+                total += int(layer.p["weights"][0].size) * self.tensors[layer.output].size  # taps x outputs
         return total
 
 
