@@ -200,6 +200,13 @@ def _match_structure(fx: GraphIndex, qx: GraphIndex) -> tuple[dict, dict]:
     return mapping, reasons
 
 
+def match_compute_nodes(pair: ModelPair) -> tuple[dict[str, str], dict[str, str]]:
+    """int8 compute node → the float compute node it was quantized from (by structure), and why others are not."""
+    mapping, reasons = _match_structure(pair.float.index, pair.int8.index)
+    return ({q[1]: f[1] for q, f in mapping.items() if q[0] == "node"},
+            {q[1]: why for q, why in reasons.items()})
+
+
 def _float_chain(fx: GraphIndex, start: str) -> list[tuple[str, int, str | None]]:
     """Tensors from ``start`` down a single-consumer chain of transparent nodes: (name, activations, last op)."""
     out = [(start, 0, None)]
