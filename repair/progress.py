@@ -24,6 +24,11 @@ class Progress:
         self.done += n
         self._draw()
 
+    def update(self, done: int, total: int) -> None:
+        """Set the position outright (for work whose total is known only as it runs)."""
+        self.done, self.total = done, total
+        self._draw()
+
     def finish(self) -> None:
         self._draw(force=True)
         if self.enabled:

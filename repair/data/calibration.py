@@ -215,3 +215,18 @@ def check_fits(data: CalibrationSet, pair, n_classes: int | None = None) -> Cali
     if data.x.dtype != np.dtype(spec.dtype):
         data = replace(data, x=data.x.astype(spec.dtype))
     return data
+
+
+def random_in_range(pair, n: int, seed: int, source: str = "random") -> CalibrationSet:
+    """``n`` inputs drawn uniformly from the int8 model's input grid, as the float model takes them.
+
+    For models that ship without data (MLPerf Tiny's): every int8 level of the input is equally likely,
+    so both models see exactly the same values (the float input is the dequantized int8 one).
+    """
+    spec = pair.int8.inputs[0]
+    quant = spec.quant or pair.int8.index.input_quant(spec.name)
+    if quant is None:
+        raise DataError(f"INT8 input {spec.name!r} has no per-tensor quantization: no range to draw from")
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in pair.float.inputs[0].shape]
+    q = np.random.default_rng(seed).integers(quant.qmin, quant.qmax + 1, size=[n, *shape])
+    return CalibrationSet(x=quant.dequantize(q).astype(np.float32), source=f"{source} (seed {seed})", seed=seed)

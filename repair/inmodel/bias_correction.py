@@ -72,7 +72,7 @@ def correct_layer(ctx: FitContext, qm: QdqModel, layer: Layer) -> dict:
         return {**row, "decision": "no change",
                 "why": f"every channel's shift is under half a bias unit ({lsb.min():.3g}); {nncf}"}
     added = layer.bias_dq is None
-    saturated = qm.set_bias_int(layer, old + units.astype(np.int64))
+    saturated = qm.set_bias_int(layer, old + units)
     row["decision"] = "corrected"
     why = [f"{row['channels_changed']}/{row['channels']} channels moved, up to {row['units_max_abs']} bias units",
            nncf]

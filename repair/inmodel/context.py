@@ -55,13 +55,14 @@ class FitContext:
     pair: ModelPair
     calib_x: np.ndarray
     batch_size: int = 256
+    check_weights: bool = True
     _float_cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.float_input = self.pair.float.inputs[0].name
         self.node_map, self.node_unpaired = match_compute_nodes(self.pair)
         self._fnodes = {n.name or n.output[0]: n for n in self.pair.float.index.nodes}
-        tmap = build_tensor_map(self.pair, {self.float_input: self.calib_x[:1]}, check_weights=False)
+        tmap = build_tensor_map(self.pair, {self.float_input: self.calib_x[:1]}, check_weights=self.check_weights)
         self.float_of_tensor = {p.int8_name: p.float_name for p in tmap.pairs}
         self.tensor_unpaired = {u.int8_name: u.reason for u in tmap.unmatched}
 

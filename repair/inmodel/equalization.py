@@ -31,6 +31,8 @@ HOMOGENEOUS = frozenset({"Relu", "LeakyRelu", "PRelu"})
 PER_CHANNEL_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool"})
 SWEEPS = 50
 TOL = 1e-4
+#: Bound on one sweep's per-channel factor: a channel with (nearly) no weights must not blow the other up.
+MAX_STEP = 16.0
 
 
 def _in_multiplier(qm: QdqModel, layer: Layer, s: np.ndarray) -> np.ndarray:
@@ -111,6 +113,10 @@ def _follow(ctx: FitContext, qm: QdqModel, first: Layer, by_input) -> tuple[dict
             return None, f"the activation after it {act.interface if act else 'is not a quantized group'}"
         if ctx.float_tensor(key) is None:
             return None, f"the activation after it has no float counterpart ({ctx.tensor_unpaired.get(key, '')})"
+        if not acts:
+            why = _float_path_homogeneous(ctx, first, ctx.float_tensor(key))
+            if why:
+                return None, why
         acts.append(key)
         readers = [c for dq in act.dq_nodes for c in qm.consumers.get(dq.output[0], [])
                    if c.op_type not in ("Flatten", "Reshape", "MaxPool") or c.output[0] not in
@@ -129,6 +135,22 @@ def _follow(ctx: FitContext, qm: QdqModel, first: Layer, by_input) -> tuple[dict
             continue
         return None, (f"the activation after it is read by {len(readers)} node(s) "
                       f"({', '.join(sorted({r.op_type for r in readers}))}), not by one layer")
+
+
+def _float_path_homogeneous(ctx: FitContext, first: Layer, target: str) -> str:
+    """Why the float model's path from ``first`` to ``target`` does not commute with a per-channel scale ('' if
+    it does). A converter folds ReLU6 into the int8 range, so only the float graph shows the Clip."""
+    ix = ctx.pair.float.index
+    name = ctx.float_preact(first)
+    while name is not None and name != target:
+        cs = ix.consumers.get(name, [])
+        if len(cs) != 1:
+            return "in the float model its output branches"
+        if cs[0].op_type not in HOMOGENEOUS:
+            return (f"in the float model it is followed by {cs[0].op_type}"
+                    f"{' (ReLU6: its max bound does not commute with rescaling)' if cs[0].op_type == 'Clip' else ''}")
+        name = cs[0].output[0]
+    return "" if name == target else "no float layer pairs with it"
 
 
 def _n_in(qm: QdqModel, layer: Layer) -> int:
@@ -159,7 +181,8 @@ def equalize(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
             l1, l2 = qm.layer(p["first"]), qm.layer(p["second"])
             r1 = _out_ranges(l1, w[l1.name])
             r2 = _in_ranges(qm, l2, w[l2.name], qm.n_out(l1))
-            s = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.where(r2 > 0, r2, 1)), 1.0)
+            live = (r1 > 1e-12 * r1.max()) & (r2 > 1e-12 * r2.max())
+            s = np.where(live, np.sqrt(r1 / np.where(live, r2, 1.0)), 1.0).clip(1 / MAX_STEP, MAX_STEP)
             w[l1.name] = _scale_out(l1, w[l1.name], s)
             b[l1.name] = b[l1.name] / s
             w[l2.name] = w[l2.name] * _in_multiplier(qm, l2, s)
@@ -181,8 +204,9 @@ def equalize(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
             qm.set_activation(key, scale, zp)
             qm.equalized[key] = s.copy()
         qm.equalized[p["first"]] = s.copy()
+    saturated = {}
     for name in sorted(names, key=lambda n: [lay.name for lay in qm.layers].index(n)):
-        qm.set_weights(qm.layer(name), w[name], b[name], denominators[name])
+        saturated[name] = int(qm.set_weights(qm.layer(name), w[name], b[name], denominators[name]).sum())
     for p in pairs:
         l1 = qm.layer(p["first"])
         rows.append({"layer": p["first"], "next": p["second"], "decision": "equalized",
@@ -192,6 +216,10 @@ def equalize(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
                              f"weights from the {source[p['first']]}"),
                      "scale_min": float(total[p["first"]].min()), "scale_max": float(total[p["first"]].max()),
                      "activations": p["activations"]})
+    for name, n in saturated.items():
+        if n:
+            rows.append({"layer": name, "decision": "bias saturated",
+                         "why": f"{n} channel(s) of its bias exceed int32 in the new bias units and were clamped"})
     return rows
 
 

@@ -72,10 +72,11 @@ def choose_metric(task: str, has_labels: bool) -> str:
 
 def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
                  repairs: tuple[str, ...] | None = None, metric: str | None = None, batch_size: int = 256,
-                 progress: bool = False) -> InModelResult:
+                 check_weights: bool = True, progress: bool = False) -> InModelResult:
     """Fit the in-model repairs of ``pair.int8`` on ``calib``; keep those that improve ``holdout``.
 
     ``metric``: "accuracy" | "auroc" | "sqnr" (default: from the task and whether the holdout has labels).
+    ``check_weights``: refuse a pair whose layers hold unrelated weights (repairing toward another network).
     Raises ``DataError`` for splits that cannot carry the fit (fewer than 2 calibration samples, a
     labelled metric without labels) and ``ModelError`` for a model with nothing to repair.
     """
@@ -105,7 +106,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     require_layers(qm)
     xc = calib.x.astype(np.float32)
     xh = holdout.x.astype(np.float32)
-    ctx = FitContext(pair, xc, batch_size=batch_size)
+    ctx = FitContext(pair, xc, batch_size=batch_size, check_weights=check_weights)
     ref_h = ctx.outputs(pair.float.proto, xh, int8=False)
 
     def judge(model: onnx.ModelProto) -> tuple[float, float]:
@@ -121,8 +122,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
         t0 = time.perf_counter()
         trial = qm.copy()
         bar.start(1, name)
-        rows = _FIT[name](ctx, trial, progress=lambda done, total: (setattr(bar, "total", total),
-                                                                   setattr(bar, "done", done), bar.advance(0)))
+        rows = _FIT[name](ctx, trial, progress=lambda done, total: bar.update(done, total))
         bar.finish()
         changed = any(r.get("decision") not in ("kept", "no change", "not corrected", "summary",
                                                 "not a first layer of a pair") for r in rows)

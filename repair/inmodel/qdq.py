@@ -306,7 +306,7 @@ class QdqModel:
         A Conv or Gemm without a bias gets one (an int32 initializer behind a new DequantizeLinear with
         scale input_scale · weight_scale), so the graph keeps the same op types.
         """
-        q = np.asarray(q, np.int64)
+        q = np.asarray(q, np.float64)  # float: a request beyond int64 must saturate, not wrap
         saturated = (q > INT32_MAX) | (q < INT32_MIN)
         q32 = np.clip(q, INT32_MIN, INT32_MAX).astype(np.int32)
         if layer.bias_dq is None:
@@ -345,17 +345,20 @@ class QdqModel:
             raise ModelError(f"layer {layer.name!r}: a per-tensor bias scale cannot hold per-channel weight scales")
         self._own(layer.bias_dq, 1, value, "tmlr")
 
-    def set_weights(self, layer: Layer, w: np.ndarray, bias: np.ndarray, denominator: float) -> None:
+    def set_weights(self, layer: Layer, w: np.ndarray, bias: np.ndarray, denominator: float) -> np.ndarray:
         """Quantize float weights with the layer's scheme, then its real bias in the new bias units.
 
         Scheme: symmetric (zero point 0), per channel if the model's weights are, scale = max|w| / denominator
         (ORT's symmetric int8 uses 127.5, TFLite 127; ``weight_denominator`` reads which from the model).
+        Returns the mask of channels whose bias saturated int32 in its new units.
         """
         if np.any(self.weight_zero_point(layer) != 0):
             raise ModelError(f"layer {layer.name!r}: asymmetric int8 weights are not re-quantized by tmlrepair")
         axes = tuple(i for i in range(w.ndim) if i != layer.out_axis)
         absmax = np.abs(w).max(axis=axes) if self.per_channel(layer) else np.array([np.abs(w).max()])
-        scale = np.where(absmax > 0, absmax / denominator, 1.0)
+        old_scale = self.weight_scale(layer)[: absmax.size]
+        # a dead channel (weights ~0) keeps its scale: its weights stay 0 and its bias keeps its units
+        scale = np.where(absmax > 1e-12 * absmax.max(), absmax / denominator, old_scale)
         shape = [1] * w.ndim
         shape[layer.out_axis] = -1
         full = scale.reshape(shape) if scale.size > 1 else scale[0]
@@ -363,14 +366,19 @@ class QdqModel:
         self._own(layer.weight_dq, 0, q, "tmlr")
         old = self.inits[layer.weight_dq.input[1]]
         self._own(layer.weight_dq, 1, scale.astype(np.float32).reshape(old.shape), "tmlr")
-        self.set_bias_real(layer, bias)
+        return self.set_bias_real(layer, bias)
 
     def weight_denominator(self, layer: Layer, w_float: np.ndarray) -> float:
-        """max|w| / scale of the model's own quantization of ``w_float`` (127 for TFLite, 127.5 for ORT)."""
+        """max|w| / scale of the model's own quantization of ``w_float`` (127 for TFLite, 127.5 for ORT), read
+        from the channels whose int8 weights reach at least half the int8 range (dead, pruned channels —
+        half of some MobileNet layers — carry no information about it)."""
         axes = tuple(i for i in range(w_float.ndim) if i != layer.out_axis)
-        absmax = np.abs(w_float).max(axis=axes) if self.per_channel(layer) else np.array([np.abs(w_float).max()])
+        if self.per_channel(layer):
+            absmax, qmax = np.abs(w_float).max(axis=axes), np.abs(self.weight_q(layer).astype(np.int64)).max(axis=axes)
+        else:
+            absmax, qmax = np.array([np.abs(w_float).max()]), np.array([np.abs(self.weight_q(layer)).max()])
         s = self.weight_scale(layer)[: absmax.size]
-        ok = (absmax > 0) & (s > 0)
+        ok = (qmax >= 64) & (s > 0)
         return float(np.median(absmax[ok] / s[ok])) if ok.any() else 127.0
 
     def set_bias_real(self, layer: Layer, bias: np.ndarray) -> np.ndarray:
