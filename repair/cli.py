@@ -36,7 +36,7 @@ def main():
     \b
     info        what a float/int8 model pair (and a data set) holds
     drift       where and how much the int8 model departs from the float one
-    fit         fit after-model repairs on the int8 model's outputs, judge them on a holdout
+    fit         fit repairs in the int8 model and after it, judge them on a holdout; write the repaired model
     fit-scores  fit an anomaly threshold or adaptive boundary from logged scores
     emit        write a plan's repairs as C shims (+ params header, self-test, Makefile/CMake snippets)
     check       regression gate after requantization: exit 1 if the new int8 model (or the plan) regressed
@@ -115,36 +115,60 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
 @click.option("--data", "calib_path", type=_PATH, required=True, help="Calibration split: repairs are fitted on it.")
 @click.option("--holdout", "holdout_path", type=_PATH, required=True, help="Holdout split: repairs are judged on it.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for plan.json and report.md (created if missing).")
-@click.option("--repairs", help="Comma-separated subset: temperature, vector_scaling, class_thresholds, "
-                                "score_threshold, window_boundary (default: all that apply).")
+              help="Folder for plan.json, repaired_int8.onnx and report.{json,md,html} (created if missing).")
+@click.option("--repairs", help="Comma-separated subset. In the model: equalization, activation_thresholds, "
+                                "bias_correction, logit_offset; after it: temperature, vector_scaling, "
+                                "class_thresholds, score_threshold, window_boundary (default: all that apply).")
+@click.option("--metric", type=click.Choice(["accuracy", "auroc", "sqnr"]),
+              help="Holdout metric that decides which in-model repairs are kept (default: accuracy for "
+                   "classifiers, AUROC for anomaly models; sqnr needs no labels).")
 @click.option("--target-far", type=float, default=0.01, show_default=True, help="Per-class false-accept target.")
 @click.option("--anomaly-far", type=float, default=0.1, show_default=True, help="Anomaly false-alarm target.")
 @click.option("--anomaly-boundary", type=click.Choice(["threshold", "window"]), default="threshold", show_default=True)
 @click.option("--window", type=click.IntRange(2, 1024), default=32, show_default=True)
-@click.option("--force", is_flag=True, help="Replace plan.json and report.md if they exist.")
-def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, target_far, anomaly_far,
-        anomaly_boundary, window, force):
-    """Fit after-model repairs of INT8_MODEL on --data, judge them on --holdout, write plan.json."""
+@click.option("--ignore-weights", is_flag=True,
+              help="Fit even if INT8's weights do not match FLOAT's (you almost never want this).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
+def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, metric, target_far, anomaly_far,
+        anomaly_boundary, window, ignore_weights, progress, force):
+    """Fit repairs of INT8_MODEL on --data, judge them on --holdout; write the plan, repaired model and report."""
     from .atomic import write_atomic
     from .data import load_calibration
+    from .fit_report import fit_report, render_html, render_markdown, report_json
     from .fitting import fit_plan
+    from .inmodel import IN_MODEL_REPAIRS
     from .models import load_pair
     from .render_plan import render_plan
     from .repairs.base import check_rate
 
     check_rate("--target-far", target_far)
     check_rate("--anomaly-far", anomaly_far)
-    wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
+    wanted = tuple(r.strip() for r in repairs.split(",") if r.strip()) if repairs else None
+    in_model = wanted is None or any(r in IN_MODEL_REPAIRS for r in wanted)
+    names = ["plan.json", "report.md"] + (["report.json", "report.html", "repaired_int8.onnx"] if in_model else [])
     out_dir.mkdir(parents=True, exist_ok=True)
-    _outputs_ok((out_dir / "plan.json", out_dir / "report.md"), force)
+    _outputs_ok([out_dir / n for n in names], force)
     pair = load_pair(float_model, int8_model)
     plan = fit_plan(pair, load_calibration(calib_path), load_calibration(holdout_path), repairs=wanted,
-                    target_far=target_far, anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window)
-    text = render_plan(plan)
+                    target_far=target_far, anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
+                    in_model=in_model, metric=metric, check_weights=not ignore_weights,
+                    progress=sys.stderr.isatty() if progress is None else progress)
+    if plan.repaired_model is None:
+        text = render_plan(plan)
+        write_atomic(out_dir / "plan.json", plan.to_json(), force)
+        write_atomic(out_dir / "report.md", "```\n" + text + "```\n", force)
+        click.echo(text, nl=False)
+        return
+    report = fit_report(plan)
+    write_atomic(out_dir / "repaired_int8.onnx", plan.repaired_model.SerializeToString(), force)
     write_atomic(out_dir / "plan.json", plan.to_json(), force)
-    write_atomic(out_dir / "report.md", "```\n" + text + "```\n", force)
-    click.echo(text, nl=False)
+    write_atomic(out_dir / "report.json", report_json(report), force)
+    md = render_markdown(report)
+    write_atomic(out_dir / "report.md", md, force)
+    write_atomic(out_dir / "report.html", render_html(report), force)
+    click.echo(render_plan(plan), nl=False)
+    click.echo(f"wrote {', '.join(names)} to {out_dir}")
 
 
 @main.command("fit-scores")

@@ -1,4 +1,10 @@
-"""fit_plan: fit the after-model repairs on the int8 model's outputs, judge them on a holdout.
+"""fit_plan: fit the repairs — in the model, then after it — on calibration, judge them on a holdout.
+
+With ``in_model=True`` (or in-model names in ``repairs``) the in-model repairs come first
+(``repair.inmodel.fit_in_model``: equalization, activation thresholds, bias correction, logit offset);
+the plan then carries the repaired model (``plan.repaired_model``, an ``onnx.ModelProto``, not part of
+the JSON) and ``plan.in_model`` says what each did, and the after-model repairs are fitted on the
+*repaired* model's outputs, as the device will produce them.
 
 Fit on the calibration split, judge on the holdout split, always. A calibration repair
 is kept only if it lowers holdout NLL (vector scaling only if it beats what is kept
@@ -29,9 +35,14 @@ CLASSIFIER_REPAIRS = ("temperature", "vector_scaling", "class_thresholds")
 ANOMALY_REPAIRS = ("score_threshold", "window_boundary")
 
 
-def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 model's first output on ``x``: (dequantized float, the integers behind it)."""
-    sess = pair.int8.session(())
+def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=None) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 model's (or ``model``'s, an edited copy) first output on ``x``: (dequantized float, the integers)."""
+    if model is None:
+        sess = pair.int8.session(())
+    else:
+        from .inmodel.context import session
+
+        sess = session(model, [o.name for o in model.graph.output])
     batch = min(batch_size, pair.max_batch or batch_size)
     name = pair.float.inputs[0].name
     outs = [sess.run(None, pair.int8_feed({name: x[i:i + batch]}))[0] for i in range(0, len(x), batch)]
@@ -48,17 +59,76 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256) -> tuple
 def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *, repairs: tuple[str, ...] | None = None,
              target_far: float = 0.01, anomaly_far: float = 0.1, anomaly_boundary: str = "threshold",
              window: int = 32, raw_outputs: tuple[np.ndarray, np.ndarray] | None = None,
-             source: str = "onnxruntime") -> RepairPlan:
-    """Fit the after-model repairs that apply to ``pair``'s task; return the plan with holdout results.
+             source: str = "onnxruntime", in_model: bool = False, metric: str | None = None,
+             check_weights: bool = True, progress: bool = False) -> RepairPlan:
+    """Fit the repairs that apply to ``pair``'s task; return the plan with holdout results.
 
     ``raw_outputs``: the int8 output integers on calib and holdout as a device produced them (``calibrate``);
     by default onnxruntime runs the int8 model. ``source`` says which, in the plan's provenance.
+    ``in_model``: run the in-model repairs first (all of them unless ``repairs`` names some); ``metric``,
+    ``check_weights`` and ``progress`` go to ``fit_in_model``. Without labels (``metric="sqnr"``) only the
+    in-model repairs are fitted.
     """
+    from .inmodel import IN_MODEL_REPAIRS, fit_in_model
+
     task = detect_task(pair)
-    unknown = set(repairs or ()) - set(CLASSIFIER_REPAIRS) - set(ANOMALY_REPAIRS)
+    unknown = set(repairs or ()) - set(CLASSIFIER_REPAIRS) - set(ANOMALY_REPAIRS) - set(IN_MODEL_REPAIRS)
     if unknown:
         raise DataError(f"unknown repair(s) {sorted(unknown)}; choose from "
-                        f"{', '.join(CLASSIFIER_REPAIRS + ANOMALY_REPAIRS)}")
+                        f"{', '.join(IN_MODEL_REPAIRS + CLASSIFIER_REPAIRS + ANOMALY_REPAIRS)}")
+    in_names = tuple(r for r in (repairs or IN_MODEL_REPAIRS) if r in IN_MODEL_REPAIRS)
+    if repairs and in_names:
+        in_model = True
+    repairs = tuple(r for r in repairs if r not in IN_MODEL_REPAIRS) if repairs else None
+    if in_model:
+        if raw_outputs is not None:
+            raise DataError("in-model repairs change the model: fit them on onnxruntime outputs, not a device's")
+        result = fit_in_model(pair, calib, holdout, repairs=in_names, metric=metric, check_weights=check_weights,
+                              progress=progress)
+        plan = _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
+                            result)
+        plan.repaired_model = result.model
+        plan.in_model = {**result.to_dict(), "model": {"path": "repaired_int8.onnx",
+                                                       "sha256": model_sha256(result.model)}}
+        return plan
+    return _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
+                      raw_outputs, source)
+
+
+def model_sha256(model) -> str:
+    """sha256 of the serialized model: what ``repaired_int8.onnx`` on disk hashes to."""
+    import hashlib
+
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, result):
+    """The after-model repairs on the repaired model's outputs; without labels, none (the plan says why)."""
+    if repairs == () or calib.y is None or holdout.y is None:
+        why = ("only in-model repairs were asked for" if repairs == () else
+               "the calibration or holdout split has no labels: after-model repairs need them")
+        return RepairPlan(task="classifier" if detect_task(pair) == "classifier" else "anomaly_scores",
+                          repairs=[], provenance={"after_model": f"not fitted: {why}",
+                                                  **_provenance(pair, calib, holdout, "repaired_int8.onnx")})
+    raw = tuple(int8_outputs(pair, d.x, model=result.model)[1] for d in (calib, holdout))
+    plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, raw,
+                      "repaired_int8.onnx (onnxruntime)")
+    if plan.task == "classifier":
+        z = pair.int8.outputs[0].quant.dequantize(raw[1]).astype(np.float64)
+        result.holdout["accuracy_with_after_model"] = float((calibrated_probs(plan.repairs, z).argmax(1) ==
+                                                             holdout.y).mean())
+    return plan
+
+
+def _provenance(pair, calib, holdout, source) -> dict:
+    return {"models": {k: {"path": str(m.path), "sha256": m.sha256} for k, m in
+                       (("float", pair.float), ("int8", pair.int8))},
+            "calibration": calib.summary(), "holdout": holdout.summary(), "int8_outputs_from": source}
+
+
+def _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, raw_outputs,
+               source) -> RepairPlan:
+    task = detect_task(pair)
     n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else None
     calib = check_fits(calib, pair, n_classes)
     holdout = check_fits(holdout, pair, n_classes)
@@ -75,11 +145,9 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     else:
         qc, qh = (np.asarray(q, np.int64).reshape(len(d), -1) for q, d in zip(raw_outputs, (calib, holdout)))
         zc, zh = (out_q.dequantize(q).astype(np.float64) for q in (qc, qh))
-    provenance = {"models": {k: {"path": str(m.path), "sha256": m.sha256} for k, m in
-                             (("float", pair.float), ("int8", pair.int8))},
-                  "calibration": calib.summary(), "holdout": holdout.summary(),
+    provenance = {**_provenance(pair, calib, holdout, source),
                   "int8_output_quant": out_q.to_dict(), "int8_output_name": pair.int8.outputs[0].name,
-                  "num_classes": n_classes, "task": task, "int8_outputs_from": source}
+                  "num_classes": n_classes, "task": task}
     if task == "classifier":
         wanted = repairs or CLASSIFIER_REPAIRS
         entries = _classifier(zc, calib.y, zh, qh, holdout.y, out_q, wanted, target_far)

@@ -10,6 +10,8 @@ JSON schema ``tmlrepair.plan/1``: everything needed to emit C without the models
                 reached), ``int_agreement`` (share of holdout decisions where the integer
                 reference equals the float one, and the count that differ)
 ``provenance``  inputs (paths, sha256), settings, tool version
+``in_model``    the in-model repairs behind ``repaired_int8.onnx`` (its sha256, each repair with its per-layer
+                decisions and holdout effect); empty when the plan repairs after the model only
 
 ``sha256()`` hashes the canonical JSON; the emitted C carries it.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
@@ -33,13 +35,17 @@ class RepairPlan:
     task: str
     repairs: list[dict] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
+    in_model: dict = field(default_factory=dict)
     schema: str = SCHEMA
+    #: the repaired int8 model (onnx.ModelProto) when in-model repairs ran; written beside plan.json, not in it
+    repaired_model: object = field(default=None, repr=False, compare=False)
 
     def kept(self) -> list[dict]:
         return [r for r in self.repairs if r.get("kept")]
 
     def to_json(self) -> str:
-        d = asdict(self)
+        d = asdict(replace(self, repaired_model=None))
+        del d["repaired_model"]
         d["provenance"] = {**d["provenance"], "tmlrepair_version": __version__}
         return dumps_stable(d)
 
@@ -55,4 +61,5 @@ class RepairPlan:
                 from None
         if d.get("schema") != SCHEMA:
             raise DataError(f"{path}: plan schema {d.get('schema')!r} is not {SCHEMA!r}; refit with this tmlrepair")
-        return cls(task=d["task"], repairs=d["repairs"], provenance=d.get("provenance", {}))
+        return cls(task=d["task"], repairs=d["repairs"], provenance=d.get("provenance", {}),
+                   in_model=d.get("in_model", {}))

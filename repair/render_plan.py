@@ -17,6 +17,12 @@ def _fmt(v) -> str:
 
 def render_plan(plan: RepairPlan) -> str:
     lines = [f"tmlrepair plan ({plan.task}), sha256 {plan.sha256()[:16]}"]
+    if plan.in_model:
+        im = plan.in_model
+        lines.append(f"in the model ({im['model']['path']}, sha256 {im['model']['sha256'][:16]}):")
+        for r in im["repairs"]:
+            lines.append(f"- {r['repair']}: {'KEPT' if r['kept'] else 'not kept'} — {r['reason']}")
+        lines.append("after the model:")
     for r in plan.repairs:
         state = "KEPT" if r.get("kept") else "not kept"
         lines.append(f"- {r['repair']}: {state} — {r['reason']}")

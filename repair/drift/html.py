@@ -10,7 +10,7 @@ from .render import output_lines
 from .report import DriftReport
 
 
-def _png(fig) -> str:
+def figure_png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -32,7 +32,7 @@ def _sqnr_bars(report: DriftReport) -> str:
     ax.set_xticklabels([f"{t['order']}:{t['op']}" for t in ts], rotation=70, fontsize=7)
     ax.set_ylabel("SQNR (dB, capped at 80)")
     ax.set_title("Per-tensor SQNR in graph order (red: worst fifth)")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _reliability(out: dict) -> str:
@@ -51,7 +51,7 @@ def _reliability(out: dict) -> str:
         ax.set_xlabel("confidence (15 bins)")
     axes[0].set_ylabel("accuracy")
     axes[0].legend(fontsize=7, loc="upper left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _confusions(out: dict) -> str:
@@ -70,7 +70,7 @@ def _confusions(out: dict) -> str:
         ax.set_title(f"confusion, {name}")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def render_html(report: DriftReport) -> str:
