@@ -27,8 +27,9 @@ def real_model(name: str) -> tuple[Path, Path]:
 
 
 def make_float_model(path: Path, *, kernel: int = 3, channels: int = 4, seed: int = 0,
-                     names: str = "t") -> Path:
-    """A tiny Conv→Relu→GlobalAveragePool→Flatten→Gemm classifier, input (N,1,8,8), 3 classes."""
+                     names: str = "t", bias: bool = True) -> Path:
+    """A tiny Conv→Relu→GlobalAveragePool→Flatten→Gemm classifier, input (N,1,8,8), 3 classes
+    (``bias=False``: neither layer has a bias input)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -39,17 +40,20 @@ def make_float_model(path: Path, *, kernel: int = 3, channels: int = 4, seed: in
     fb = np.zeros(3, np.float32)
     pad = kernel // 2
     nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], [f"{names}_conv"], name="conv", kernel_shape=[kernel, kernel],
+        helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], [f"{names}_conv"], name="conv",
+                         kernel_shape=[kernel, kernel],
                          pads=[pad] * 4),
         helper.make_node("Relu", [f"{names}_conv"], [f"{names}_relu"], name="relu"),
         helper.make_node("GlobalAveragePool", [f"{names}_relu"], [f"{names}_gap"], name="gap"),
         helper.make_node("Flatten", [f"{names}_gap"], [f"{names}_flat"], name="flatten"),
-        helper.make_node("Gemm", [f"{names}_flat", "fw", "fb"], ["logits"], name="fc", transB=1),
+        helper.make_node("Gemm", [f"{names}_flat", "fw", "fb"] if bias else [f"{names}_flat", "fw"], ["logits"],
+                         name="fc", transB=1),
     ]
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-        [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fw, "fw"), (fb, "fb"))])
+        [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (fw, "fw"), (fb, "fb"))
+         if bias or n in ("w", "fw")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)

@@ -4,8 +4,8 @@ Order: cross-layer equalization → activation thresholds → sequential bias co
 Each repair is fitted on the model the kept repairs so far have produced; it is kept if the holdout
 metric strictly improves on the best so far, otherwise the model goes on without it and the entry says
 so. The holdout metric: accuracy for a labelled classifier, AUROC of the anomaly score for a labelled
-reconstruction / score model, and output SQNR against the float model (dB) when there are no labels
-(``metric="sqnr"``, as for MLPerf Tiny models driven by random inputs).
+reconstruction / score model, and — when asked, as there are no labels — output SQNR against the float
+model in dB (``metric="sqnr"``, as for MLPerf Tiny models driven by random inputs).
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def sqnr(ref: np.ndarray, out: np.ndarray) -> float:
     return M.sqnr_db(float(np.sum(ref ** 2)), float(np.sum((ref - out) ** 2)))
 
 
-def choose_metric(task: str, has_labels: bool) -> str:
-    if not has_labels:
-        return "sqnr"
+def choose_metric(task: str) -> str:
+    """Accuracy for classifiers, AUROC of the anomaly score otherwise; SQNR only when asked (it needs no labels
+    but judges closeness to the float model, not the task)."""
     return "accuracy" if task == "classifier" else "auroc"
 
 
@@ -75,7 +75,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
                  check_weights: bool = True, progress: bool = False) -> InModelResult:
     """Fit the in-model repairs of ``pair.int8`` on ``calib``; keep those that improve ``holdout``.
 
-    ``metric``: "accuracy" | "auroc" | "sqnr" (default: from the task and whether the holdout has labels).
+    ``metric``: "accuracy" | "auroc" | "sqnr" (default: accuracy for classifiers, AUROC otherwise).
     ``check_weights``: refuse a pair whose layers hold unrelated weights (repairing toward another network).
     Raises ``DataError`` for splits that cannot carry the fit (fewer than 2 calibration samples, a
     labelled metric without labels) and ``ModelError`` for a model with nothing to repair.
@@ -91,7 +91,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     if len(calib) < 2:
         raise DataError(f"{calib.source} has {len(calib)} sample(s): bias correction averages over the calibration "
                         "split and thresholds need a distribution; give at least 2 samples (hundreds are better)")
-    metric = metric or choose_metric(task, holdout.y is not None)
+    metric = metric or choose_metric(task)
     if metric not in METRICS:
         raise DataError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
     if metric != "sqnr" and holdout.y is None:
