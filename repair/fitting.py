@@ -71,7 +71,6 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     """
     from .inmodel import IN_MODEL_REPAIRS, fit_in_model
 
-    task = detect_task(pair)
     unknown = set(repairs or ()) - set(CLASSIFIER_REPAIRS) - set(ANOMALY_REPAIRS) - set(IN_MODEL_REPAIRS)
     if unknown:
         raise DataError(f"unknown repair(s) {sorted(unknown)}; choose from "

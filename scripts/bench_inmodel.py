@@ -17,6 +17,7 @@ All times are one run on this machine (2 cores, shared): read them as ratios.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ from repair.errors import TmlrepairError
 from repair.inmodel import IN_MODEL_REPAIRS, fit_in_model
 from repair.metrics import auroc
 from repair.models import load_pair
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_datasets import quantize  # noqa: E402  (the bundled models' own quantize_static call)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny"
@@ -52,25 +56,10 @@ def _score(model_bytes: bytes, task: str, x: np.ndarray, y: np.ndarray) -> float
     return auroc(anomaly_scores(task, x, out), y)
 
 
-def _ort_quantize(float_path: Path, x: np.ndarray, **kw) -> bytes:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-
-    name = onnx.load(str(float_path)).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(x[i:i + 1] for i in range(len(x)))
-
-        def get_next(self):
-            b = next(self.it, None)
-            return None if b is None else {name: b}
-
-    method = kw.pop("method", CalibrationMethod.MinMax)
+def _ort_quantize(float_path: Path, x: np.ndarray, **options) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "q.onnx"
-        quantize_static(str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method, **kw)
+        quantize(float_path, out, x, onnx.load(str(float_path)).graph.input[0].name, **options)
         return out.read_bytes()
 
 
@@ -95,7 +84,8 @@ def bundled(task: str) -> list[tuple[str, str, float]]:
     rows = [("float model", _score((d / "float.onnx").read_bytes(), kind, xh, holdout.y), None),
             ("naive int8 (bundled)", _score((d / "int8.onnx").read_bytes(), kind, xh, holdout.y), None)]
     peers = [("ORT per-channel", lambda: _ort_quantize(d / "float.onnx", xc, per_channel=True)),
-             ("ORT Percentile", lambda: _ort_quantize(d / "float.onnx", xc, method=CalibrationMethod.Percentile,
+             ("ORT Percentile", lambda: _ort_quantize(d / "float.onnx", xc,
+                                                      calibrate_method=CalibrationMethod.Percentile,
                                                       extra_options={"CalibPercentile": 99.999})),
              ("NNCF FastBiasCorrection", lambda: _nncf_quantize(d / "float.onnx", xc, True)),
              ("NNCF BiasCorrection", lambda: _nncf_quantize(d / "float.onnx", xc, False))]

@@ -206,8 +206,9 @@ def train(model, x, y, loss_fn, epochs: int, lr: float, batch: int = 64):
     return model
 
 
-def quantize(float_path: Path, int8_path: Path, calib_x: np.ndarray, input_name: str) -> None:
-    """Quantize as users usually do: quantize_static, QDQ, per-tensor, MinMax, int8."""
+def quantize(float_path: Path, int8_path: Path, calib_x: np.ndarray, input_name: str, **options) -> None:
+    """Quantize as users usually do: quantize_static, QDQ, per-tensor, MinMax, int8 (``options`` override
+    quantize_static's arguments, e.g. per_channel=True: ``scripts/bench_inmodel.py`` uses it for the peers)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
 
@@ -221,9 +222,9 @@ def quantize(float_path: Path, int8_path: Path, calib_x: np.ndarray, input_name:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
-        quantize_static(str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=False, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        args = {"quant_format": QuantFormat.QDQ, "per_channel": False, "activation_type": QuantType.QInt8,
+                "weight_type": QuantType.QInt8, "calibrate_method": CalibrationMethod.MinMax, **options}
+        quantize_static(str(float_path), str(out), Reader(), **args)
         int8_path.write_bytes(out.read_bytes())
 
 

@@ -16,7 +16,6 @@ import onnx
 
 from ..errors import ModelError
 from ..models import ModelPair, build_tensor_map
-from ..models.graph import LAYOUT_OPS
 from ..models.tensormap import match_compute_nodes
 from .qdq import Layer, QdqModel
 
@@ -186,22 +185,6 @@ class FitContext:
             for n in todo:
                 self._float_cache[(kind, n)] = combine(parts[n])
         return {n: self._float_cache[(kind, n)] for n in names}
-
-
-def layout_only(model: onnx.ModelProto, tensor: str) -> bool:
-    """True if ``tensor`` reaches the graph output through layout ops only (a classifier's logits)."""
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in model.graph.output}
-    cur = tensor
-    while cur not in outputs:
-        cs = consumers.get(cur, [])
-        if len(cs) != 1 or cs[0].op_type not in LAYOUT_OPS | {"QuantizeLinear", "DequantizeLinear"}:
-            return False
-        cur = cs[0].output[0]
-    return True
 
 
 def require_layers(qm: QdqModel) -> None:
