@@ -6,7 +6,7 @@ JSON schema ``tmlrepair.fit-report/1``:
                 ``gap_recovered`` = (repaired − int8) / (float − int8) (null when int8 loses nothing), output
                 SQNR against the float model before and after, and for classifiers the accuracy with the
                 after-model repairs too
-``in_model``    each in-model repair: kept, why, holdout before/after, fit time, one row per layer/activation
+``in_model``    each in-model repair: kept, why, holdout before/after, one row per layer/activation
 ``after_model`` the plan's after-model entries (``plan.json`` holds the same)
 ``models``      float, int8 and repaired model: path and sha256
 """
@@ -67,8 +67,8 @@ def render_markdown(report: dict) -> str:
              f"| model | holdout {h['metric']} | output SQNR vs float |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in summary_rows(report)]
     lines += ["", _gap_line(h), "", "## In-model repairs (fitted on calibration, kept only if the holdout improves)", "",
-              "| repair | kept | why | fit s |", "|---|---|---|---|"]
-    lines += [f"| {r['repair']} | {'yes' if r['kept'] else 'no'} | {r['reason']} | {r['fit_seconds']:.2f} |"
+              "| repair | kept | why |", "|---|---|---|"]
+    lines += [f"| {r['repair']} | {'yes' if r['kept'] else 'no'} | {r['reason']} |"
               for r in report["in_model"]]
     for r in report["in_model"]:
         lines += ["", f"### {r['repair']}", "", "| layer / activation | decision | why |", "|---|---|---|"]
