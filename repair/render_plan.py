@@ -22,7 +22,8 @@ def render_plan(plan: RepairPlan) -> str:
         lines.append(f"in the model ({im['model']['path']}, sha256 {im['model']['sha256'][:16]}):")
         for r in im["repairs"]:
             lines.append(f"- {r['repair']}: {'KEPT' if r['kept'] else 'not kept'} — {r['reason']}")
-        lines.append("after the model:")
+        lines.append("after the model:" + (f" {plan.provenance['after_model']}"
+                                            if "after_model" in plan.provenance else ""))
     for r in plan.repairs:
         state = "KEPT" if r.get("kept") else "not kept"
         lines.append(f"- {r['repair']}: {state} — {r['reason']}")
