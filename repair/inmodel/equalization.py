@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import FitContext
-from .qdq import Layer, QdqModel
+from .qdq import SAME_RANGE_OPS, Layer, QdqModel
 
 #: Activations that commute with a positive per-channel scale.
 HOMOGENEOUS = frozenset({"Relu", "LeakyRelu", "PRelu"})
@@ -119,8 +119,7 @@ def _follow(ctx: FitContext, qm: QdqModel, first: Layer, by_input) -> tuple[dict
                 return None, why
         acts.append(key)
         readers = [c for dq in act.dq_nodes for c in qm.consumers.get(dq.output[0], [])
-                   if c.op_type not in ("Flatten", "Reshape", "MaxPool") or c.output[0] not in
-                   {q.input[0] for q in act.q_nodes}]
+                   if c.op_type not in SAME_RANGE_OPS or c.output[0] not in {q.input[0] for q in act.q_nodes}]
         layers = by_input.get(key, [])
         if len(layers) == 1 and len(readers) == 1:
             second = layers[0]

@@ -75,7 +75,6 @@ class Activation:
     key: str  # the first Q output of the group
     q_nodes: list = field(default_factory=list)
     dq_nodes: list = field(default_factory=list)
-    float_name: str = ""  # the float tensor the first Q quantizes
     interface: str = ""  # why the group is a model input/output, if it is one
 
 
@@ -167,7 +166,7 @@ class QdqModel:
                      trans_b=bool(attrs.get("transB", 0)))
 
     def _activation(self, q) -> None:
-        act = Activation(q.output[0], float_name=q.input[0])
+        act = Activation(q.output[0])
         self.activations[act.key] = act
         todo = [q]
         while todo:
@@ -199,7 +198,7 @@ class QdqModel:
             if gi.name in self.inits or gi.type.tensor_type.elem_type not in (onnx.TensorProto.INT8,
                                                                               onnx.TensorProto.UINT8):
                 continue
-            act = Activation(gi.name, float_name="", interface="the model's integer input")
+            act = Activation(gi.name, interface="the model's integer input")
             frontier = [gi.name]
             while frontier:
                 t = frontier.pop()
