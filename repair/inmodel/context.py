@@ -16,6 +16,7 @@ import onnx
 
 from ..errors import ModelError
 from ..models import ModelPair, build_tensor_map
+from ..models.pair import ort_session
 from ..models.tensormap import match_compute_nodes
 from .qdq import Layer, QdqModel
 
@@ -27,18 +28,13 @@ VALUE_SAMPLE = 200_000
 
 def session(model: onnx.ModelProto, outputs: list[str]):
     """An onnxruntime session computing exactly ``outputs`` (graph outputs replaced), optimisations off."""
-    import onnxruntime as ort
     from onnx import helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.output[:]
     m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in outputs)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(m)
 
 
 def channel_view(a: np.ndarray, axis: int) -> np.ndarray:
@@ -88,12 +84,6 @@ class FitContext:
         if int8:
             out = self.pair.int8_output_to_float(0, out)
         return np.asarray(out, np.float64).reshape(len(x), -1)
-
-    def float_outputs(self, x: np.ndarray) -> np.ndarray:
-        key = ("out", id(x), len(x))
-        if key not in self._float_cache:
-            self._float_cache[key] = self.outputs(self.pair.float.proto, x, int8=False)
-        return self._float_cache[key]
 
     # ------------------------------------------------------------------ float counterparts
     def float_node(self, layer: Layer):

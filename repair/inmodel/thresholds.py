@@ -57,7 +57,7 @@ def _output_error(ctx: FitContext, qm: QdqModel, x: np.ndarray, ref: np.ndarray)
 def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     """Choose every editable activation's range in graph order; write the winners; one row per activation."""
     x = ctx.calib_x[:SEARCH_SAMPLES]
-    ref = ctx.float_outputs(x)
+    ref = ctx.outputs(ctx.pair.float.proto, x, int8=False)
     keys = list(qm.activations)
     rows, editable = [], []
     for key in keys:

@@ -66,8 +66,6 @@ class LoadedModel:
         """
         key = (extra_outputs, optimize)
         if key not in self._sessions:
-            import onnxruntime as ort
-
             model = self.proto
             if extra_outputs:
                 from onnx import helper
@@ -78,15 +76,21 @@ class LoadedModel:
                 for name in extra_outputs:
                     if name not in known:
                         model.graph.output.append(helper.make_empty_tensor_value_info(name))
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            # ORT's pool threads spin after each run; between runs numpy needs those cores
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            if not optimize:
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            self._sessions[key] = ort.InferenceSession(model.SerializeToString(), opts,
-                                                       providers=["CPUExecutionProvider"])
+            self._sessions[key] = ort_session(model, optimize)
         return self._sessions[key]
+
+
+def ort_session(model, optimize: bool = False):
+    """An onnxruntime CPU session for an in-memory model; graph optimisations off unless ``optimize``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    # ORT's pool threads spin after each run; between runs numpy needs those cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _sha256(path: Path) -> str:
