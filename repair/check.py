@@ -107,7 +107,7 @@ def _rise_check(name: str, base: float | None, new: float | None, tol: float) ->
 
 
 def run_check(baseline: DriftReport, pair: ModelPair, data: CalibrationSet, tol: Tolerances,
-              plan: RepairPlan | None = None, batch_size: int = 256) -> CheckResult:
+              plan: RepairPlan | None = None, batch_size: int = 256, check_weights: bool = True) -> CheckResult:
     base_data = baseline.provenance.get("data", {})
     if base_data.get("sha256") and base_data["sha256"] != data.sha256:
         raise DataError(f"the baseline was measured on other data ({base_data.get('source')}, sha256 "
@@ -116,7 +116,8 @@ def run_check(baseline: DriftReport, pair: ModelPair, data: CalibrationSet, tol:
     if base_float and base_float != pair.float.sha256:
         raise DataError(f"the baseline's float model (sha256 {base_float[:12]}) is not {pair.float.path} "
                         f"({pair.float.sha256[:12]}): pass the float model the baseline was measured with")
-    report, outputs = measure_drift(pair, data, batch_size=batch_size, return_outputs=True)
+    report, outputs = measure_drift(pair, data, batch_size=batch_size, return_outputs=True,
+                                    check_weights=check_weights)
     result = CheckResult(report=report)
     bo, no = baseline.outputs[0], report.outputs[0]
     for c in (_drop_check("accuracy", bo.get("accuracy_int8"), no.get("accuracy_int8"), tol.max_accuracy_drop, 100,

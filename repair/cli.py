@@ -13,12 +13,15 @@ import click
 
 from . import __version__
 from .errors import TmlrepairError
+from .progress import progress_wanted as _progress_wanted
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
 
 
 class _Group(click.Group):
-    """Turns every TmlrepairError raised by a subcommand into one line and exit code 2."""
+    """Exit codes, exactly: 0 success; 1 only from the command (a regression, a device that differs); 2 bad
+    input or usage, one line; 3 an internal error, one line and the file the traceback was saved to; 130
+    interrupted. No traceback on the terminal."""
 
     def invoke(self, ctx):
         try:
@@ -26,6 +29,28 @@ class _Group(click.Group):
         except TmlrepairError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # a bug in tmlrepair: say so, keep the traceback for the report
+            saved = _save_traceback()
+            click.echo(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} — "
+                       f"a bug in tmlrepair {__version__}; traceback saved to {saved} (please attach it to a report)",
+                       err=True)
+            ctx.exit(3)
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="tmlrepair-traceback-", suffix=".txt")
+    with open(fd, "w") as f:
+        f.write(f"tmlrepair {__version__}: {' '.join(sys.argv)}\n")
+        traceback.print_exc(file=f)
+    return path
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +120,7 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
     _outputs_ok((json_path, md_path, html_path), force)
     pair = load_pair(float_model, int8_model)
     data = load_calibration(data_path)
-    bar = Progress(enabled=sys.stderr.isatty() if progress is None else progress, label="drift ")
+    bar = Progress(enabled=_progress_wanted(progress), label="drift ")
     report = measure_drift(pair, data, strategy=strategy, task=task, batch_size=batch_size,
                            check_weights=not ignore_weights, progress=bar)
     click.echo(render_terminal(report, top), nl=False)
@@ -133,7 +158,7 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
 def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, metric, target_far, anomaly_far,
         anomaly_boundary, window, ignore_weights, progress, force):
     """Fit repairs of INT8_MODEL on --data, judge them on --holdout; write the plan, repaired model and report."""
-    from .atomic import write_atomic
+    from .atomic import check_outputs, write_files
     from .data import load_calibration
     from .fit_report import fit_report, render_html, render_markdown, report_json
     from .fitting import fit_plan
@@ -147,28 +172,23 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
     wanted = tuple(r.strip() for r in repairs.split(",") if r.strip()) if repairs else None
     in_model = wanted is None or any(r in IN_MODEL_REPAIRS for r in wanted)
     names = ["plan.json", "report.md"] + (["report.json", "report.html", "repaired_int8.onnx"] if in_model else [])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _outputs_ok([out_dir / n for n in names], force)
+    check_outputs(out_dir, names, force)
     pair = load_pair(float_model, int8_model)
     plan = fit_plan(pair, load_calibration(calib_path), load_calibration(holdout_path), repairs=wanted,
                     target_far=target_far, anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
                     in_model=in_model, metric=metric, check_weights=not ignore_weights,
-                    progress=sys.stderr.isatty() if progress is None else progress)
+                    progress=_progress_wanted(progress))
+    text = render_plan(plan)
     if plan.repaired_model is None:
-        text = render_plan(plan)
-        write_atomic(out_dir / "plan.json", plan.to_json(), force)
-        write_atomic(out_dir / "report.md", "```\n" + text + "```\n", force)
-        click.echo(text, nl=False)
-        return
-    report = fit_report(plan)
-    write_atomic(out_dir / "repaired_int8.onnx", plan.repaired_model.SerializeToString(), force)
-    write_atomic(out_dir / "plan.json", plan.to_json(), force)
-    write_atomic(out_dir / "report.json", report_json(report), force)
-    md = render_markdown(report)
-    write_atomic(out_dir / "report.md", md, force)
-    write_atomic(out_dir / "report.html", render_html(report), force)
-    click.echo(render_plan(plan), nl=False)
-    click.echo(f"wrote {', '.join(names)} to {out_dir}")
+        files = {"plan.json": plan.to_json(), "report.md": "```\n" + text + "```\n"}
+    else:
+        report = fit_report(plan)
+        files = {"repaired_int8.onnx": plan.repaired_model.SerializeToString(), "plan.json": plan.to_json(),
+                 "report.json": report_json(report), "report.md": render_markdown(report),
+                 "report.html": render_html(report)}
+    write_files(out_dir, files, force)
+    click.echo(text, nl=False)
+    click.echo(f"wrote {', '.join(files)} to {out_dir}")
 
 
 @main.command("fit-scores")
@@ -201,17 +221,19 @@ def fit_scores_cmd(scores_path, target_far, out_path, method, window, holdout_pa
 @main.command()
 @click.argument("plan_path", type=_PATH)
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write (replaced whole with --force).")
-@click.option("--prefix", default="tmlr_model", show_default=True, help="C symbol prefix (a C identifier).")
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+              help="Folder to write into (created if missing; may be '.' or a firmware folder).")
+@click.option("--prefix", default="tmlr_model", show_default=True,
+              help="C symbol prefix (a C identifier; file names use it in lower case).")
+@click.option("--force", is_flag=True, help="Replace emit's own files if they exist (never other files).")
 def emit(plan_path, out_dir, prefix, force):
     """Write PLAN's repairs as C: params header, shim, self-test, Makefile and CMake snippets."""
     from .codegen.emit import emit as emit_c
     from .plan import RepairPlan
 
     files = emit_c(RepairPlan.from_json(plan_path), out_dir, prefix=prefix, overwrite=force)
-    click.echo(f"wrote {len(files)} files to {out_dir}: " + ", ".join(str(f) for f in files if f.parent == Path(".")))
-    click.echo(f"self-test: make -f {out_dir}/tmlrepair.mk {prefix}_selftest && ./{prefix}_selftest")
+    click.echo(f"wrote {len(files)} files to {out_dir}: " + ", ".join(str(f) for f in files))
+    p = prefix.lower()
+    click.echo(f"self-test: make -f {out_dir}/tmlrepair.mk {p}_selftest && ./{p}_selftest")
 
 
 @main.command()
@@ -227,10 +249,12 @@ def emit(plan_path, out_dir, prefix, force):
 @click.option("--max-far-miss", type=float, help="How far a plan's rate may miss its target (default 0.03).")
 @click.option("--junit", "junit_path", type=_PATH, help="Write JUnit XML (one test case per check).")
 @click.option("--markdown", "md_path", type=_PATH, help="Write a Markdown summary for the pull request.")
+@click.option("--ignore-weights", is_flag=True,
+              help="Check even if NEW_INT8's weights do not match the float model's (flagged in the report).")
 @click.option("--force", is_flag=True, help="Replace the JUnit/Markdown files if they exist.")
 @click.pass_context
 def check(ctx, baseline_path, new_int8, data_path, float_path, plan_path, config_path, max_accuracy_drop,
-          max_sqnr_drop, max_far_miss, junit_path, md_path, force):
+          max_sqnr_drop, max_far_miss, junit_path, md_path, ignore_weights, force):
     """Compare NEW_INT8 with the BASELINE drift report on --data; exit 1 on a regression."""
     from .atomic import write_atomic
     from .check import Tolerances, render_summary, run_check, to_junit
@@ -252,7 +276,7 @@ def check(ctx, baseline_path, new_int8, data_path, float_path, plan_path, config
         raise click.UsageError("the baseline does not name its float model: pass --float")
     pair = load_pair(float_model, new_int8)
     plan = RepairPlan.from_json(plan_path) if plan_path else None
-    result = run_check(baseline, pair, load_calibration(data_path), tol, plan)
+    result = run_check(baseline, pair, load_calibration(data_path), tol, plan, check_weights=not ignore_weights)
     click.echo(render_summary(result), nl=False)
     if junit_path:
         write_atomic(junit_path, to_junit(result), force)
@@ -308,19 +332,6 @@ def _firmware_model(url: str, int8_path: Path, shim_only: bool):
     return program, model_source(program, Path(int8_path).name)
 
 
-def _write_run(out_dir: Path, run, force: bool, extra: dict | None = None) -> str:
-    """report.json and report.md (and plan.json when given) into out_dir, each written whole or not at all."""
-    from .atomic import write_atomic
-    from .device.render import render_run
-    from .jsonio import dumps_stable
-
-    text = render_run(run.report)
-    for name, content in {**(extra or {}), "report.json": dumps_stable(run.report),
-                          "report.md": "```\n" + text + "```\n"}.items():
-        write_atomic(out_dir / name, content, force)
-    return text
-
-
 @main.command()
 @_link_options
 @click.pass_context
@@ -349,57 +360,119 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
 @click.option("--shim-only", is_flag=True,
               help="sim/qemu: firmware without the model (onnxruntime computes the int8 outputs on the host).")
 @click.option("--resume", is_flag=True, help="Continue a run that was cut short (its journal is in the folder).")
-@click.option("--force", is_flag=True, help="Replace the outputs if they exist.")
+@click.option("--ignore-weights", is_flag=True,
+              help="Run even if INT8's weights do not match FLOAT's (you almost never want this).")
+@click.option("--progress/--no-progress", default=None, help="Progress (a bar on a terminal, lines in a log).")
+@click.option("--force", is_flag=True, help="Replace calibrate's own outputs if they exist (never other files).")
 @_link_options
 @click.pass_context
 def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_dir, repairs, target_far, anomaly_far,
-              anomaly_boundary, window, prefix, shim_only, resume, force, url, baud, timeout, retries, trace_path):
+              anomaly_boundary, window, prefix, shim_only, resume, ignore_weights, progress, force, url, baud, timeout,
+              retries, trace_path):
     """Fit the repairs on the device's outputs, upload them, run the holdout through them, emit the C.
 
     With no FLOAT_MODEL/INT8_MODEL it runs a bundled task (--task); with no --serial, the virtual device.
     Exit 0 when the device's shim outputs equal the Python reference bit for bit, 1 when they differ.
     """
-    from .codegen.emit import emit as emit_c
+    from .atomic import check_outputs, write_files
+    from .codegen.cnames import check_prefix
+    from .codegen.emit import emit_files
     from .data import load_calibration
     from .device.calibrate import run_calibrate
-    from .errors import DataError
-    from .models import load_pair
+    from .device.render import render_run
+    from .errors import DataError, Interrupted
+    from .jsonio import dumps_stable
+    from .models import check_one_network, load_pair
     from .progress import Progress
     from .repairs.base import check_rate
+    from .resources import datasets_dir
 
     check_rate("--target-far", target_far)
     check_rate("--anomaly-far", anomaly_far)
+    check_prefix(prefix)
     if (float_model is None) != (int8_model is None):
         raise DataError("give both FLOAT_MODEL and INT8_MODEL, or neither (a bundled task)")
     if float_model is None:
-        base = Path(__file__).resolve().parents[1] / "datasets" / task
+        base = datasets_dir() / task
         float_model, int8_model = base / "float.onnx", base / "int8.onnx"
         calib_path, holdout_path = calib_path or base / "calib.npz", holdout_path or base / "holdout.npz"
     if calib_path is None or holdout_path is None:
         raise DataError("--data and --holdout are required with your own models")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    journals = sorted(out_dir.glob(JOURNALS))
+    if resume and not journals and (out_dir / "report.json").is_file():
+        return _finished_run(ctx, out_dir)  # nothing left to do: show the result, rewrite nothing
     if not resume:
-        _outputs_ok([out_dir / n for n in ("plan.json", "report.json", "report.md")], force)
-        if force:  # start over: an earlier run's journals go too
-            for journal in out_dir.glob(".journal-*.jsonl"):
-                journal.unlink()
-    if (out_dir / "c").exists() and not force and not resume:
-        raise DataError(f"{out_dir / 'c'} exists: pass --force to replace it")
+        check_outputs(out_dir, RUN_FILES, force)
+        check_outputs(out_dir / "c", [f"{prefix.lower()}_params.h", f"{prefix.lower()}_shim.c"], force)
     pair = load_pair(float_model, int8_model)
     calib, holdout = load_calibration(calib_path), load_calibration(holdout_path)
+    if not ignore_weights:
+        check_one_network(pair, calib.x)
     wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
     program, model_c = _firmware_model(url, pair.int8.path, shim_only)
-    link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
-    run = run_calibrate(link, pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
-                        anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window, resume=resume,
-                        program=program, instructions_per_tick=40 if url == "qemu" else None,
-                        progress=Progress(enabled=sys.stderr.isatty(), label="device "))
-    text = _write_run(out_dir, run, True, {"plan.json": run.plan.to_json()})
-    emit_c(run.plan, out_dir / "c", prefix=prefix, overwrite=True)
-    for journal in out_dir.glob(".journal-*.jsonl"):
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if force and not resume:  # start over: an earlier run's journals (ours) go too
+        for journal in journals:
+            journal.unlink()
+    try:
+        link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
+        run = run_calibrate(link, pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
+                            anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
+                            resume=resume, program=program, instructions_per_tick=40 if url == "qemu" else None,
+                            progress=Progress(enabled=_progress_wanted(progress), label="device "))
+    except KeyboardInterrupt:
+        raise Interrupted(_journaled(out_dir)) from None
+    except BaseException:
+        _drop_if_empty(out_dir, created)
+        raise
+    text = render_run(run.report)
+    files = {"plan.json": run.plan.to_json(), "report.json": dumps_stable(run.report),
+             "report.md": "```\n" + text + "```\n"}
+    files.update({f"c/{name}": content for name, content in emit_files(run.plan, prefix).items()})
+    write_files(out_dir, files, force=True)  # checked above (or a resumed run's own files)
+    for journal in out_dir.glob(JOURNALS):
         journal.unlink()
     click.echo(text + f"wrote {out_dir}/plan.json, report.json, report.md and the C shims in {out_dir}/c", nl=True)
     ctx.exit(0 if run.bit_exact else 1)
+
+
+RUN_FILES = ("plan.json", "report.json", "report.md")
+JOURNALS = ".journal-*.jsonl"
+
+
+def _journaled(out_dir: Path) -> str:
+    """What an interrupted device run leaves: how many samples its journals hold, and how to go on."""
+    from .device.journal import journaled_samples
+
+    n = sum(journaled_samples(j) for j in out_dir.glob(JOURNALS))
+    return (f"interrupted: {n} sample(s) journaled in {out_dir}; rerun the same command with --resume to "
+            "continue from there")
+
+
+def _drop_if_empty(folder: Path, created: bool) -> None:
+    """A failed run leaves no empty output folder behind (only one it created itself)."""
+    if created and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _finished_run(ctx, out_dir: Path):
+    """``--resume`` on a run that finished: report its result again (no device, no file rewritten)."""
+    import json
+
+    from .device.calibrate import DeviceRun
+
+    try:
+        report = json.loads((out_dir / "report.json").read_text())
+        bit_exact = DeviceRun(None, report).bit_exact
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DataError(f"{out_dir}/report.json is not a finished run's report: rerun without --resume "
+                        "(with --force to replace it)") from None
+    md = (out_dir / "report.md").read_text() if (out_dir / "report.md").is_file() else ""
+    click.echo(md.replace("```\n", ""), nl=False)
+    click.echo(f"this run had already finished ({out_dir}/report.json): nothing to resume; rerun without "
+               "--resume and with --force to run it again")
+    ctx.exit(0 if bit_exact else 1)
 
 
 @main.command()
@@ -411,35 +484,49 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
               help="Folder for report.json/.md and the run's journal (default: no files).")
 @click.option("--shim-only", is_flag=True, help="sim/qemu: firmware without the model.")
 @click.option("--resume", is_flag=True, help="Continue a run that was cut short (needs -o).")
+@click.option("--ignore-weights", is_flag=True,
+              help="Run even if the int8 model's weights do not match the float model's.")
 @click.option("--force", is_flag=True, help="Replace the reports if they exist.")
 @_link_options
 @click.pass_context
-def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_only, resume, force, url, baud, timeout,
-             retries, trace_path):
+def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_only, resume, ignore_weights, force, url,
+             baud, timeout, retries, trace_path):
     """Run PLAN's shims on the device over --data and compare with the Python reference bit for bit.
 
     Exit 0 when every sample matches, 1 when any differs.
     """
+    from .atomic import check_outputs
     from .data import load_calibration
-    from .device.validate import run_validate
+    from .device.render import render_run
+    from .device.validate import model_path, run_validate
+    from .errors import Interrupted
     from .plan import RepairPlan
 
     plan = RepairPlan.from_json(plan_path)
+    if out_dir is not None and not resume:
+        check_outputs(out_dir, ("report.json", "report.md"), force)
+    data = load_calibration(data_path)
+    _, model_c = _firmware_model(url, model_path(plan, "int8", int8_path), shim_only)
+    created = out_dir is not None and not out_dir.exists()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            _outputs_ok([out_dir / "report.json", out_dir / "report.md"], force)
-    data = load_calibration(data_path)
-    from .device.validate import model_path
-
-    _, model_c = _firmware_model(url, model_path(plan, "int8", int8_path), shim_only)
-    link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
-    run = run_validate(link, plan, data, float_path=float_path, int8_path=int8_path, out_dir=out_dir, resume=resume)
+    try:
+        link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
+        run = run_validate(link, plan, data, float_path=float_path, int8_path=int8_path, out_dir=out_dir,
+                           resume=resume, check_weights=not ignore_weights)
+    except KeyboardInterrupt:
+        raise Interrupted(_journaled(out_dir) if out_dir is not None else
+                          "interrupted (nothing kept: pass -o DIR to journal a validation run)") from None
+    except BaseException:
+        if out_dir is not None:
+            _drop_if_empty(out_dir, created)
+        raise
+    text = render_run(run.report)
     if out_dir is not None:
-        text = _write_run(out_dir, run, True)
-    else:
-        from .device.render import render_run
+        from .atomic import write_files
+        from .jsonio import dumps_stable
 
-        text = render_run(run.report)
+        write_files(out_dir, {"report.json": dumps_stable(run.report), "report.md": "```\n" + text + "```\n"},
+                    force=True)
     click.echo(text, nl=False)
     ctx.exit(0 if run.bit_exact else 1)

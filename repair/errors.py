@@ -34,3 +34,9 @@ class DeviceError(TmlrepairError):
         super().__init__(message)
         self.code = code
         self.detail = detail
+
+
+class Interrupted(TmlrepairError):
+    """Ctrl-C during a long run: the message says what was kept (journaled samples) and how to go on."""
+
+    exit_code = 130

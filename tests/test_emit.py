@@ -85,7 +85,7 @@ def test_hostile_names_compile_and_never_appear_raw(plans, tmp_path):
     assert run.returncode == 0, run.stdout
 
 
-@pytest.mark.parametrize("prefix", ["int", "9x", "a b", "x;y", "__x", "a" * 30, ""])
+@pytest.mark.parametrize("prefix", ["int", "9x", "a b", "x;y", "__x", "_", "_x", "a" * 30, ""])
 def test_bad_prefix_is_refused(plans, tmp_path, prefix):
     path = tmp_path / "plan.json"
     path.write_text(plans["digits"].to_json())
@@ -94,13 +94,22 @@ def test_bad_prefix_is_refused(plans, tmp_path, prefix):
     assert not (tmp_path / "c").exists()
 
 
-def test_existing_folder_is_kept_without_force(plans, tmp_path):
+def test_existing_files_are_kept_without_force(plans, tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(plans["digits"].to_json())
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "mine.c").write_text("keep")
     r = CliRunner().invoke(main, ["emit", str(path), "-o", str(tmp_path / "c")])
-    assert r.exit_code == 2 and (tmp_path / "c" / "mine.c").read_text() == "keep"
+    assert r.exit_code == 0, r.output  # a folder with the user's files in it is a fine place to emit into
+    assert (tmp_path / "c" / "mine.c").read_text() == "keep"
+    before = (tmp_path / "c" / "tmlr_model_params.h").read_bytes()
+    (tmp_path / "c" / "tmlr_model_params.h").write_text("edited")
+    r = CliRunner().invoke(main, ["emit", str(path), "-o", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "--force" in r.stderr
+    assert (tmp_path / "c" / "tmlr_model_params.h").read_text() == "edited"
+    r = CliRunner().invoke(main, ["emit", str(path), "-o", str(tmp_path / "c"), "--force"])
+    assert r.exit_code == 0 and (tmp_path / "c" / "tmlr_model_params.h").read_bytes() == before
+    assert (tmp_path / "c" / "mine.c").read_text() == "keep"
 
 
 def test_cnames_doctests():

@@ -22,7 +22,8 @@ MAX_IDENT = 48
 
 def check_prefix(prefix: str) -> str:
     """A user-chosen symbol prefix must already be a plain C identifier (we do not guess)."""
-    if not _IDENT.match(prefix or "") or prefix in C_KEYWORDS or len(prefix) > 24 or prefix.startswith("__"):
+    # a leading underscore would make reserved identifiers (_X..., __...) of the macros and symbols built on it
+    if not _IDENT.match(prefix or "") or prefix in C_KEYWORDS or len(prefix) > 24 or not prefix[0].isalpha():
         raise DataError(f"--prefix {prefix!r} is not usable: give a C identifier of at most 24 letters, digits "
                         "and underscores, starting with a letter, not a C keyword")
     return prefix

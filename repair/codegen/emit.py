@@ -1,9 +1,10 @@
 """emit: a RepairPlan → C files a firmware build compiles next to its model.
 
-Writes into one folder, all of it deterministic (no timestamps; the plan's sha256 in the
+Writes into one folder (only its own files: ``repair.atomic.write_files``), all of it deterministic (no timestamps; the plan's sha256 in the
 banner; the same plan always gives the same bytes):
 
-* ``tmlr/`` — the library (``c_patches/include`` and ``c_patches/src``), so the folder builds alone;
+* ``tmlr/`` — the parts of the library (``c_patches/include``, ``c_patches/src``) the plan's shims use, so the
+  folder builds alone (the model kernels are not among them);
 * ``PREFIX_params.h`` — the plan's integer parameters, a compile-time check of the library
   version, and the model's names as escaped string literals (never raw, never in comments);
 * ``PREFIX_shim.h`` / ``PREFIX_shim.c`` — one call that runs the plan's chain;
@@ -14,28 +15,19 @@ banner; the same plan always gives the same bytes):
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..errors import DataError, OutputExistsError
+from ..atomic import write_files
 from ..plan import RepairPlan
 from ..shims import ClassifierShim, shim_from_plan
+from ..resources import c_library_dir as library_dir
 from .cnames import c_identifier, c_string, check_prefix
 
-LIBRARY = Path(__file__).resolve().parents[2] / "c_patches"
 SELFTEST_VECTORS = 64
 LIB_VERSION = (0, 1, 0)  # must equal TMLR_VERSION_* in c_patches/include/tmlr.h
-
-
-def library_dir() -> Path:
-    if not (LIBRARY / "include" / "tmlr.h").is_file():
-        raise DataError(f"the C library is not at {LIBRARY}: install tmlrepair from its source tree (pip install -e .)")
-    return LIBRARY
 
 
 def _banner(plan: RepairPlan, what: str) -> str:
@@ -186,58 +178,59 @@ def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
     return head + data + "\n" + main
 
 
-def _build_snippets(P: str) -> tuple[str, str]:
+def _build_snippets(P: str, library: list[str]) -> tuple[str, str]:
     p = P.lower()
+    srcs = [f"tmlr/{s}" for s in library if s.endswith(".c")]
     mk = (f"# tmlrepair shims for {p} (generated). Include from your Makefile:\n"
           f"#   include path/to/this/folder/tmlrepair.mk\n"
           f"#   CFLAGS += $(TMLR_CFLAGS)   and add $(TMLR_SRCS) to your sources\n"
           "TMLR_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))\n"
           "TMLR_CFLAGS += -I$(TMLR_DIR) -I$(TMLR_DIR)/tmlr/include\n"
-          f"TMLR_SRCS += $(wildcard $(TMLR_DIR)/tmlr/src/*.c) $(TMLR_DIR)/{p}_shim.c\n\n"
+          "TMLR_SRCS +=" + "".join(f" $(TMLR_DIR)/{s}" for s in srcs) + f" $(TMLR_DIR)/{p}_shim.c\n\n"
           f"{p}_selftest: $(TMLR_SRCS) $(TMLR_DIR)/{p}_selftest.c\n"
           "\t$(CC) -std=c99 -Wall -Wextra -Werror $(TMLR_CFLAGS) $^ -o $@\n")
     cm = (f"# tmlrepair shims for {p} (generated). In your CMakeLists.txt:\n"
           "#   include(path/to/this/folder/tmlrepair.cmake)\n"
           f"#   target_link_libraries(your_firmware PRIVATE {p}_shims)\n"
-          "file(GLOB TMLR_LIB_SOURCES ${CMAKE_CURRENT_LIST_DIR}/tmlr/src/*.c)\n"
-          f"add_library({p}_shims STATIC ${{TMLR_LIB_SOURCES}} ${{CMAKE_CURRENT_LIST_DIR}}/{p}_shim.c)\n"
+          f"add_library({p}_shims STATIC"
+          + "".join(f" ${{CMAKE_CURRENT_LIST_DIR}}/{s}" for s in srcs) + f" ${{CMAKE_CURRENT_LIST_DIR}}/{p}_shim.c)\n"
           f"target_include_directories({p}_shims PUBLIC ${{CMAKE_CURRENT_LIST_DIR}} ${{CMAKE_CURRENT_LIST_DIR}}/tmlr/include)\n"
           f"set_property(TARGET {p}_shims PROPERTY C_STANDARD 99)\n")
     return mk, cm
+
+
+def library_sources(shim) -> list[str]:
+    """The C library files (relative to c_patches/) the shim chain needs: nothing else is emitted."""
+    if isinstance(shim, ClassifierShim):
+        src = ["tmlr_softmax_s8.c"] + (["tmlr_class_affine_s8.c"] if shim.affine is not None else []) + \
+              (["tmlr_threshold_decide_s8.c"] if shim.thresholds is not None else [])
+    else:
+        src = ["tmlr_window_s16.c"] if shim.kind == "window" else []
+    return ["include/tmlr.h", "include/tmlr_fixedpoint.h"] + [f"src/{s}" for s in src]
+
+
+def emit_files(plan: RepairPlan, prefix: str = "tmlr_model", seed: int = 0) -> dict[str, str | bytes]:
+    """The C for ``plan``: {path relative to the output folder: content}, deterministic."""
+    P = check_prefix(prefix).upper()
+    p = P.lower()
+    shim = shim_from_plan(plan)
+    lib = library_dir()
+    files: dict[str, str | bytes] = {f"tmlr/{rel}": (lib / rel).read_bytes() for rel in library_sources(shim)}
+    files[f"{p}_params.h"] = _params_header(plan, shim, P)
+    files[f"{p}_shim.h"], files[f"{p}_shim.c"] = _shim_sources(plan, shim, P)
+    files[f"{p}_selftest.c"] = _selftest(plan, shim, P, seed)
+    files["tmlrepair.mk"], files["tmlrepair.cmake"] = _build_snippets(P, library_sources(shim))
+    return files
 
 
 def emit(plan: RepairPlan, out_dir: str | Path, prefix: str = "tmlr_model", seed: int = 0,
          overwrite: bool = False) -> list[Path]:
     """Write the C for ``plan`` into ``out_dir``; returns the files written (relative paths).
 
-    All or nothing: files are assembled in a temporary folder beside ``out_dir`` and moved in
-    at the end; an existing ``out_dir`` is replaced only with ``overwrite``.
+    All or nothing, and only emit's own files: every target is checked first, then each file is written
+    whole (``repair.atomic.write_files``); with ``overwrite`` only emit's files are replaced, never
+    another file in the folder.
     """
-    P = check_prefix(prefix).upper()
-    p = P.lower()
-    shim = shim_from_plan(plan)
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists: choose another folder or pass --force to replace it")
-    lib = library_dir()
-    files = {f"{p}_params.h": _params_header(plan, shim, P)}
-    files[f"{p}_shim.h"], files[f"{p}_shim.c"] = _shim_sources(plan, shim, P)
-    files[f"{p}_selftest.c"] = _selftest(plan, shim, P, seed)
-    files["tmlrepair.mk"], files["tmlrepair.cmake"] = _build_snippets(P)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output folder gets the user's usual mode
-    try:
-        for rel in ("include", "src"):
-            shutil.copytree(lib / rel, tmp / "tmlr" / rel)
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return sorted(q.relative_to(out) for q in out.rglob("*") if q.is_file())
+    files = emit_files(plan, prefix, seed)
+    write_files(out_dir, files, force=overwrite)
+    return sorted(Path(name) for name in files)

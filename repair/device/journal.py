@@ -87,3 +87,12 @@ class Journal:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def journaled_samples(path: str | Path) -> int:
+    """How many complete sample lines a journal holds (0 if unreadable): for the message after Ctrl-C."""
+    try:
+        lines = Path(path).read_bytes().split(b"\n")[:-1]
+    except OSError:
+        return 0
+    return max(0, len(lines) - 1)

@@ -23,7 +23,7 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..codegen.emit import library_dir
+from ..resources import c_library_dir as library_dir
 from ..errors import DeviceError
 from .link import DEFAULT_TIMEOUTS, DeviceLink, Timeouts
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data import CalibrationSet, check_fits
 from ..errors import DataError
-from ..models import load_pair
+from ..models import check_one_network, load_pair
 from ..plan import RepairPlan
 from . import session as S
 from .calibrate import DeviceRun, judge_on_device
@@ -25,7 +25,7 @@ def model_path(plan: RepairPlan, role: str, given: Path | None) -> Path:
 
 def run_validate(link: DeviceLink, plan: RepairPlan, data: CalibrationSet, *, float_path: Path | None = None,
                  int8_path: Path | None = None, out_dir: Path | None = None, resume: bool = False,
-                 progress=None) -> DeviceRun:
+                 progress=None, check_weights: bool = True) -> DeviceRun:
     """Run ``plan``'s shims on the device over ``data``; the models default to those the plan was fitted on."""
     pair = load_pair(model_path(plan, "float", float_path), model_path(plan, "int8", int8_path))
     fitted = (plan.provenance.get("models") or {}).get("int8", {}).get("sha256")
@@ -34,6 +34,8 @@ def run_validate(link: DeviceLink, plan: RepairPlan, data: CalibrationSet, *, fl
                         f"validate with that model, or refit the plan")
     n_classes = pair.float.outputs[0].shape[0] if plan.task == "classifier" else None
     data = check_fits(data, pair, n_classes)
+    if check_weights:
+        check_one_network(pair, data.x)
     if data.y is None:
         raise DataError(f"{data.source} has no labels (y): validation reports the task metrics, it needs them")
     hello = link.hello()

@@ -409,3 +409,9 @@ def _weight_cosine(fx: GraphIndex, qx: GraphIndex, p: TensorPair) -> float | Non
 
 def _producer_op(ix: GraphIndex, src: tuple) -> str:
     return ix.by_key[src[1]].op_type
+
+
+def check_one_network(pair: ModelPair, sample_x: np.ndarray) -> None:
+    """Refuse (PairError) a FLOAT/INT8 pair that is not one network: the rule ``drift`` and ``fit`` apply,
+    for commands that need no tensor map themselves (``calibrate``, ``validate``)."""
+    build_tensor_map(pair, {pair.float.inputs[0].name: sample_x[:1]}, check_weights=True)
