@@ -75,13 +75,21 @@ class DeviceLink:
         self._deframer = Deframer()
         self._seq = 0
         self._last_byte_at = 0.0
+        self.max_payload: int | None = None  # known after hello()
+        self._link_errors: list[int] = []  # link-level error codes the device sent during the current request
         self.port.timeout = min(0.02, timeouts.inter_byte / 4)
 
     # ------------------------------------------------------------------ requests
     def request(self, cmd: int, payload: bytes = b"") -> bytes:
         """Send one command and return its reply's payload; raises DeviceError on an error reply or silence."""
+        name = P.COMMAND_NAMES.get(cmd, cmd)
+        if self.max_payload is not None and len(payload) > self.max_payload:
+            raise DeviceError(f"the {name} request is {len(payload)} B but {self.name} takes at most "
+                              f"{self.max_payload} B per frame (its max payload, from hello): rebuild the firmware "
+                              f"with a larger TMLR_DEV_MAX_PAYLOAD, or use a smaller input or batch")
         self._seq = (self._seq + 1) & 0xFF
         seq = self._seq
+        self._link_errors = []
         wire = b"\x00" + encode_frame(cmd, seq, payload)
         self.stats.requests += 1
         start = time.monotonic()
@@ -96,6 +104,14 @@ class DeviceLink:
             if reply is not None:
                 return reply
         waited = time.monotonic() - start
+        if self._link_errors:
+            reasons = sorted({P.ERROR_NAMES.get(c, f"error {c}") for c in self._link_errors})
+            hint = (f"the request frame ({len(wire)} B on the wire, payload {len(payload)} B) is longer than the "
+                    f"device accepts: rebuild the firmware with a larger TMLR_DEV_MAX_PAYLOAD or send less"
+                    if self._link_errors.count(P.E_OVERFLOW) == len(self._link_errors) else
+                    "the line is damaging frames: check the cable, the baud rate and the port settings")
+            raise DeviceError(f"{self.name} answered {name} with '{', '.join(reasons)}' to all {attempts} "
+                              f"attempt(s): {hint}", self._link_errors[-1])
         raise DeviceError(f"no answer from {self.name} to {P.COMMAND_NAMES.get(cmd, cmd)} within {waited:.1f} s "
                           f"({attempts} attempt(s)): check the port name, the baud rate, and that the board runs "
                           f"tmlrepair device firmware (c_patches/device; docs/protocol.md)")
@@ -112,6 +128,7 @@ class DeviceLink:
                 if frame.cmd == P.ERROR:
                     code, failed_cmd, detail = P.parse_error(frame.payload)
                     if code in P.LINK_ERRORS:
+                        self._link_errors.append(code)
                         return None  # our frame (or garbage before it) arrived damaged: send it again
                     if code == P.E_FAULT:
                         raise DeviceError(f"{self.name} faulted at pc=0x{detail:08x} and restarts: "
@@ -156,6 +173,7 @@ class DeviceLink:
     # ------------------------------------------------------------------ commands
     def hello(self) -> P.Hello:
         h = P.parse_hello(self.request(P.HELLO))
+        self.max_payload = h.max_payload
         if h.protocol != P.PROTOCOL_VERSION:
             raise DeviceError(f"{self.name} speaks protocol {h.protocol}, this tmlrepair speaks "
                               f"{P.PROTOCOL_VERSION}: rebuild the firmware from this version's c_patches/")

@@ -19,12 +19,11 @@ import signal
 import subprocess
 import tempfile
 import time
-import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..resources import c_library_dir as library_dir
 from ..errors import DeviceError
+from ..resources import c_library_dir as library_dir
 from .link import DEFAULT_TIMEOUTS, DeviceLink, Timeouts
 
 QEMU_INSTRUCTIONS_PER_TICK = 40  # mps2-an386: SYSCLK 25 MHz, 1 instruction = 1 ns under -icount shift=0
@@ -118,6 +117,8 @@ class Process:
 
 def start_sim(executable: Path) -> Process:
     """Run the virtual device on a fresh pseudo-terminal; returns the path pyserial opens."""
+    import tty  # POSIX only: imported here so --serial COM3 works on Windows
+
     master, slave = os.openpty()
     tty.setraw(slave)
     proc = subprocess.Popen([str(executable)], stdin=master, stdout=master, close_fds=True)

@@ -131,7 +131,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
         elif kept:
             reason = f"holdout {metric} {_fmt(metric, best_metric)} → {_fmt(metric, after)}"
         else:
-            reason = f"holdout {metric} {_fmt(metric, after)} does not beat {_fmt(metric, best_metric)}: not kept"
+            reason = f"holdout {metric} {_fmt(metric, after)} does not beat {_fmt(metric, best_metric)}"
         entries.append({"repair": name, "stage": "in_model", "kept": bool(kept), "reason": reason,
                         "holdout": {"metric": metric, "before": best_metric, "after": after,
                                     "sqnr_before_db": best_sqnr, "sqnr_after_db": after_sqnr},

@@ -1,0 +1,261 @@
+"""What a first outside trial broke (issue 14), each pinned: files the command did not write are never touched,
+device errors are named, one weight rule everywhere, exact exit codes, Ctrl-C and --resume, POSIX-free imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from .conftest import ROOT, real_model, task_files
+from repair import fit_plan, load_calibration, load_pair
+from repair.cli import main
+from repair.device import protocol as P
+from repair.device.link import Timeouts
+from repair.device.targets import open_link
+from repair.errors import DeviceError
+
+FAST = Timeouts(inter_byte=0.04, reply=0.1, overall=5.0)
+
+
+@pytest.fixture(scope="module")
+def digits_plan_json(tmp_path_factory) -> str:
+    f = task_files("digits")
+    plan = fit_plan(load_pair(f["float"], f["int8"]), load_calibration(f["calib"]), load_calibration(f["holdout"]))
+    return plan.to_json()
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------- 1. --force
+def test_emit_force_into_a_firmware_folder_touches_only_its_own_files(digits_plan_json, tmp_path, monkeypatch):
+    fw = tmp_path / "firmware"
+    fw.mkdir()
+    (fw / "firmware_main.c").write_text("int main(void) { return 0; }\n")
+    (fw / "Makefile").write_text("all:\n")
+    (fw / "plan.json").write_text(digits_plan_json)
+    monkeypatch.chdir(fw)
+    for args in (["emit", "plan.json", "-o", "."], ["emit", "plan.json", "-o", ".", "--force"]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, r.output
+    assert (fw / "firmware_main.c").read_text().startswith("int main")
+    assert (fw / "Makefile").read_text() == "all:\n" and (fw / "plan.json").read_text() == digits_plan_json
+    assert (fw / "tmlr_model_params.h").is_file()
+
+
+def test_emit_force_into_the_fit_folder_keeps_the_plan_and_model(digits_plan_json, tmp_path):
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    mine = {"plan.json": digits_plan_json.encode(), "repaired_int8.onnx": b"model", "report.md": b"r",
+            "report.json": b"{}", "report.html": b"<html>"}
+    for name, raw in mine.items():
+        (fit / name).write_bytes(raw)
+    r = CliRunner().invoke(main, ["emit", str(fit / "plan.json"), "-o", str(fit), "--force"])
+    assert r.exit_code == 0, r.output
+    after = _tree(fit)
+    assert all(after[name] == raw for name, raw in mine.items())
+
+
+def test_emit_force_removes_only_its_own_unchanged_stale_files(digits_plan_json, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(digits_plan_json)
+    out = tmp_path / "c"
+    assert CliRunner().invoke(main, ["emit", str(plan), "-o", str(out), "--prefix", "old"]).exit_code == 0
+    (out / "old_shim.h").write_text("/* I edited this */\n")
+    r = CliRunner().invoke(main, ["emit", str(plan), "-o", str(out), "--prefix", "new", "--force"])
+    assert r.exit_code == 0, r.output
+    assert not (out / "old_params.h").exists()  # ours, unchanged: replaced by new_params.h
+    assert (out / "old_shim.h").read_text() == "/* I edited this */\n"  # edited since: the user's now
+    assert (out / "new_params.h").is_file()
+
+
+def test_emit_copies_only_the_library_files_the_shims_use(digits_plan_json, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(digits_plan_json)
+    r = CliRunner().invoke(main, ["emit", str(plan), "-o", str(tmp_path / "c")])
+    assert r.exit_code == 0
+    lib = sorted(p.name for p in (tmp_path / "c" / "tmlr").rglob("*") if p.is_file())
+    assert "tmlr_model_s8.c" not in lib and "tmlr_model.h" not in lib and "tmlr_softmax_s8.c" in lib
+    assert "wildcard" not in (tmp_path / "c" / "tmlrepair.mk").read_text()
+
+
+def test_calibrate_force_keeps_the_users_files(tmp_path):
+    out = tmp_path / "run"
+    (out / "c").mkdir(parents=True)
+    (out / "c" / "my_port.c").write_text("/* mine */\n")
+    (out / "notes.txt").write_text("mine\n")
+    for extra in ([], ["--force"]):
+        r = subprocess.run([sys.executable, "-m", "repair", "calibrate", "--serial", "sim", "--shim-only", "-o",
+                            str(out), *extra], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+    assert (out / "c" / "my_port.c").read_text() == "/* mine */\n" and (out / "notes.txt").read_text() == "mine\n"
+
+
+# ------------------------------------------------------------------------------------ 3. device errors
+def test_a_request_over_the_devices_max_payload_is_named_not_a_timeout():
+    with open_link("sim", timeouts=FAST) as link:
+        link.hello()
+        with pytest.raises(DeviceError, match=r"3072 B but .* at most 2048 B .*max payload"):
+            link.request(P.INFER, bytes(3072))
+        link.max_payload = None  # as before hello: the device itself answers "frame too long"
+        with pytest.raises(DeviceError, match=r"answered infer with 'frame too long' .*TMLR_DEV_MAX_PAYLOAD"):
+            link.request(P.INFER, bytes(3072))
+
+
+# -------------------------------------------------------------------------- 4. one network, everywhere
+@pytest.mark.real
+def test_calibrate_refuses_a_pair_that_is_not_one_network(tmp_path):
+    f, q = real_model("kws_dscnn")
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (8, 49, 10, 1)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, 12, 8))
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "repair", "calibrate", str(f), str(q), "--data", str(tmp_path / "d.npz"),
+                        "--holdout", str(tmp_path / "d.npz"), "--serial", "sim", "--shim-only", "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "different weights" in r.stderr and "--ignore-weights" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.real
+def test_check_takes_ignore_weights(tmp_path):
+    f, q = real_model("kws_dscnn")
+    x = np.random.default_rng(0).normal(0, 1, (16, 49, 10, 1)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x)
+    r = CliRunner().invoke(main, ["drift", str(f), str(q), "--data", str(tmp_path / "d.npz"), "--json",
+                                  str(tmp_path / "b.json"), "--ignore-weights", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    args = ["check", str(tmp_path / "b.json"), str(q), "--data", str(tmp_path / "d.npz")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "different weights" in r.stderr
+    r = CliRunner().invoke(main, args + ["--ignore-weights"])
+    assert r.exit_code == 0, r.output
+
+
+# ------------------------------------------------------------------------------------------- 9. prefix
+def test_prefix_in_the_printed_command_is_the_file_names(digits_plan_json, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(digits_plan_json)
+    r = CliRunner().invoke(main, ["emit", str(plan), "-o", str(tmp_path / "c"), "--prefix", "MyModel"])
+    assert r.exit_code == 0 and "make -f" in r.output and "mymodel_selftest && ./mymodel_selftest" in r.output
+    assert (tmp_path / "c" / "mymodel_params.h").is_file()
+    r = CliRunner().invoke(main, ["emit", str(plan), "-o", str(tmp_path / "d"), "--prefix", "_"])
+    assert r.exit_code == 2 and not (tmp_path / "d").exists()
+
+
+# ------------------------------------------------------------------------------------ 10. exit codes
+def test_an_internal_error_exits_3_with_the_traceback_saved(monkeypatch, tmp_path):
+    import repair.info
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(repair.info, "describe", broken)
+    f = task_files("digits")
+    r = CliRunner().invoke(main, ["info", str(f["float"]), str(f["int8"])])
+    assert r.exit_code == 3 and "internal error: ZeroDivisionError: boom" in r.stderr
+    assert "Traceback" not in r.output and len(r.stderr.strip().splitlines()) == 1
+    saved = r.stderr.split("traceback saved to ")[1].split(" ")[0]
+    assert "ZeroDivisionError" in open(saved).read()
+    os.unlink(saved)
+
+
+def test_bad_input_is_2_and_a_regression_is_1(tmp_path):
+    f = task_files("digits")
+    r = CliRunner().invoke(main, ["drift", str(f["float"]), str(tmp_path / "missing.onnx"), "--data", str(f["holdout"])])
+    assert r.exit_code == 2
+
+
+# ---------------------------------------------------------------------- 11. no leftovers on failure
+def test_a_failed_calibrate_leaves_no_folder(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "repair", "calibrate", "--serial", "loop://", "--timeout", "0.3", "-o",
+                        str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "no answer" in r.stderr and not out.exists()
+
+
+# ---------------------------------------------------------------------------- 12. Ctrl-C and --resume
+def test_ctrl_c_says_what_is_journaled_and_how_to_resume(monkeypatch, tmp_path):
+    import repair.device.calibrate as C
+
+    def interrupted(link, pair, calib, holdout, out_dir, **kw):
+        (out_dir / ".journal-calib-raw.jsonl").write_text('{"journal": 1}\n' + '{"i": 0}\n{"i": 1}\n{"i": 2}\n')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(C, "run_calibrate", interrupted)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["calibrate", "--serial", "sim", "--shim-only", "-o", str(out)])
+    assert r.exit_code == 130
+    assert "3 sample(s) journaled" in r.stderr and "--resume" in r.stderr and "Aborted" not in r.output
+
+
+def test_resume_on_a_finished_run_reports_it_and_rewrites_nothing(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "repair", "calibrate", "--serial", "sim", "--shim-only", "-o", str(out)]
+    assert subprocess.run(cmd, capture_output=True, cwd=ROOT).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "already finished" in r.stdout and "bit-exact" in r.stdout, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------------------- 13. progress in a log
+def test_progress_prints_lines_when_not_a_terminal(monkeypatch):
+    import io
+
+    import repair.progress as prog
+
+    monkeypatch.setattr(prog, "LINE_INTERVAL_S", 0.0)
+    stream = io.StringIO()
+    bar = prog.Progress(label="fit ", stream=stream)
+    bar.start(3, "layers")
+    for _ in range(3):
+        bar.advance(1)
+    bar.finish()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and "\r" not in stream.getvalue() and lines[-1].startswith("fit: 3/3 layers (100%")
+
+
+# ------------------------------------------------------------------------------- 14. what is printed
+def test_fit_lists_every_file_it_wrote_and_says_not_kept_once(tmp_path):
+    f = task_files("digits")
+    out = tmp_path / "fit"
+    r = CliRunner().invoke(main, ["fit", str(f["float"]), str(f["int8"]), "--data", str(f["calib"]), "--holdout",
+                                  str(f["holdout"]), "-o", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    wrote = r.output.strip().splitlines()[-1]
+    assert all(p.name in wrote for p in out.iterdir() if not p.name.startswith("."))
+    assert ": not kept" not in r.output.replace("not kept —", "")
+
+
+# -------------------------------------------------------------------- 18. device commands off POSIX
+def test_device_commands_import_without_posix_only_modules(tmp_path):
+    """As on Windows: no tty or pty module, no os.fchmod (pyserial picks its own backend by os.name, so its
+    POSIX imports are left alone). hello on a port still gives its one-line answer, and a file is still written."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(textwrap.dedent("""
+        import builtins, os
+        del os.fchmod
+        _real = builtins.__import__
+        def _no_posix(name, *a, **k):
+            if name.split(".")[0] in ("tty", "pty"):
+                raise ImportError(f"No module named {name!r} (blocked: Windows)")
+            return _real(name, *a, **k)
+        builtins.__import__ = _no_posix
+    """))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    r = subprocess.run([sys.executable, "-m", "repair", "hello", "--serial", "loop://", "--timeout", "0.3"],
+                       capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 2 and "no answer from loop://" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    code = ("from repair.atomic import write_atomic; import repair.device.targets, repair.device.calibrate;"
+            f"write_atomic({str(tmp_path / 'x.txt')!r}, 'ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "x.txt").read_text() == "ok"
