@@ -27,6 +27,16 @@ Q31_MIN = -(1 << 31)
 SOFTMAX_INPUT_INTEGER_BITS = 5  # the exp input is Q5.26 (TFLM kScaledDiffIntegerBits)
 SOFTMAX_ACCUM_BITS = 12  # sum of exps in Q12.19 (TFLM kAccumulationIntegerBits)
 MAX_ALPHA2_Q = 4095  # window boundary: A < 2^12 keeps A·(N·Q − S²) < 2^62
+MAX_WINDOW = 1024
+
+
+class ParamError(ValueError):
+    """A shim parameter outside the range its C form accepts; ``status`` is the ``tmlr_status`` C returns for it
+    (1 TMLR_ERR_ARG, 2 TMLR_ERR_RANGE), checked in the same order as the C."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
 
 
 def _i64(x) -> np.ndarray:
@@ -50,7 +60,8 @@ def sat_rounding_doubling_high_mul(a, b) -> np.ndarray:
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
-    """round(x / 2^exponent), ties away from zero; exponent in [0, 31]. C: ``tmlr_div_pot_q31``."""
+    """round(x / 2^exponent), ties away from zero; exponent in [0, 62] (for |x| < 2^31 and exponent ≥ 32 the
+    result is 0, as the C returns). C: ``tmlr_div_pot_q31``."""
     x, e = _i64(x), _i64(exponent)
     mask = (np.int64(1) << e) - 1
     remainder = x & mask
@@ -134,11 +145,11 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 def requantize(x, multiplier: int, shift: int) -> np.ndarray:
     """x · M · 2^(shift − 31) rounded as CMSIS-NN ``arm_nn_requantize`` (double rounding).
 
-    Left shift max(shift, 0) before the doubling high multiply, rounding right shift
-    max(−shift, 0) after. C: ``tmlr_requantize``.
+    Left shift max(shift, 0) before the doubling high multiply (saturated to int32, where CMSIS-NN would
+    overflow), rounding right shift max(−shift, 0) after. C: ``tmlr_requantize``.
     """
     left, right = max(shift, 0), max(-shift, 0)
-    return rounding_divide_by_pot(sat_rounding_doubling_high_mul(_i64(x) * (1 << left), multiplier), right)
+    return rounding_divide_by_pot(sat_rounding_doubling_high_mul(saturating_left_shift(x, left), multiplier), right)
 
 
 # --------------------------------------------------------------------------- softmax
@@ -159,10 +170,27 @@ def softmax_params(beta: float, input_scale: float) -> tuple[int, int, int]:
     return mult, shift, -int(math.floor(radius))
 
 
+SOFTMAX_MAX_ROW = 4095  # 4095 exp terms of at most 2^19 (Q12.19) fit the int32 sum; 4096 equal inputs overflow
+
+
+def check_softmax_params(row_size: int, mult: int, shift: int, diff_min: int) -> None:
+    """ParamError unless the int8 softmax's parameters are in the ranges its C form accepts (``tmlr.h``):
+    mult in [0, 2^31), shift in [0, 30], diff_min ≤ 0 with max(diff_min, −255)·2^shift ≥ −2^31 (every scaled
+    difference fits int32), then row_size 1..4095 (status 2 above it). TFLM's own parameters always are."""
+    if row_size < 1 or not (0 <= mult <= Q31_MAX and 0 <= shift <= 30 and diff_min <= 0):
+        raise ParamError(f"softmax row size {row_size}, multiplier {mult}, shift {shift}, diff_min {diff_min}: "
+                         "need row size ≥ 1, multiplier in [0, 2^31), shift in [0, 30], diff_min ≤ 0")
+    if max(diff_min, -255) * (1 << shift) < Q31_MIN:
+        raise ParamError(f"softmax diff_min {diff_min} with shift {shift}: the scaled difference overflows int32")
+    if row_size > SOFTMAX_MAX_ROW:
+        raise ParamError(f"softmax row size {row_size} above {SOFTMAX_MAX_ROW}: the int32 sum of exps overflows", 2)
+
+
 def _softmax_rows(x: np.ndarray, mult: int, shift: int, diff_min: int, out_bits: int) -> np.ndarray:
     x = _i64(x)
     if x.ndim != 2:
         raise ValueError("softmax input must be [rows, classes]")
+    check_softmax_params(x.shape[1], mult, shift, diff_min)
     diff = x - x.max(axis=1, keepdims=True)
     ok = diff >= diff_min
     scaled = sat_rounding_doubling_high_mul(np.where(ok, diff, 0) * (1 << shift), mult)
@@ -196,13 +224,32 @@ def softmax_s8_s16(x, mult: int, shift: int, diff_min: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- decisions
 
+AFFINE_MAX_SHIFT = 23  # |x − zp| ≤ 255 and 255·2^23 < 2^31: the requantize left shift never saturates
+AFFINE_MAX_OFFSET = 1 << 24
+
+
+def check_affine_params(in_zero_point: int, multipliers, shifts, offsets, out_zero_point: int) -> None:
+    """ParamError unless the per-class affine's parameters are in the ranges its C form accepts (``tmlr.h``):
+    zero points in [−128, 127], |M| < 2^31, shift in [−31, 23], |offset| ≤ 2^24, one of each per class."""
+    k = len(multipliers)
+    if k < 1 or len(shifts) != k or len(offsets) != k:
+        raise ParamError(f"affine: {len(multipliers)} multipliers, {len(shifts)} shifts, {len(offsets)} offsets")
+    if not (-128 <= in_zero_point <= 127 and -128 <= out_zero_point <= 127):
+        raise ParamError(f"affine zero points {in_zero_point}, {out_zero_point} outside [-128, 127]")
+    for m, s, b in zip(multipliers, shifts, offsets):
+        if not (-Q31_MAX <= m <= Q31_MAX and -31 <= s <= AFFINE_MAX_SHIFT and abs(b) <= AFFINE_MAX_OFFSET):
+            raise ParamError(f"affine multiplier {m}, shift {s}, offset {b} outside |M| < 2^31, "
+                             f"[-31, {AFFINE_MAX_SHIFT}], |offset| ≤ 2^24")
+
+
 def class_scale_offset_s8(x, in_zero_point: int, multipliers, shifts, offsets, out_zero_point: int) -> np.ndarray:
     """Per-class affine correction of int8 logits: y_k = clamp(requantize(x_k − zp_in, M_k, s_k) + b_k + zp_out).
 
     The integer form of vector scaling z'_k = a_k z_k + b_k (and of a plain logit offset,
     a_k = 1): M_k, s_k = quantize_multiplier(a_k · s_in / s_out), b_k = round(b_k / s_out).
-    C: ``tmlr_class_affine_s8``.
+    Parameters as ``check_affine_params``. C: ``tmlr_class_affine_s8``.
     """
+    check_affine_params(in_zero_point, multipliers, shifts, offsets, out_zero_point)
     x = _i64(x) - in_zero_point
     out = np.empty_like(x)
     for k, (m, s, b) in enumerate(zip(multipliers, shifts, offsets)):
@@ -234,8 +281,10 @@ def window_boundary_alarms(x, window: int, alpha2_q: int, alpha2_frac_bits: int)
     """
     x = _i64(x)
     n = int(window)
-    if not (0 <= alpha2_q <= MAX_ALPHA2_Q and 0 <= alpha2_frac_bits <= 8 and 2 <= n <= 1024):
-        raise ValueError(f"window {n}, A {alpha2_q}, F {alpha2_frac_bits} outside 2..1024, 0..4095, 0..8")
+    if not (0 <= alpha2_q <= MAX_ALPHA2_Q and 0 <= alpha2_frac_bits <= 8 and 2 <= n):
+        raise ParamError(f"window {n}, A {alpha2_q}, F {alpha2_frac_bits} outside 2..1024, 0..4095, 0..8")
+    if n > MAX_WINDOW:
+        raise ParamError(f"window {n} above {MAX_WINDOW}", 2)
     alarms = np.zeros(len(x), dtype=np.int8)
     if len(x) <= n:
         return alarms

@@ -59,7 +59,11 @@ class RepairPlan:
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} is not a readable plan ({type(exc).__name__}): give a plan.json written by tmlrepair") \
                 from None
-        if d.get("schema") != SCHEMA:
-            raise DataError(f"{path}: plan schema {d.get('schema')!r} is not {SCHEMA!r}; refit with this tmlrepair")
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            schema = d.get("schema") if isinstance(d, dict) else None
+            raise DataError(f"{path}: plan schema {schema!r} is not {SCHEMA!r}; refit with this tmlrepair")
+        from .untrusted import check_plan
+
+        check_plan(d, str(path))
         return cls(task=d["task"], repairs=d["repairs"], provenance=d.get("provenance", {}),
                    in_model=d.get("in_model", {}))

@@ -259,9 +259,18 @@ static uint8_t parse_params(tmlr_shim_params *s, const uint8_t *p, uint32_t n)
         if (s->has_thresholds) {
             memcpy(s->thresholds, p, k);
         }
-        uint8_t zeros[TMLR_DEV_MAX_CLASSES], out[TMLR_DEV_MAX_CLASSES + 2];
-        memset(zeros, 0, k);
-        return run_shim(s, zeros, 1, out) == TMLR_OK ? 0 : TMLR_E_BAD_PARAMS;
+        /* dry run on the extreme rows (all 0, all 127, all -128, one 127 among -128): the shims check their
+         * parameters' ranges themselves, and these inputs reach the largest intermediate values */
+        uint8_t row[TMLR_DEV_MAX_CLASSES], out[TMLR_DEV_MAX_CLASSES + 2];
+        static const uint8_t fill[4] = {0x00u, 0x7Fu, 0x80u, 0x80u};
+        for (uint32_t t = 0; t < 4u; t++) {
+            memset(row, fill[t], k);
+            row[0] = t == 3u ? 0x7Fu : row[0];
+            if (run_shim(s, row, 1, out) != TMLR_OK) {
+                return TMLR_E_BAD_PARAMS;
+            }
+        }
+        return 0;
     }
     if (s->kind == TMLR_SHIM_THRESHOLD) {
         if (n != 4) {

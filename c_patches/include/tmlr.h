@@ -34,12 +34,15 @@ typedef enum {
  * int8 logits -> int8 probabilities (scale 1/256, zero point -128), row by row; the same integers as
  * TFLite Micro's reference int8 Softmax and CMSIS-NN arm_softmax_s8.
  *
- * mult      Q0.31 multiplier of beta * input_scale * 2^26 (with a temperature T: beta / T), in [2^30, 2^31).
- * shift     its left shift, in [0, 31) (TFLM: input_left_shift).
- * diff_min  -floor(31 * 2^26 / 2^shift): inputs below max + diff_min give probability 0 (output -128).
+ * mult      Q0.31 multiplier of beta * input_scale * 2^26 (with a temperature T: beta / T): TFLM gives
+ *           [2^30, 2^31); accepted: [0, 2^31 - 1].
+ * shift     its left shift, in [0, 30] (TFLM: input_left_shift).
+ * diff_min  -floor(31 * 2^26 / 2^shift) from TFLM: inputs below max + diff_min give probability 0 (output -128).
+ *           Accepted: diff_min <= 0 with max(diff_min, -255) * 2^shift >= -2^31, so that every scaled
+ *           difference fits in int32 (TFLM's value always does); else TMLR_ERR_ARG.
  * Rounding: exp in Q0.31 by gemmlowp's polynomial; sum in Q12.19; reciprocal by Newton-Raphson;
  *           output rounded half away from zero, saturated to [-128, 127].
- * row_size  1 .. 4096 (the Q12.19 sum must fit in int32).
+ * row_size  1 .. 4095 (the Q12.19 sum of up to 4095 terms of at most 2^19 fits in int32); else TMLR_ERR_RANGE.
  */
 tmlr_status tmlr_softmax_s8(const int8_t *input, int32_t num_rows, int32_t row_size, int32_t mult, int32_t shift,
                             int32_t diff_min, int8_t *output);
@@ -54,8 +57,10 @@ tmlr_status tmlr_softmax_s8_s16(const int8_t *input, int32_t num_rows, int32_t r
  * y_k = clamp(requantize(x_k - in_zp, mult[k], shift[k]) + offset[k] + out_zp, -128, 127), k < num_classes,
  * for each of num_rows rows. requantize(v, M, s) = RDBP(SRDHM(v * 2^max(s,0), M), max(-s,0)), CMSIS-NN's
  * arm_nn_requantize: SRDHM rounds ties toward +inf, RDBP (rounding divide by power of two) away from zero.
- * mult[k]   Q0.31 multiplier of |a_k| * s_in / s_out, sign of a_k; |mult| < 2^31.
- * shift[k]  in [-31, 30]; offset[k] = round(b_k / s_out), in [-2^24, 2^24].
+ * mult[k]   Q0.31 multiplier of |a_k| * s_in / s_out, sign of a_k; |mult| < 2^31 (INT32_MIN refused).
+ * shift[k]  in [-31, 23] (|x - in_zp| <= 255, so x * 2^shift stays below 2^31); offset[k] = round(b_k / s_out),
+ *           in [-2^24, 2^24]; in_zp, out_zp in [-128, 127]. The sum is formed in int64, then saturated.
+ *           Any parameter outside these ranges: TMLR_ERR_ARG, nothing written.
  */
 tmlr_status tmlr_class_affine_s8(const int8_t *input, int32_t num_rows, int32_t num_classes, int32_t in_zp,
                                  const int32_t *mult, const int32_t *shift, const int32_t *offset, int32_t out_zp,

@@ -22,9 +22,13 @@ static inline int32_t tmlr_mul_sat_q31(int32_t a, int32_t b)
     return (int32_t)(m / ((int64_t)1 << 31)); /* C division truncates toward zero */
 }
 
-/* round(x / 2^e), ties away from zero; e in [0, 31]. */
+/* round(x / 2^e), ties away from zero; e >= 0. For e >= 32, |x| / 2^e < 1/2 rounds to 0 (the softmax reaches
+ * e = 32..35 when over 511 inputs share the row maximum: gemmlowp's shift would be undefined there). */
 static inline int32_t tmlr_div_pot_q31(int32_t x, int32_t e)
 {
+    if (e > 31) {
+        return 0;
+    }
     const int32_t mask = (int32_t)((((uint32_t)1) << e) - 1u);
     const int32_t remainder = x & mask;
     int32_t result = x >> e;
@@ -48,12 +52,14 @@ static inline int32_t tmlr_shl_sat_q31(int32_t x, int32_t e)
     return (int32_t)v;
 }
 
-/* CMSIS-NN arm_nn_requantize: RDBP(SRDHM(x * 2^max(s,0), M), max(-s,0)). */
+/* CMSIS-NN arm_nn_requantize: RDBP(SRDHM(x * 2^max(s,0), M), max(-s,0)), shift in [-31, 30].
+ * CMSIS-NN leaves x * 2^s to overflow; here it saturates to int32 (the Python twin does the same), so every
+ * input is defined. Callers keep |x| * 2^max(s,0) < 2^31, where the two agree. */
 static inline int32_t tmlr_requantize(int32_t x, int32_t mult, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift < 0 ? -shift : 0;
-    return tmlr_div_pot_q31(tmlr_mul_sat_q31((int32_t)((int64_t)x * ((int64_t)1 << left)), mult), right);
+    return tmlr_div_pot_q31(tmlr_mul_sat_q31(tmlr_shl_sat_q31(x, left), mult), right);
 }
 
 /* e^(a / 2^26) for a <= 0 (Q5.26), as Q0.31 (gemmlowp exp_on_negative_values, 5 integer bits). */

@@ -13,7 +13,8 @@ tmlr_status tmlr_class_affine_s8(const int8_t *input, int32_t num_rows, int32_t 
         return TMLR_ERR_ARG;
     }
     for (k = 0; k < num_classes; ++k) {
-        if (shift[k] < -31 || shift[k] > 30 || mult[k] == TMLR_Q31_MIN || offset[k] < -(1 << 24) ||
+        /* |x - in_zp| <= 255 and 255 * 2^23 < 2^31: the left shift of arm_nn_requantize never saturates */
+        if (shift[k] < -31 || shift[k] > 23 || mult[k] == TMLR_Q31_MIN || offset[k] < -(1 << 24) ||
             offset[k] > (1 << 24)) {
             return TMLR_ERR_ARG;
         }
@@ -21,7 +22,8 @@ tmlr_status tmlr_class_affine_s8(const int8_t *input, int32_t num_rows, int32_t 
     for (row = 0; row < num_rows; ++row) {
         for (k = 0; k < num_classes; ++k) {
             const size_t i = (size_t)row * (size_t)num_classes + (size_t)k;
-            int32_t y = tmlr_requantize((int32_t)input[i] - in_zp, mult[k], shift[k]) + offset[k] + out_zp;
+            /* |requantized| < 2^31 plus |offset| <= 2^24 plus |out_zp| <= 128: summed in int64, no overflow */
+            int64_t y = (int64_t)tmlr_requantize((int32_t)input[i] - in_zp, mult[k], shift[k]) + offset[k] + out_zp;
             y = y < -128 ? -128 : (y > 127 ? 127 : y);
             output[i] = (int8_t)y;
         }

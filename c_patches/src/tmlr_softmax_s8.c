@@ -3,7 +3,9 @@
 #include "tmlr_fixedpoint.h"
 
 #define TMLR_ACCUM_BITS 12
-#define TMLR_MAX_ROW 4096
+/* Each exp term is at most 2^19 in Q12.19 (exp(0) = 2^31 - 1, rounded by 2^12): 4095 of them fit in int32,
+ * 4096 equal inputs would overflow the sum (TFLM's reference kernel has the same bound). */
+#define TMLR_MAX_ROW 4095
 
 static tmlr_status softmax_rows(const int8_t *input, int32_t num_rows, int32_t row_size, int32_t mult,
                                 int32_t shift, int32_t diff_min, int32_t out_bits, int8_t *out8, int16_t *out16)
@@ -12,7 +14,11 @@ static tmlr_status softmax_rows(const int8_t *input, int32_t num_rows, int32_t r
     const int32_t hi = out_bits == 8 ? 127 : 32767;
     int32_t row;
     if (input == NULL || (out8 == NULL && out16 == NULL) || num_rows < 0 || row_size < 1 || shift < 0 ||
-        shift > 30 || mult < 0) {
+        shift > 30 || mult < 0 || diff_min > 0) {
+        return TMLR_ERR_ARG;
+    }
+    /* diff * 2^shift must fit in int32 for every diff the kernel scales: diff >= max(diff_min, -255) */
+    if ((int64_t)(diff_min > -255 ? diff_min : -255) * ((int64_t)1 << shift) < (int64_t)TMLR_Q31_MIN) {
         return TMLR_ERR_ARG;
     }
     if (row_size > TMLR_MAX_ROW) {
@@ -31,7 +37,7 @@ static tmlr_status softmax_rows(const int8_t *input, int32_t num_rows, int32_t r
         for (col = 0; col < row_size; ++col) {
             const int32_t diff = (int32_t)in[col] - max;
             if (diff >= diff_min) {
-                const int32_t e = tmlr_exp_on_negative_values(tmlr_mul_sat_q31(diff * (1 << shift), mult));
+                const int32_t e = tmlr_exp_on_negative_values(tmlr_mul_sat_q31((int32_t)((int64_t)diff * ((int64_t)1 << shift)), mult));
                 sum += tmlr_div_pot_q31(e, TMLR_ACCUM_BITS);
             }
         }
@@ -45,7 +51,7 @@ static tmlr_status softmax_rows(const int8_t *input, int32_t num_rows, int32_t r
                 const int32_t diff = (int32_t)in[col] - max;
                 int32_t res = lo;
                 if (diff >= diff_min) {
-                    const int32_t e = tmlr_exp_on_negative_values(tmlr_mul_sat_q31(diff * (1 << shift), mult));
+                    const int32_t e = tmlr_exp_on_negative_values(tmlr_mul_sat_q31((int32_t)((int64_t)diff * ((int64_t)1 << shift)), mult));
                     res = tmlr_div_pot_q31(tmlr_mul_sat_q31(scale, e), bits_over_unit) + lo;
                     res = res < lo ? lo : (res > hi ? hi : res);
                 }

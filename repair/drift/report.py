@@ -55,9 +55,13 @@ class DriftReport:
         return dumps_stable(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DriftReport":
-        if d.get("schema") != SCHEMA:
-            raise DataError(f"report schema {d.get('schema')!r} is not {SCHEMA!r}: regenerate it with this tmlrepair")
+    def from_dict(cls, d: dict, source: str = "the drift report") -> "DriftReport":
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            schema = d.get("schema") if isinstance(d, dict) else None
+            raise DataError(f"report schema {schema!r} is not {SCHEMA!r}: regenerate it with this tmlrepair")
+        from ..untrusted import check_drift_report
+
+        check_drift_report(d, source)
         return cls(**{k: d[k] for k in ("schema", "tensors", "unmatched", "outputs", "pairing", "provenance")})
 
     @classmethod
@@ -66,5 +70,5 @@ class DriftReport:
             d = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} is not a readable JSON report ({type(exc).__name__})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(d, str(path))
 

@@ -61,7 +61,7 @@ class VectorScaling(Repair):
         mults, shifts = zip(*(fp.quantize_multiplier(abs(float(ak)) * input_scale / out_scale) for ak in a))
         signs = np.sign(a)
         mults = [int(m * s) for m, s in zip(mults, signs)]
-        offsets = [int(np.round(b / out_scale)) for b in self.offset_]
+        offsets = [int(np.clip(np.round(b / out_scale), -fp.AFFINE_MAX_OFFSET, fp.AFFINE_MAX_OFFSET)) for b in self.offset_]
         sm, ss, sd = fp.softmax_params(1.0, out_scale)
         return {"multipliers": mults, "shifts": list(shifts), "offsets": offsets, "input_zero_point": input_zero_point,
                 "output_scale": out_scale, "output_zero_point": input_zero_point,

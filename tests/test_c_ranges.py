@@ -1,0 +1,154 @@
+"""Every C shim over its whole documented parameter range (and past its edges): the C equals the Python twin, or
+both refuse with the same status. Parameters are drawn by hypothesis, not taken from fitted plans.
+
+The library and tests/c/driver.c are built with ``-fsanitize=address,undefined -fno-sanitize-recover=all`` at -O0
+and at -O2 (GCC's UBSan can fold ``diff * (1 << shift)`` into a shift at -O2 and miss an overflow: -O0 keeps the
+multiply), so any undefined behaviour aborts the driver and fails the test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from repair import fixedpoint as fp
+
+from .conftest import ROOT
+
+CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-g", "-fsanitize=address,undefined",
+          "-fno-sanitize-recover=all", "-I", str(ROOT / "c_patches" / "include")]
+EXAMPLES = 150
+I32 = st.integers(fp.Q31_MIN, fp.Q31_MAX)
+I8 = st.integers(-128, 127)
+
+
+class Driver:
+    """tests/c/driver.c as a long-lived process: one command line in, one answer line out."""
+
+    def __init__(self, exe):
+        self.proc = subprocess.Popen([exe], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, bufsize=1)
+
+    def ask(self, line: str, lines: int = 1) -> list[str]:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        out = [self.proc.stdout.readline() for _ in range(lines)]
+        if not all(out):
+            raise AssertionError(f"the C driver died (sanitizer report?): {self.proc.stderr.read()[-3000:]}")
+        return [o.strip() for o in out]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", params=["-O0", "-O2"])
+def driver(request, tmp_path_factory):
+    cc = shutil.which("gcc")
+    if cc is None:
+        pytest.skip("gcc not found: the C shims cannot be compiled here")
+    exe = tmp_path_factory.mktemp("ranges") / f"driver{request.param}"
+    sources = sorted(str(p) for p in (ROOT / "c_patches" / "src").glob("tmlr_*_s*.c"))
+    r = subprocess.run([cc, *CFLAGS, request.param, *sources, str(ROOT / "tests" / "c" / "driver.c"), "-o", str(exe)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    d = Driver(str(exe))
+    yield d
+    d.close()
+
+
+def _twin(fn):
+    """The Python twin's answer as the driver prints it: the values, or 'status N' when it refuses."""
+    try:
+        return " ".join(str(int(v)) for v in np.asarray(fn()).ravel())
+    except fp.ParamError as e:
+        return f"status {e.status}"
+
+
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                                  HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(x=I32, mult=I32, shift=st.integers(-31, 30))
+def test_requantize_over_int32(driver, x, mult, shift):
+    assert driver.ask(f"requant {x} {mult} {shift}") == [str(int(fp.requantize(x, mult, shift)))]
+
+
+@st.composite
+def softmax_case(draw):
+    cols = draw(st.one_of(st.integers(1, 16), st.sampled_from([4094, 4095, 4096]), st.integers(17, 300)))
+    rows = draw(st.integers(1, 2))
+    shift = draw(st.one_of(st.integers(0, 30), st.integers(-2, 33)))
+    mult = draw(st.one_of(st.integers(1 << 30, fp.Q31_MAX), st.integers(-5, fp.Q31_MAX)))
+    radius = -((31 << 26) >> max(shift, 0))
+    diff_min = draw(st.one_of(st.just(radius), st.integers(fp.Q31_MIN, 2), st.integers(-300, 0)))
+    kind = draw(st.sampled_from(["equal", "random", "extremes"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    if kind == "equal":
+        x = np.full((rows, cols), draw(I8))
+    elif kind == "extremes":
+        x = rng.choice([-128, 127], (rows, cols))
+    else:
+        x = rng.integers(-128, 128, (rows, cols))
+    return x, mult, shift, diff_min
+
+
+@SETTINGS
+@given(case=softmax_case())
+def test_softmax_over_its_range(driver, case):
+    x, mult, shift, diff_min = case
+    rows, cols = x.shape
+    got = driver.ask(f"softmax8 {rows} {cols} {mult} {shift} {diff_min} " + " ".join(map(str, x.ravel())))
+    assert got == [_twin(lambda: fp.softmax_s8(x, mult, shift, diff_min))]
+
+
+@st.composite
+def affine_case(draw):
+    k = draw(st.integers(1, 12))
+    rows = draw(st.integers(1, 3))
+    zp = st.one_of(I8, st.integers(-300, 300))
+    mults = draw(st.lists(st.one_of(I32, st.integers(1 << 30, fp.Q31_MAX)), min_size=k, max_size=k))
+    shifts = draw(st.lists(st.one_of(st.integers(-31, 23), st.integers(-40, 40)), min_size=k, max_size=k))
+    offsets = draw(st.lists(st.one_of(st.integers(-(1 << 24), 1 << 24), I32), min_size=k, max_size=k))
+    x = np.asarray(draw(st.lists(I8, min_size=rows * k, max_size=rows * k))).reshape(rows, k)
+    return x, draw(zp), mults, shifts, offsets, draw(zp)
+
+
+@SETTINGS
+@given(case=affine_case())
+def test_class_affine_over_its_range(driver, case):
+    x, in_zp, mults, shifts, offsets, out_zp = case
+    rows, k = x.shape
+    line = (f"affine {rows} {k} {in_zp} {out_zp} " + " ".join(map(str, [*mults, *shifts, *offsets, *x.ravel()])))
+    assert driver.ask(line) == [_twin(lambda: fp.class_scale_offset_s8(x, in_zp, mults, shifts, offsets, out_zp))]
+
+
+@SETTINGS
+@given(k=st.integers(1, 256), data=st.data())
+def test_threshold_decide_over_its_range(driver, k, data):
+    th = data.draw(st.lists(I8, min_size=k, max_size=k))
+    s = data.draw(st.lists(I8, min_size=k, max_size=k))
+    got = driver.ask(f"decide {k} " + " ".join(map(str, [*th, *s])))
+    assert got == [str(int(fp.threshold_decide(np.asarray([s]), th)[0]))]
+
+
+@SETTINGS
+@given(n=st.one_of(st.integers(2, 1024), st.integers(-1, 1100)), a2=st.integers(-3, 4200),
+       f=st.integers(-1, 9), seed=st.integers(0, 2 ** 32 - 1), kind=st.sampled_from(["walk", "extremes"]))
+def test_window_over_its_range(driver, n, a2, f, seed, kind):
+    rng = np.random.default_rng(seed)
+    length = int(rng.integers(1, 3 * max(n, 2)))
+    x = (rng.choice([-32768, 32767], length) if kind == "extremes" else
+         np.clip(np.cumsum(rng.normal(0, 3000, length)), -32768, 32767).astype(np.int64))
+    got = driver.ask(f"window {n} {a2} {f} {length} " + " ".join(map(str, x)), lines=1)
+    want = _twin(lambda: fp.window_boundary_alarms(x, n, a2, f))
+    if want.startswith("status"):
+        assert got == [" ".join(["0"] * length)] and driver.ask("", 1)[0] == want  # zeros, then the status line
+    else:
+        assert got == [want]
