@@ -207,12 +207,16 @@ def fit_scores_cmd(scores_path, target_far, out_path, method, window, holdout_pa
     from .score_fitting import fit_scores
     from .render_plan import render_plan
     from .repairs.base import check_rate
-    from .scores import load_scores
+    from .scores import load_scores, unlabelled_anomaly_warning
 
     check_rate("--target-far", target_far)
     _outputs_ok((out_path,), force)
     scores = load_scores(scores_path, anomaly_prefix)
     holdout = load_scores(holdout_path, anomaly_prefix) if holdout_path else None
+    for s in (scores, holdout):
+        warning = unlabelled_anomaly_warning(s) if s is not None else None
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     plan = fit_scores(scores, target_far, method=method, window=window, holdout=holdout)
     write_atomic(out_path, plan.to_json(), force)
     click.echo(render_plan(plan), nl=False)

@@ -77,7 +77,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## After-model repairs", ""]
     if report["after_model_note"]:
         lines.append(report["after_model_note"])
-    lines += [f"- {r['repair']}: {'KEPT' if r.get('kept') else 'not kept'} — {r['reason']}" for r in report["after_model"]]
+    lines += [f"- {r['repair']}: {'KEPT' if r.get('kept') else 'not kept'} — {r['reason']}"
+              + (f" **WARNING: {r['warning']}**" if r.get("warning") else "") for r in report["after_model"]]
     return "\n".join(lines) + "\n"
 
 
@@ -146,7 +147,8 @@ def render_html(report: dict) -> str:
     parts.append("<h2>After-model repairs</h2><ul>")
     if report["after_model_note"]:
         parts.append(f"<li>{e(report['after_model_note'])}</li>")
-    parts += [f"<li>{e(r['repair'])}: {'kept' if r.get('kept') else 'not kept'} — {e(r['reason'])}</li>"
+    parts += [f"<li>{e(r['repair'])}: {'kept' if r.get('kept') else 'not kept'} — {e(r['reason'])}"
+              + (f" <strong>WARNING: {e(r['warning'])}</strong>" if r.get("warning") else "") + "</li>"
               for r in report["after_model"]]
     parts.append("</ul></body></html>\n")
     return "\n".join(parts)

@@ -235,6 +235,9 @@ def _anomaly(sc, yc, sh, yh, far, boundary, window) -> list[dict]:
         raise DataError(f"anomaly boundary {boundary!r}: use 'threshold' or 'window'")
     rates = M.alarm_rates(alarms_f[start:], yh[start:])
     rates["auroc"] = M.auroc(sh, yh)
+    check = M.target_check(alarms_f[start:], yh[start:], far)
+    holdout = {"rates": rates, **({"target_check": check} if check else {})}
     return [plan_entry(rep, rep.integer_params(), kept=True,
                        reason=f"fitted to a {far:.1%} false-alarm rate on the int8 model's own calibration scores",
-                       holdout={"rates": rates}, int_agreement=agreement(alarms_f, alarms_i, WHY_SCORES))]
+                       holdout=holdout, int_agreement=agreement(alarms_f, alarms_i, WHY_SCORES),
+                       warning=M.target_warning(check, "the holdout"))]

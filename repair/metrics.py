@@ -150,6 +150,42 @@ def alarm_rates(alarm: np.ndarray, y: np.ndarray | None) -> dict:
     return out
 
 
+def rate_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper–Pearson interval of a rate k/n: the exact binomial interval (Clopper & Pearson 1934),
+    [B⁻¹(α/2; k, n−k+1), B⁻¹(1−α/2; k+1, n−k)] with B the beta distribution, α = 1 − level."""
+    from scipy.stats import beta
+
+    a = 1.0 - level
+    lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def target_check(alarm: np.ndarray, y: np.ndarray | None, target: float, level: float = 0.95) -> dict | None:
+    """Does the false-alarm rate reached on a labelled split agree with the target it was fitted to? ``missed``
+    when the target lies outside the rate's Clopper–Pearson interval: more than sampling noise on this split."""
+    if y is None:
+        return None
+    normal = ~np.asarray(y).astype(bool)
+    n = int(normal.sum())
+    if n == 0:
+        return None
+    k = int(np.asarray(alarm).astype(bool)[normal].sum())
+    lo, hi = rate_interval(k, n, level)
+    return {"target": float(target), "reached": k / n, "n_normal": n, "interval": [lo, hi], "level": level,
+            "missed": not lo <= target <= hi}
+
+
+def target_warning(check: dict | None, where: str) -> str | None:
+    """One line for a missed target, or None."""
+    if not check or not check["missed"]:
+        return None
+    lo, hi = check["interval"]
+    return (f"false-alarm rate on {where} {check['reached']:.1%} misses the {check['target']:.1%} target (95% "
+            f"interval {lo:.1%}–{hi:.1%} over {check['n_normal']} normal samples): the calibration split's normal "
+            "data does not look like this split's; calibrate on data from the deployment, or a larger set")
+
+
 def accept_reject_rates(decision: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
     """For per-class accept decisions (class id, or −1 for none).
 

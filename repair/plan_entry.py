@@ -28,9 +28,11 @@ def agreement(float_decisions, int_decisions, why: str) -> dict:
 
 
 def plan_entry(repair: Repair, integer: dict, *, kept: bool, reason: str, holdout: dict | None = None,
-               int_agreement: dict | None = None) -> dict:
+               int_agreement: dict | None = None, warning: str | None = None) -> dict:
     d = repair.to_dict()
     d.update({"integer": integer, "kept": bool(kept), "reason": reason})
+    if warning:
+        d["warning"] = warning
     if holdout is not None:
         d["holdout"] = holdout
     if int_agreement is not None:

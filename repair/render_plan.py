@@ -27,6 +27,8 @@ def render_plan(plan: RepairPlan) -> str:
     for r in plan.repairs:
         state = "KEPT" if r.get("kept") else "not kept"
         lines.append(f"- {r['repair']}: {state} — {r['reason']}")
+        if r.get("warning"):
+            lines.append(f"    WARNING: {r['warning']}")
         lines.append(f"    fitted: {_fmt(r['fitted'])}")
         for split, metrics in (r.get("holdout") or {}).items():
             lines.append(f"    {split}: {_fmt(metrics)}")

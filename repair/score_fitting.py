@@ -29,11 +29,16 @@ def fit_scores(scores: ScoreSet, target_far: float, *, method: str = "threshold"
     if holdout is not None:
         alarms_f, alarms_i = rep.apply(holdout.score), rep.apply_int(holdout.score)
         start = window if method == "window" else 0
-        result["holdout"] = M.alarm_rates(alarms_f[start:], None if holdout.label is None else holdout.label[start:])
+        labels = None if holdout.label is None else holdout.label[start:]
+        result["holdout"] = M.alarm_rates(alarms_f[start:], labels)
+        check = M.target_check(alarms_f[start:], labels, target_far)
+        if check:
+            result["target_check"] = check
         agree = agreement(alarms_f, alarms_i, WHY_SCORES)
     entry = plan_entry(rep, rep.integer_params(), kept=True,
                        reason=f"fitted to a {target_far:.1%} false-alarm rate on {len(scores.score)} scores",
-                       holdout=result, int_agreement=agree)
+                       holdout=result, int_agreement=agree,
+                       warning=M.target_warning(result.get("target_check"), "the holdout"))
     return RepairPlan(task="anomaly_scores" if method == "threshold" else "anomaly_stream", repairs=[entry],
                       provenance={"scores": scores.source, "holdout": holdout.source if holdout else None,
                                   "target_far": target_far, "method": method})

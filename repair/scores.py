@@ -90,3 +90,20 @@ def load_scores(path: str | Path, anomaly_prefix: str | None = None) -> ScoreSet
     if label is not None and not np.isin(label, (0, 1)).all():
         raise DataError(f"{p}: labels must be 0 (normal) or 1 (anomaly)")
     return ScoreSet(ids, score, None if label is None else label.astype(np.int64), str(p))
+
+
+ANOMALY_WORDS = ("anomaly", "abnormal", "anomalous", "fault")
+
+
+def unlabelled_anomaly_warning(scores: ScoreSet) -> str | None:
+    """Scores without labels whose ids name anomalies (DCASE/MLPerf Tiny ``anomaly_id_01_….wav``): fitting a
+    false-alarm rate over them treats anomalies as normal data. A one-line warning saying how to label, or None."""
+    if scores.label is not None:
+        return None
+    prefixes = sorted({w for i in scores.ids for w in ANOMALY_WORDS if i.lower().startswith(w)})
+    if not prefixes:
+        return None
+    n = sum(any(i.lower().startswith(w) for w in ANOMALY_WORDS) for i in scores.ids)
+    return (f"{scores.source}: {n} of {len(scores.ids)} ids start with {prefixes[0]!r} but the scores have no "
+            f"labels, so they are fitted as normal data; pass --anomaly-prefix {prefixes[0]} to label them "
+            "(or add a label column)")

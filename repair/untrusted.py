@@ -142,11 +142,39 @@ def check_plan(d, source: str) -> dict:
             doc.fail(f"{where}.repair", f"{name!r} is not a {task} repair ({', '.join(allowed)})")
         doc.flag(r.get("kept"), f"{where}.kept")
         doc.text(r.get("reason", ""), f"{where}.reason")
+        doc.text(r.get("warning", ""), f"{where}.warning")
         for part in ("params", "fitted", "integer"):
             doc.obj(r.get(part, {}), f"{where}.{part}")
         if r["kept"]:
             _integer_params(doc, name, r.get("integer", {}), f"{where}.integer", k)
+            _follows_from_fit(doc, r, prov, where)
     return d
+
+
+def _follows_from_fit(doc: _Doc, entry: dict, prov: dict, where: str) -> None:
+    """The C parameters must be what the fitted values give (a plan edited in one place but not the other, e.g.
+    negated multipliers, is refused): recompute them from ``fitted`` and compare."""
+    from .repairs import from_dict
+
+    name = entry["repair"]
+    quant = prov.get("int8_output_quant") or {}
+    try:
+        rep = from_dict(entry)
+        if name == "temperature":
+            want = rep.integer_params(quant["scale"])
+        elif name == "vector_scaling":
+            want = rep.integer_params(quant["scale"], quant["zero_point"])
+        elif name == "class_thresholds":
+            want = rep.integer_params(entry["integer"].get("bits", 8))
+        else:
+            want = rep.integer_params()
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        doc.fail(f"{where}.fitted", f"cannot rebuild the repair from its fitted values ({type(e).__name__}: {e})")
+    got = entry["integer"]
+    for key, value in want.items():
+        if got.get(key) != value:
+            doc.fail(f"{where}.integer.{key}", f"{got.get(key)!r} is not what the fitted values give ({value!r}): "
+                                               "the plan was edited")
 
 
 def check_drift_report(d, source: str) -> dict:

@@ -3,6 +3,7 @@ device errors are named, one weight rule everywhere, exact exit codes, Ctrl-C an
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -259,3 +260,137 @@ def test_device_commands_import_without_posix_only_modules(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "x.txt").read_text() == "ok"
+
+
+# ------------------------------------------------------------------------------- 6. untrusted plans
+def _edit(plan: dict, name: str, key: str, value):
+    entry = next(r for r in plan["repairs"] if r["repair"] == name)
+    entry[key] = value
+    return plan
+
+
+def _edit_integer(name, key, value):
+    def edit(plan):
+        entry = next(r for r in plan["repairs"] if r["repair"] == name)
+        entry["integer"][key] = value(entry["integer"][key]) if callable(value) else value
+        return plan
+    return edit
+
+
+HAND_EDITS = {
+    "thresholds_q wrong length": (_edit_integer("class_thresholds", "thresholds_q", lambda t: t[:-1]), "thresholds_q"),
+    "thresholds_q 500": (_edit_integer("class_thresholds", "thresholds_q", lambda t: [500] + t[1:]), "thresholds_q[0]"),
+    "softmax_shift 99": (_edit_integer("temperature", "softmax_shift", 99), "softmax_shift"),
+    "unknown repair": (lambda p: _edit(p, "temperature", "repair", "magic"), "'magic'"),
+    "kept yes": (lambda p: _edit(p, "temperature", "kept", "yes"), "kept"),
+    "NaN": (lambda p: _edit(p, "temperature", "fitted", {"temperature_": float("nan")}), "nan"),
+    "softmax_multiplier lots": (_edit_integer("temperature", "softmax_multiplier", "lots"), "softmax_multiplier"),
+    "edited fit": (_edit_integer("temperature", "softmax_multiplier", lambda m: m - 1), "was edited"),
+    "task": (lambda p: {**p, "task": "regression"}, "task"),
+}
+
+
+@pytest.mark.parametrize("edit", list(HAND_EDITS))
+def test_hand_edited_plans_are_refused_field_by_field(digits_plan_json, tmp_path, edit):
+    fn, field = HAND_EDITS[edit]
+    plan = fn(json.loads(digits_plan_json))
+    for r in plan["repairs"]:  # make every repair count (the digits fit may drop one)
+        r["kept"] = r["kept"] if r["repair"] != "temperature" or edit == "kept yes" else True
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    for args in (["emit", str(path), "-o", str(tmp_path / "c")],
+                 ["validate", "--plan", str(path), "--data", str(task_files("digits")["holdout"]), "--serial", "loop://"]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and field in r.stderr and len(r.stderr.strip().splitlines()) == 1, (edit, r.output)
+    assert not (tmp_path / "c").exists()
+
+
+def test_negated_vector_scaling_multipliers_are_refused(digits_plan_json, tmp_path):
+    plan = json.loads(digits_plan_json)
+    entry = next(r for r in plan["repairs"] if r["repair"] == "vector_scaling")
+    entry["kept"] = True
+    entry["integer"]["multipliers"] = [-m for m in entry["integer"]["multipliers"]]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    r = CliRunner().invoke(main, ["emit", str(tmp_path / "plan.json"), "-o", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "multipliers" in r.stderr and "edited" in r.stderr
+
+
+def test_a_drift_report_is_untrusted_too(tmp_path):
+    f = task_files("digits")
+    r = CliRunner().invoke(main, ["drift", str(f["float"]), str(f["int8"]), "--data", str(f["holdout"]), "--json",
+                                  str(tmp_path / "b.json"), "--no-progress"])
+    assert r.exit_code == 0
+    d = json.loads((tmp_path / "b.json").read_text())
+    d["tensors"][0]["sqnr_db"] = "high"
+    (tmp_path / "b.json").write_text(json.dumps(d))
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "b.json"), str(f["int8"]), "--data", str(f["holdout"])])
+    assert r.exit_code == 2 and "tensors[0].sqnr_db" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------- 8. CSV
+def test_a_flat_csv_feeds_a_model_with_a_multi_dimensional_input(tmp_path):
+    f = task_files("digits")
+    d = load_calibration(f["holdout"])
+    x, y = d.x[:50].reshape(50, -1), d.y[:50]
+    lines = ["y," + ",".join(f"p{i}" for i in range(x.shape[1]))]
+    lines += [f"{label}," + ",".join(f"{v:.9g}" for v in row) for label, row in zip(y, x)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(main, ["drift", str(f["float"]), str(f["int8"]), "--data", str(tmp_path / "d.csv"),
+                                  "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    np.savez(tmp_path / "d.npz", x=d.x[:50], y=y)
+    r2 = CliRunner().invoke(main, ["drift", str(f["float"]), str(f["int8"]), "--data", str(tmp_path / "d.npz"),
+                                   "--json", str(tmp_path / "r2.json"), "--no-progress"])
+    assert r2.exit_code == 0
+    a, b = (json.loads((tmp_path / n).read_text())["outputs"][0] for n in ("r.json", "r2.json"))
+    assert a["accuracy_int8"] == b["accuracy_int8"] and a["top1_agreement"] == b["top1_agreement"]
+
+
+def test_a_header_only_csv_says_it_has_no_rows(tmp_path):
+    (tmp_path / "h.csv").write_text("y,a,b\n")
+    f = task_files("digits")
+    r = CliRunner().invoke(main, ["info", str(f["float"]), str(f["int8"]), "--data", str(tmp_path / "h.csv")])
+    assert r.exit_code == 2 and "no rows" in r.stderr
+
+
+def test_a_csv_of_the_wrong_width_names_the_sizes(tmp_path):
+    (tmp_path / "w.csv").write_text("1,2,3\n4,5,6\n")
+    f = task_files("digits")
+    r = CliRunner().invoke(main, ["drift", str(f["float"]), str(f["int8"]), "--data", str(tmp_path / "w.csv")])
+    assert r.exit_code == 2 and "784 values per sample" in r.stderr
+
+
+# ---------------------------------------------------------------- 5. a missed false-alarm target
+def test_a_missed_anomaly_target_is_a_warning_in_the_output_and_the_plan(tmp_path):
+    f = task_files("ecg")
+    r = CliRunner().invoke(main, ["fit", str(f["float"]), str(f["int8"]), "--data", str(f["calib"]), "--holdout",
+                                  str(f["holdout"]), "-o", str(tmp_path / "fit"), "--repairs", "score_threshold"])
+    assert r.exit_code == 0, r.output
+    assert "WARNING: false-alarm rate on the holdout 14.3% misses the 10.0% target" in r.output
+    entry = json.loads((tmp_path / "fit" / "plan.json").read_text())["repairs"][0]
+    assert entry["holdout"]["target_check"]["missed"] and "misses" in entry["warning"]
+    # on a holdout where the target holds, no warning
+    r = CliRunner().invoke(main, ["fit", str(f["float"]), str(f["int8"]), "--data", str(f["calib"]), "--holdout",
+                                  str(f["calib"]), "-o", str(tmp_path / "fit2"), "--repairs", "score_threshold"])
+    assert r.exit_code == 0 and "WARNING" not in r.output
+
+
+def test_clopper_pearson_interval_known_values():
+    from repair import metrics as M
+
+    lo, hi = M.rate_interval(0, 10)  # (0, 1 − 0.025^(1/10))
+    assert lo == 0.0 and abs(hi - (1 - 0.025 ** 0.1)) < 1e-12
+    lo, hi = M.rate_interval(5, 10)  # symmetric around 0.5
+    assert abs(lo + hi - 1.0) < 1e-12 and abs(lo - 0.18708602) < 1e-7
+
+
+# ------------------------------------------------------------ 16. unlabelled scores named as anomalies
+def test_fit_scores_warns_when_unlabelled_ids_look_like_anomalies(tmp_path):
+    rows = [f"normal_id_01_{i:08d}.wav,{1.0 + 0.01 * i}" for i in range(40)]
+    rows += [f"anomaly_id_01_{i:08d}.wav,{3.0 + 0.01 * i}" for i in range(10)]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    args = ["fit-scores", str(tmp_path / "s.csv"), "--target-far", "0.1", "-o"]
+    r = CliRunner().invoke(main, args + [str(tmp_path / "p.json")])
+    assert r.exit_code == 0 and "10 of 50 ids start with 'anomaly'" in r.stderr and "--anomaly-prefix anomaly" in r.stderr
+    r = CliRunner().invoke(main, args + [str(tmp_path / "p2.json"), "--anomaly-prefix", "anomaly"])
+    assert r.exit_code == 0 and "warning" not in r.stderr

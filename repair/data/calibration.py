@@ -15,6 +15,7 @@ says what to do: emptiness, NaN/Inf, dtype, shape against the model, label range
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def _read_csv(p: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{p} is empty: it must hold one sample per row")
     header = [h.strip() for h in rows[0]]
     has_header = any(not _is_number(h) for h in header)
-    body = rows[1:] if has_header else rows
+    body = [r for r in (rows[1:] if has_header else rows) if r]
+    if not body:
+        raise DataError(f"{p} has a header but no rows: it must hold one sample per row")
     try:
         table = np.array([[float(v) for v in r] for r in body], dtype=np.float64).reshape(len(body), -1)
     except ValueError:
@@ -203,9 +206,15 @@ def check_fits(data: CalibrationSet, pair, n_classes: int | None = None) -> Cali
         raise DataError(f"the model has {len(pair.float.inputs)} inputs; tmlrepair supports single-input models")
     want = spec.shape
     got = tuple(data.x.shape[1:])
+    fixed = all(isinstance(w, int) and w > 0 for w in want)
+    if data.x.ndim == 2 and len(want) > 1 and fixed and got[0] == math.prod(want):
+        # flat rows (a CSV, a flattened array) for a model with a multi-dimensional input: each row is one sample
+        # in C order, as numpy's ravel() and the firmware's input buffer lay it out
+        data = replace(data, x=data.x.reshape(len(data.x), *want))
+        got = tuple(want)
     if len(got) != len(want) or any(not isinstance(w, str) and w != g for w, g in zip(want, got)):
         raise DataError(f"{data.source}: samples have shape {list(got)} but the model input {spec.name!r} takes "
-                        f"{list(want)}; reshape x to (N, {', '.join(map(str, want))})")
+                        f"{list(want)} ({math.prod(w for w in want if isinstance(w, int))} values per sample)")
     if data.x.dtype.kind != "f":
         raise DataError(f"{data.source}: x has dtype {data.x.dtype} but the float model takes {spec.dtype}; "
                         "give inputs as real values (dequantized), as the float model takes them")

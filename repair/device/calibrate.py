@@ -94,7 +94,8 @@ def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: Cal
     else:
         sf, sr = anomaly_scores(task, holdout.x, zf), anomaly_scores(task, holdout.x, zh)
         before = _float_threshold(pair, task, calib, plan) if calib is not None else None
-        report["metrics"] = S.anomaly_metrics(holdout.y, sf, sr, device, before, shim.window or 0)
+        target = next((r["params"]["target_far"] for r in plan.kept() if "target_far" in r["params"]), None)
+        report["metrics"] = S.anomaly_metrics(holdout.y, sf, sr, device, before, shim.window or 0, target)
     return DeviceRun(plan, report)
 
 

@@ -47,6 +47,8 @@ def render_run(report: dict) -> str:
         before = (f"float threshold on int8 {_pct(r['false_alarm_rate'])} → " if "false_alarm_rate" in r else "")
         lines.append(f"  false alarms: {before}device shim {_pct(s['false_alarm_rate'])} (detection "
                      + (f"{_pct(r['detection_rate'])} → " if before else "") + f"{_pct(s['detection_rate'])})")
+        if m.get("warning"):
+            lines.append(f"  WARNING: {m['warning']}")
     b = report["bit_exact"]
     lines.append(f"bit-exact: {b['samples'] - b['differ']}/{b['samples']} samples equal the Python reference"
                  + (f" — DIFFER at {b['first_differing']}" if b["differ"] else ""))

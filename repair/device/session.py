@@ -149,15 +149,22 @@ def classifier_metrics(y: np.ndarray, z_float: np.ndarray, z_raw: np.ndarray, q_
 
 
 def anomaly_metrics(y: np.ndarray, s_float: np.ndarray, s_raw: np.ndarray, device: dict,
-                    before_threshold: float | None, skip: int) -> dict:
+                    before_threshold: float | None, skip: int, target: float | None = None) -> dict:
     """Holdout metrics: AUROC of float and int8 scores; alarm rates of the device's shim and, when given, of
     the float model's threshold applied to the int8 scores (what ships without a refit). The first ``skip``
     samples (the window's warm-up) are left out of the rates."""
     int8 = {"auroc": M.auroc(s_raw, y)}
     if before_threshold is not None:
         int8.update(M.alarm_rates(s_raw[skip:] > before_threshold, y[skip:]))
-    return {"float": {"auroc": M.auroc(s_float, y)}, "int8": int8,
-            "device_shims": M.alarm_rates(np.asarray(device["alarm"])[skip:], y[skip:])}
+    out = {"float": {"auroc": M.auroc(s_float, y)}, "int8": int8,
+           "device_shims": M.alarm_rates(np.asarray(device["alarm"])[skip:], y[skip:])}
+    check = M.target_check(np.asarray(device["alarm"])[skip:], y[skip:], target) if target is not None else None
+    if check:
+        out["target_check"] = check
+        warning = M.target_warning(check, "the holdout (device)")
+        if warning:
+            out["warning"] = warning
+    return out
 
 
 def output_drift(task: str, z_float: np.ndarray, z_raw: np.ndarray) -> dict:
