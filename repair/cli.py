@@ -179,8 +179,10 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
                     in_model=in_model, metric=metric, check_weights=not ignore_weights,
                     progress=_progress_wanted(progress))
     text = render_plan(plan)
-    if plan.repaired_model is None:
+    if not plan.in_model.get("holdout"):  # after-model repairs only (a temperature may be folded into the model)
         files = {"plan.json": plan.to_json(), "report.md": "```\n" + text + "```\n"}
+        if plan.repaired_model is not None:
+            files["repaired_int8.onnx"] = plan.repaired_model.SerializeToString()
     else:
         report = fit_report(plan)
         files = {"repaired_int8.onnx": plan.repaired_model.SerializeToString(), "plan.json": plan.to_json(),

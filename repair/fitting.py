@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import fixedpoint as fp
 from . import metrics as M
 from .data import CalibrationSet, check_fits
 from .drift.measure import anomaly_scores, detect_task
 from .errors import DataError
+from .model_softmax import find_model_softmax, fold_temperature, int8_logits, temperature_params
 from .models import ModelPair
 from .plan import RepairPlan
 from .plan_entry import WHY_ARGMAX, WHY_SCORES, WHY_THRESHOLD, agreement, plan_entry
@@ -86,12 +88,25 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
                               progress=progress)
         plan = _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                             result)
-        plan.repaired_model = result.model
+        plan.repaired_model = _with_folded_temperature(pair, plan, result.model)
         plan.in_model = {**result.to_dict(), "model": {"path": "repaired_int8.onnx",
-                                                       "sha256": model_sha256(result.model)}}
+                                                       "sha256": model_sha256(plan.repaired_model)}}
         return plan
-    return _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
+    plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                       raw_outputs, source)
+    folded = _with_folded_temperature(pair, plan, pair.int8.proto)
+    if folded is not pair.int8.proto:
+        plan.repaired_model = folded
+        plan.in_model = {"repairs": [], "model": {"path": "repaired_int8.onnx", "sha256": model_sha256(folded)}}
+    return plan
+
+
+def _with_folded_temperature(pair: ModelPair, plan: RepairPlan, model):
+    """``model`` with a kept temperature folded into its own Softmax (a model without one is returned as is)."""
+    kept = {r["repair"]: r for r in plan.kept()}
+    if "model_softmax" not in plan.provenance or "temperature" not in kept:
+        return model
+    return fold_temperature(model, find_model_softmax(pair), kept["temperature"]["fitted"]["temperature_"])
 
 
 def model_sha256(model) -> str:
@@ -111,8 +126,8 @@ def _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly
                                                   **_provenance(pair, calib, holdout, "repaired_int8.onnx")})
     raw = tuple(int8_outputs(pair, d.x, model=result.model)[1] for d in (calib, holdout))
     plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, raw,
-                      "repaired_int8.onnx (onnxruntime)")
-    if plan.task == "classifier":
+                      "repaired_int8.onnx (onnxruntime)", model=result.model)
+    if plan.task == "classifier" and "model_softmax" not in plan.provenance:
         z = pair.int8.outputs[0].quant.dequantize(raw[1]).astype(np.float64)
         result.holdout["accuracy_with_after_model"] = float((calibrated_probs(plan.repairs, z).argmax(1) ==
                                                              holdout.y).mean())
@@ -126,7 +141,8 @@ def _provenance(pair, calib, holdout, source) -> dict:
 
 
 def _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, raw_outputs,
-               source) -> RepairPlan:
+               source, model=None) -> RepairPlan:
+    """``model``: the (repaired) int8 model the raw outputs came from, for the logits of a trailing Softmax."""
     task = detect_task(pair)
     n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else None
     calib = check_fits(calib, pair, n_classes)
@@ -149,6 +165,15 @@ def _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_b
                   "num_classes": n_classes, "task": task}
     if task == "classifier":
         wanted = repairs or CLASSIFIER_REPAIRS
+        sm = find_model_softmax(pair)
+        if sm is not None:
+            on_host = raw_outputs is None or model is not None  # a device's outputs carry no logits
+            logits = tuple(int8_logits(pair, sm, d.x, model=model) for d in (calib, holdout)) if on_host else None
+            qc = out_q.quantize(zc).astype(np.int64) if raw_outputs is None else qc
+            entries = _classifier_model_softmax(sm, qc, calib.y, qh, holdout.y, logits, wanted, target_far)
+            provenance["model_softmax"] = {"logits": sm.logits, "quant": sm.quant.to_dict(),
+                                           "dequantize_node": sm.dequantize_node}
+            return RepairPlan(task="classifier", repairs=entries, provenance=provenance)
         entries = _classifier(zc, calib.y, zh, qh, holdout.y, out_q, wanted, target_far)
         return RepairPlan(task="classifier", repairs=entries, provenance=provenance)
     if task in ("reconstruction", "score"):
@@ -200,8 +225,6 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
         rep = ClassThresholds(target_far).fit(calib_probs, yc)
         dec_f = rep.apply(best_probs_float)
         if best_probs_int is None:  # no calibration kept: the shim runs the plain int8 softmax
-            from . import fixedpoint as fp
-
             best_probs_int = fp.softmax_s8(qh, *fp.softmax_params(1.0, out_q.scale))
         dec_i = rep.apply_int(best_probs_int)
         rates = M.accept_reject_rates(dec_f, yh, zc.shape[1])
@@ -209,6 +232,61 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
                                   reason=f"fitted to a {target_far:.1%} false-accept rate per class",
                                   holdout={"rates": rates}, int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
     return entries
+
+
+def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) -> list[dict]:
+    """After-model repairs of a model that ends in its own Softmax (``repair.model_softmax``): ``qc``/``qh`` are its
+    int8 probabilities; ``logits`` the int8 logits feeding the Softmax on (calib, holdout), None when only the
+    outputs are known (a device's). Temperature is judged on the int8 probabilities the folded Softmax gives."""
+    entries = []
+    probs_c, probs_h = qc, qh  # int8 probabilities the thresholds will see
+    as_p = _int8_probabilities
+    for name in ("temperature", "vector_scaling"):
+        if name not in wanted:
+            continue
+        rep = TemperatureScaling() if name == "temperature" else VectorScaling()
+        if name == "vector_scaling" or logits is None:
+            why = ("the model ends in its own Softmax: a per-class affine would have to sit inside it (temperature "
+                   "folds into the Softmax instead)" if name == "vector_scaling" else
+                   "only the model's probabilities are known here (a device's outputs): fit the temperature with "
+                   "`tmlrepair fit`, which folds it into the model's Softmax")
+            entries.append({"repair": name, "params": rep.get_params(), "fitted": {}, "integer": {}, "kept": False,
+                            "reason": why})
+            continue
+        lc, lh = (sm.quant.dequantize(q).astype(np.float64) for q in logits)
+        rep.fit(lc, yc)
+        integer = temperature_params(sm, rep.temperature_)
+        softmax = (integer["softmax_multiplier"], integer["softmax_shift"], integer["softmax_diff_min"])
+        after_c, after_h = (fp.softmax_s8(q, *softmax).astype(np.int64) for q in logits)
+        nll_before, nll_after = M.nll(as_p(qh), yh), M.nll(as_p(after_h), yh)
+        kept = nll_after < nll_before
+        metrics = {"nll_before": nll_before, "nll_after": nll_after,
+                   "accuracy_before": float((qh.argmax(1) == yh).mean()),
+                   "accuracy_after": float((after_h.argmax(1) == yh).mean()),
+                   "ece_before": M.ece(as_p(qh), yh), "ece_after": M.ece(as_p(after_h), yh)}
+        p_float = M.softmax(rep.apply(lh))
+        reason = ((f"holdout NLL of the int8 probabilities {nll_before:.4f} → {nll_after:.4f}; folded into the "
+                   f"model's Softmax (beta 1/T = {1 / rep.temperature_:.4g})") if kept else
+                  f"holdout NLL of the int8 probabilities {nll_after:.4f} does not beat {nll_before:.4f}")
+        entries.append(plan_entry(rep, integer, kept=kept, reason=reason, holdout={"metrics": metrics},
+                                  int_agreement=agreement(p_float.argmax(1), after_h.argmax(1), WHY_ARGMAX[name])))
+        if kept:
+            probs_c, probs_h = after_c, after_h
+    if "class_thresholds" in wanted:
+        rep = ClassThresholds(target_far).fit(as_p(probs_c), yc)
+        dec_i = rep.apply_int(probs_h)
+        dec_f = rep.apply(as_p(probs_h))
+        rates = M.accept_reject_rates(dec_i, yh, qc.shape[1])
+        entries.append(plan_entry(rep, rep.integer_params(), kept=True,
+                                  reason=f"fitted to a {target_far:.1%} false-accept rate per class on the model's "
+                                         "own int8 probabilities", holdout={"rates": rates},
+                                  int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
+    return entries
+
+
+def _int8_probabilities(q: np.ndarray) -> np.ndarray:
+    """int8 softmax outputs (scale 1/256, zero point −128) as probabilities, 0 floored at half a step."""
+    return np.maximum((np.asarray(q, np.float64) + 128.0) / 256.0, 1.0 / 512)
 
 
 def calibrated_probs(entries: list[dict], z: np.ndarray) -> np.ndarray:

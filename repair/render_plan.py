@@ -22,6 +22,8 @@ def render_plan(plan: RepairPlan) -> str:
         lines.append(f"in the model ({im['model']['path']}, sha256 {im['model']['sha256'][:16]}):")
         for r in im["repairs"]:
             lines.append(f"- {r['repair']}: {'KEPT' if r['kept'] else 'not kept'} — {r['reason']}")
+        if "model_softmax" in plan.provenance and any(r["repair"] == "temperature" for r in plan.kept()):
+            lines.append("- temperature (after-model repair below): folded into the model's own Softmax")
         lines.append("after the model:" + (f" {plan.provenance['after_model']}"
                                             if "after_model" in plan.provenance else ""))
     for r in plan.repairs:

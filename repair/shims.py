@@ -25,7 +25,7 @@ class ClassifierShim:
 
     num_classes: int
     affine: dict | None  # multipliers, shifts, offsets, input_zero_point, output_zero_point
-    softmax: tuple[int, int, int]  # multiplier, shift, diff_min
+    softmax: tuple[int, int, int] | None  # multiplier, shift, diff_min; None: the model ends in its own Softmax
     thresholds: list[int] | None
 
     def run(self, q_logits: np.ndarray) -> dict[str, np.ndarray]:
@@ -34,7 +34,7 @@ class ClassifierShim:
             a = self.affine
             x = fp.class_scale_offset_s8(x, a["input_zero_point"], a["multipliers"], a["shifts"], a["offsets"],
                                          a["output_zero_point"]).astype(np.int64)
-        probs = fp.softmax_s8(x, *self.softmax)
+        probs = x.astype(np.int8) if self.softmax is None else fp.softmax_s8(x, *self.softmax)
         out = {"probs": probs}
         if self.thresholds is not None:
             out["decision"] = fp.threshold_decide(probs, self.thresholds)
@@ -59,6 +59,14 @@ class AnomalyShim:
 
 def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim:
     kept = {r["repair"]: r for r in plan.kept()}
+    if plan.task == "classifier" and plan.provenance.get("model_softmax"):
+        # the model computes its probabilities itself (a kept temperature is folded into its Softmax): the shim
+        # chain is the thresholds on those probabilities
+        if "class_thresholds" not in kept:
+            raise DataError("the model ends in its own Softmax and the plan keeps no thresholds: nothing runs after "
+                            "the model (a kept temperature is in repaired_int8.onnx)")
+        thresholds = kept["class_thresholds"]["integer"]["thresholds_q"]
+        return ClassifierShim(len(thresholds), None, None, thresholds)
     if plan.task == "classifier":
         quant = plan.provenance.get("int8_output_quant")
         if quant is None:

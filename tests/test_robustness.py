@@ -394,3 +394,113 @@ def test_fit_scores_warns_when_unlabelled_ids_look_like_anomalies(tmp_path):
     assert r.exit_code == 0 and "10 of 50 ids start with 'anomaly'" in r.stderr and "--anomaly-prefix anomaly" in r.stderr
     r = CliRunner().invoke(main, args + [str(tmp_path / "p2.json"), "--anomaly-prefix", "anomaly"])
     assert r.exit_code == 0 and "warning" not in r.stderr
+
+
+# ------------------------------------------------------------------ 2. models that end in a Softmax
+@pytest.fixture(scope="module")
+def softmax_digits(tmp_path_factory):
+    """The bundled digits model with a Softmax appended, quantized by quantize_static, its output quantized as
+    TFLite quantizes a Softmax output (scale 1/256, zero point −128)."""
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    d = tmp_path_factory.mktemp("softmax_digits")
+    f = task_files("digits")
+    m = onnx.load(f["float"])
+    out = m.graph.output[0].name
+    for n in m.graph.node:
+        n.output[:] = [o + "_logits" if o == out else o for o in n.output]
+    m.graph.node.append(helper.make_node("Softmax", [out + "_logits"], [out], axis=-1, name="softmax"))
+    onnx.save(m, d / "float.onnx")
+    calib = load_calibration(f["calib"])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib.x[i:i + 1] for i in range(len(calib.x)))
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {m.graph.input[0].name: b}
+
+    quantize_static(str(d / "float.onnx"), str(d / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    q = onnx.load(d / "int8.onnx")
+    last_q = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] != out + "_logits"
+                  and q.graph.node[[x.name for x in q.graph.node].index(n.name) - 1].op_type == "Softmax")
+    for init in q.graph.initializer:
+        if init.name == last_q.input[1]:
+            init.CopyFrom(numpy_helper.from_array(np.array(1 / 256, np.float32), init.name))
+    onnx.save(q, d / "int8.onnx")
+    return {"float": d / "float.onnx", "int8": d / "int8.onnx", "calib": f["calib"], "holdout": f["holdout"]}
+
+
+def test_a_softmax_model_gets_no_second_softmax(softmax_digits):
+    from repair import fixedpoint as fp
+    from repair.intmodel import lower
+    from repair.shims import shim_from_plan
+
+    s = softmax_digits
+    pair = load_pair(s["float"], s["int8"])
+    plan = fit_plan(pair, load_calibration(s["calib"]), load_calibration(s["holdout"]),
+                    repairs=("temperature", "vector_scaling", "class_thresholds"))
+    by = {r["repair"]: r for r in plan.repairs}
+    assert "model_softmax" in plan.provenance
+    assert by["temperature"]["kept"] and "folded into the model's Softmax" in by["temperature"]["reason"]
+    m = by["temperature"]["holdout"]["metrics"]
+    assert m["ece_after"] < m["ece_before"] < 0.1 and m["nll_after"] < m["nll_before"]
+    assert not by["vector_scaling"]["kept"] and "own Softmax" in by["vector_scaling"]["reason"]
+    th = by["class_thresholds"]["integer"]["thresholds_q"]
+    assert max(th) < 127 and by["class_thresholds"]["int_agreement"]["share"] == 1.0  # every class can be decided
+    shim = shim_from_plan(plan)
+    assert shim.softmax is None and shim.thresholds == th
+    # the fold is exact: the repaired model's integer program is the original with the Softmax's beta changed
+    folded, original = lower(plan.repaired_model), lower(pair.int8.proto)
+    t = by["temperature"]["integer"]
+    original.layers[-1].p.update(mult=t["softmax_multiplier"], shift=t["softmax_shift"], diff_min=t["softmax_diff_min"])
+    inp = folded.tensors[folded.input]
+    x = load_calibration(s["holdout"]).x
+    q = np.clip(np.round(x / inp.scale) + inp.zero_point, -128, 127).astype(np.int8).reshape(len(x), -1)
+    np.testing.assert_array_equal(folded.run(q), original.run(q))
+    assert fp.softmax_params(t["beta"], t["input_scale"])[1] == t["softmax_shift"]
+
+
+def test_a_softmax_model_on_the_device_and_in_c(softmax_digits, tmp_path):
+    s = softmax_digits
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "repair", "calibrate", str(s["float"]), str(s["int8"]), "--data",
+                        str(s["calib"]), "--holdout", str(s["holdout"]), "--serial", "sim", "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["bit_exact"]["differ"] == 0
+    assert report["model_on_device"]["bit_exact_vs_python_reference"]["differ"] == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert not next(r for r in plan["repairs"] if r["repair"] == "temperature")["kept"]  # no logits from a device
+    params = (out / "c" / "tmlr_model_params.h").read_text()
+    assert "TMLR_MODEL_INPUT_IS_PROBABILITIES 1" in params and "SOFTMAX_MULT" not in params
+    assert not (out / "c" / "tmlr" / "src" / "tmlr_softmax_s8.c").exists()
+    build = subprocess.run(["make", "-s", "-f", str(out / "c" / "tmlrepair.mk"), "tmlr_model_selftest"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(tmp_path / "tmlr_model_selftest")], capture_output=True, text=True)
+    assert run.returncode == 0 and "0 failed" in run.stdout
+
+
+@pytest.mark.real
+def test_sww_thresholds_act_on_its_own_probabilities(tmp_path):
+    from repair.data import CalibrationSet
+    from .conftest import REAL
+
+    pair = load_pair(*real_model("sww"))
+    z = np.load(REAL / "data" / "sww_calibration_samples.npz")
+    x, y = z["specs"].astype(np.float32), z["labels"].astype(np.int64)
+    calib = CalibrationSet(x=x[0::2], y=y[0::2], source="sww even")
+    holdout = CalibrationSet(x=x[1::2], y=y[1::2], source="sww odd")
+    plan = fit_plan(pair, calib, holdout, repairs=("temperature", "vector_scaling", "class_thresholds"))
+    by = {r["repair"]: r for r in plan.repairs}
+    th = by["class_thresholds"]
+    assert max(th["integer"]["thresholds_q"]) < 127 and th["int_agreement"]["share"] == 1.0
+    assert th["holdout"]["rates"]["undecided"] < 0.5
+    m = by["temperature"]["holdout"]["metrics"]
+    assert m["ece_before"] < 0.25  # the model's own probabilities, not a softmax of them (that gave 0.38)

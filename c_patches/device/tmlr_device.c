@@ -156,7 +156,9 @@ static tmlr_status run_shim(tmlr_shim_params *s, const uint8_t *in, uint32_t cou
                 st = tmlr_class_affine_s8(logits, 1, k, s->in_zp, s->mult, s->shift, s->offset, s->out_zp, scaled);
                 logits = scaled;
             }
-            if (st == TMLR_OK) {
+            if (st == TMLR_OK && s->probabilities_in) {
+                memmove(probs, logits, (size_t)k); /* the model ends in its own Softmax: its output is the input */
+            } else if (st == TMLR_OK) {
                 st = tmlr_softmax_s8(logits, 1, k, s->sm_mult, s->sm_shift, s->sm_diff_min, probs);
             }
             if (st != TMLR_OK) {
@@ -232,7 +234,8 @@ static uint8_t parse_params(tmlr_shim_params *s, const uint8_t *p, uint32_t n)
         const uint32_t k = get_u16(p);
         s->has_affine = (uint8_t)(p[2] & 1u);
         s->has_thresholds = (uint8_t)((p[2] >> 1) & 1u);
-        if (k < 1 || k > TMLR_DEV_MAX_CLASSES || p[2] > 3u) {
+        s->probabilities_in = (uint8_t)((p[2] >> 2) & 1u);
+        if (k < 1 || k > TMLR_DEV_MAX_CLASSES || p[2] > 7u || (s->probabilities_in && s->has_affine)) {
             return TMLR_E_BAD_PARAMS;
         }
         s->num_classes = (int32_t)k;

@@ -81,7 +81,7 @@ typedef struct {
 typedef struct {
     uint32_t params_id; /* the host's id of the uploaded parameters; 0 = none */
     uint8_t kind;
-    uint8_t has_affine, has_thresholds;
+    uint8_t has_affine, has_thresholds, probabilities_in; /* probabilities_in: the model ends in its Softmax */
     int32_t num_classes;
     int32_t sm_mult, sm_shift, sm_diff_min;
     int32_t in_zp, out_zp;

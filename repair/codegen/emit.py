@@ -67,9 +67,13 @@ def _params_header(plan: RepairPlan, shim, P: str) -> str:
              "#endif\n",
              f"#define {P}_PLAN_SHA256 {c_string(plan.sha256())}\n", _names_block(plan, P)]
     if isinstance(shim, ClassifierShim):
-        parts.append(f"#define {P}_NUM_CLASSES {shim.num_classes}\n"
-                     f"#define {P}_SOFTMAX_MULT {shim.softmax[0]}\n#define {P}_SOFTMAX_SHIFT {shim.softmax[1]}\n"
-                     f"#define {P}_SOFTMAX_DIFF_MIN ({shim.softmax[2]})\n")
+        parts.append(f"#define {P}_NUM_CLASSES {shim.num_classes}\n")
+        if shim.softmax is None:
+            parts.append(f"/* the model ends in its own Softmax: {p}_run takes its int8 probabilities */\n"
+                         f"#define {P}_INPUT_IS_PROBABILITIES 1\n")
+        else:
+            parts.append(f"#define {P}_SOFTMAX_MULT {shim.softmax[0]}\n#define {P}_SOFTMAX_SHIFT {shim.softmax[1]}\n"
+                         f"#define {P}_SOFTMAX_DIFF_MIN ({shim.softmax[2]})\n")
         if shim.affine is not None:
             a = shim.affine
             parts.append(f"#define {P}_HAS_AFFINE 1\n#define {P}_AFFINE_IN_ZP ({a['input_zero_point']})\n"
@@ -107,8 +111,13 @@ def _shim_sources(plan: RepairPlan, shim, P: str) -> tuple[str, str]:
                      f"                              {p}_affine_shift, {p}_affine_offset, {P}_AFFINE_OUT_ZP, corrected);",
                      "    if (st != TMLR_OK) {\n        return st;\n    }"]
             src = "corrected"
-        body += [f"    st = tmlr_softmax_s8({src}, 1, {P}_NUM_CLASSES, {P}_SOFTMAX_MULT, {P}_SOFTMAX_SHIFT,",
-                 f"                         {P}_SOFTMAX_DIFF_MIN, probs);"]
+        if shim.softmax is None:
+            body += ["    int32_t c;", f"    for (c = 0; c < {P}_NUM_CLASSES; ++c) {{",
+                     f"        probs[c] = {src}[c]; /* the model's own Softmax output */", "    }",
+                     "    st = TMLR_OK;"]
+        else:
+            body += [f"    st = tmlr_softmax_s8({src}, 1, {P}_NUM_CLASSES, {P}_SOFTMAX_MULT, {P}_SOFTMAX_SHIFT,",
+                     f"                         {P}_SOFTMAX_DIFF_MIN, probs);"]
         if shim.thresholds is not None:
             body += ["    if (st != TMLR_OK) {\n        return st;\n    }",
                      "    if (decision == NULL) {\n        return TMLR_ERR_ARG;\n    }",
@@ -202,7 +211,7 @@ def _build_snippets(P: str, library: list[str]) -> tuple[str, str]:
 def library_sources(shim) -> list[str]:
     """The C library files (relative to c_patches/) the shim chain needs: nothing else is emitted."""
     if isinstance(shim, ClassifierShim):
-        src = ["tmlr_softmax_s8.c"] + (["tmlr_class_affine_s8.c"] if shim.affine is not None else []) + \
+        src = (["tmlr_softmax_s8.c"] if shim.softmax is not None else []) + (["tmlr_class_affine_s8.c"] if shim.affine is not None else []) + \
               (["tmlr_threshold_decide_s8.c"] if shim.thresholds is not None else [])
     else:
         src = ["tmlr_window_s16.c"] if shim.kind == "window" else []

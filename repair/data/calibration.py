@@ -214,7 +214,8 @@ def check_fits(data: CalibrationSet, pair, n_classes: int | None = None) -> Cali
         got = tuple(want)
     if len(got) != len(want) or any(not isinstance(w, str) and w != g for w, g in zip(want, got)):
         raise DataError(f"{data.source}: samples have shape {list(got)} but the model input {spec.name!r} takes "
-                        f"{list(want)} ({math.prod(w for w in want if isinstance(w, int))} values per sample)")
+                        f"{list(want)} ({math.prod(w for w in want if isinstance(w, int))} values per sample); "
+                        f"reshape x to (N, {', '.join(map(str, want))})")
     if data.x.dtype.kind != "f":
         raise DataError(f"{data.source}: x has dtype {data.x.dtype} but the float model takes {spec.dtype}; "
                         "give inputs as real values (dequantized), as the float model takes them")

@@ -92,8 +92,9 @@ def pack_params(shim: ClassifierShim | AnomalyShim, params_id: int) -> bytes:
         raise ValueError("params_id must be in 1 .. 2^32-1")
     if isinstance(shim, ClassifierShim):
         k = shim.num_classes
-        flags = (1 if shim.affine is not None else 0) | (2 if shim.thresholds is not None else 0)
-        out = struct.pack("<IBHBiii", params_id, KIND_CLASSIFIER, k, flags, *shim.softmax)
+        flags = ((1 if shim.affine is not None else 0) | (2 if shim.thresholds is not None else 0)
+                 | (4 if shim.softmax is None else 0))
+        out = struct.pack("<IBHBiii", params_id, KIND_CLASSIFIER, k, flags, *(shim.softmax or (0, 0, 0)))
         if shim.affine is not None:
             a = shim.affine
             out += struct.pack("<ii", a["input_zero_point"], a["output_zero_point"])

@@ -75,6 +75,9 @@ class _Lowering:
     def view(self, name: str, node) -> str:
         """The int8 tensor behind a float input of a compute node."""
         v = self.env.get(name)
+        if v is not None and v[0] == "dq_scaled":
+            self.fail(node, f"input {name!r} is dequantized with another scale than it was quantized with; only a "
+                            "Softmax may take such an input (a folded temperature)")
         if v is None or v[0] != "dq":
             self.fail(node, f"input {name!r} is not a dequantized int8 activation (only QDQ models are supported)")
         return v[1]
@@ -152,7 +155,14 @@ class _Lowering:
         v = self.env.get(x)
         if v is None or v[0] != "q":
             self.fail(node, f"dequantizes {x!r}, which is not an int8 tensor of the model")
-        self.env[node.output[0]] = ("dq", v[1])
+        t = self.tensors[v[1]]
+        s = float(scale.reshape(-1)[0])
+        if (zp is not None and int(zp.reshape(-1)[0]) != t.zero_point) or scale.size != 1:
+            self.fail(node, f"dequantizes {x!r} with other quantization parameters than it was quantized with")
+        if math.isclose(s, t.scale, rel_tol=1e-6):
+            self.env[node.output[0]] = ("dq", v[1])
+        else:  # a temperature folded into the input scale of a Softmax (repair.model_softmax); nothing else
+            self.env[node.output[0]] = ("dq_scaled", v[1], s)
 
     def _weights(self, name, node):
         c = self.env.get(name)
@@ -254,11 +264,13 @@ class _Lowering:
         self._pool(node, "maxpool", False)
 
     def op_Softmax(self, node):
-        x = self.view(node.input[0], node)
+        v = self.env.get(node.input[0])
+        scaled = v[2] if v is not None and v[0] == "dq_scaled" else None  # β·s folded into the input's scale
+        x = v[1] if scaled is not None else self.view(node.input[0], node)
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
         if axis not in (-1, len(self.tensors[x].shape)):
             self.fail(node, "Softmax must be over the last axis")
-        self.env[node.output[0]] = ("pending", _Pending("softmax", node, [x]))
+        self.env[node.output[0]] = ("pending", _Pending("softmax", node, [x], input_scale=scaled))
 
     def _layout(self, node, new_shape, op="reshape", **p):
         v = self.env.get(node.input[0])
@@ -335,7 +347,7 @@ class _Lowering:
             if not (math.isclose(scale, 1 / 256, rel_tol=1e-6) and zp == -128):
                 self.fail(node, f"Softmax output must be quantized with scale 1/256 and zero point -128 "
                                 f"(TFLite Micro's int8 softmax); it is {scale:.6g}, {zp}")
-            mult, shift, diff_min = fp.softmax_params(1.0, src.scale)
+            mult, shift, diff_min = fp.softmax_params(1.0, pend.p.get("input_scale") or src.scale)
             p, shape = {"mult": mult, "shift": shift, "diff_min": diff_min}, src.shape
         else:  # pragma: no cover - every _Pending op is handled above
             raise AssertionError(pend.op)
