@@ -83,41 +83,33 @@ def render_markdown(report: dict) -> str:
 
 
 def _bias_plot(report: dict) -> str:
-    rows = next((r["details"] for r in report["in_model"] if r["repair"] == "bias_correction"), None)
-    rows = [d for d in (rows or []) if "shift_rms" in d]
+    """The per-layer corrections of a bias correction the model kept (one that was not kept is not drawn)."""
+    entry = next((r for r in report["in_model"] if r["repair"] == "bias_correction" and r["kept"]), None)
+    rows = [d for d in (entry["details"] if entry else []) if "shift_rms" in d]
     if not rows:
         return ""
-    import matplotlib
+    from .drift.html import figure_png, new_figure, short
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .drift.html import figure_png
-
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(rows) + 2), 3.2))
+    fig, ax = new_figure(max(5, 0.5 * len(rows) + 2), 3.4)
     ax.bar(range(len(rows)), [d["units_max_abs"] for d in rows], color="#2c7fb8")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{k}:{d['op']}" for k, d in enumerate(rows)], rotation=60, fontsize=7)
+    ax.set_xticklabels([short(d["layer"]) for d in rows], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("largest correction (bias units)")
     ax.set_yscale("symlog")
-    ax.set_title("Sequential bias correction, layer by layer")
+    ax.set_ylim(0, 2 * max(max(d["units_max_abs"] for d in rows), 1))  # symlog autoscale can clip the tallest
+    ax.set_title("Sequential bias correction (kept), layer by layer")
     return "<h2>Bias correction per layer</h2>" + figure_png(fig)
 
 
 def _metric_plot(report: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .drift.html import figure_png
+    from .drift.html import figure_png, new_figure
 
     h = report["holdout"]
     if h["metric"] == "sqnr":
         labels, vals = ["int8", "repaired"], [h["sqnr_int8_db"], h["sqnr_repaired_db"]]
     else:
         labels, vals = ["float", "int8", "repaired"], [h["float"], h["int8"], h["repaired"]]
-    fig, ax = plt.subplots(figsize=(4.5, 3))
+    fig, ax = new_figure(4.5, 3)
     ax.bar(labels, vals, color=["#7f7f7f", "#c0392b", "#27ae60"][-len(vals):])
     lo = min(vals)
     ax.set_ylim(lo - 0.1 * abs(lo) - 0.01, max(vals) + 0.02 * abs(max(vals)) + 0.01)

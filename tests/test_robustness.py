@@ -504,3 +504,30 @@ def test_sww_thresholds_act_on_its_own_probabilities(tmp_path):
     assert th["holdout"]["rates"]["undecided"] < 0.5
     m = by["temperature"]["holdout"]["metrics"]
     assert m["ece_before"] < 0.25  # the model's own probabilities, not a softmax of them (that gave 0.38)
+
+
+# ----------------------------------------------------------------------------- 15. the HTML pages
+def test_html_reports_leave_the_callers_matplotlib_alone(tmp_path):
+    """No pyplot, no backend switch: a notebook keeps its own (the pages are drawn on bare Figures)."""
+    code = textwrap.dedent(f"""
+        import sys, matplotlib
+        matplotlib.use("pdf")
+        from repair import load_pair, load_calibration, measure_drift
+        from repair.drift.html import render_html
+        f = {str(task_files("digits")["float"])!r}; q = {str(task_files("digits")["int8"])!r}
+        page = render_html(measure_drift(load_pair(f, q), load_calibration({str(task_files("digits")["holdout"])!r})))
+        assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
+        assert "matplotlib.pyplot" not in sys.modules
+        assert page.count("data:image/png;base64") == 3 and "pw2_relu_out" in page
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_fit_report_plots_bias_correction_only_when_kept():
+    from repair.fit_report import _bias_plot
+
+    row = {"layer": "conv1", "op": "Conv", "shift_rms": 1.0, "units_max_abs": 5.0}
+    assert _bias_plot({"in_model": [{"repair": "bias_correction", "kept": False, "details": [row]}]}) == ""
+    assert "Bias correction per layer" in _bias_plot({"in_model": [{"repair": "bias_correction", "kept": True,
+                                                                      "details": [row]}]})

@@ -10,36 +10,44 @@ from .render import output_lines
 from .report import DriftReport
 
 
-def figure_png(fig) -> str:
-    import matplotlib.pyplot as plt
+def new_figure(width: float, height: float, cols: int = 1):
+    """A matplotlib Figure and its axes, without pyplot: no global state, no backend switch in the caller's
+    process (a notebook keeps its own); PNG rendering goes through Agg inside ``savefig``."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots(1, cols)
+
+
+def figure_png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _sqnr_bars(report: DriftReport) -> str:
-    import matplotlib.pyplot as plt
+def short(name: str, width: int = 22) -> str:
+    """A tensor or layer name for a tick label: its last ``width`` characters."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
 
+
+def _sqnr_bars(report: DriftReport) -> str:
     ts = report.tensors
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ts) + 2), 3.6))
+    fig, ax = new_figure(max(6, 0.4 * len(ts) + 2), 4.2)
     vals = [min(t["sqnr_db"], 80.0) for t in ts]
     worst = sorted(vals)[: max(1, len(vals) // 5)]
     colors = ["#c0392b" if v <= worst[-1] else "#2c7fb8" for v in vals]
     ax.bar(range(len(ts)), vals, color=colors)
     ax.set_xticks(range(len(ts)))
-    ax.set_xticklabels([f"{t['order']}:{t['op']}" for t in ts], rotation=70, fontsize=7)
+    ax.set_xticklabels([f"{t['order']} {short(t['float_name'])}" for t in ts], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("SQNR (dB, capped at 80)")
-    ax.set_title("Per-tensor SQNR in graph order (red: worst fifth)")
+    ax.set_title("Per-tensor SQNR in graph order, by float tensor (red: worst fifth)")
     return figure_png(fig)
 
 
 def _reliability(out: dict) -> str:
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), sharey=True)
+    fig, axes = new_figure(8.5, 3.6, cols=2)
     for ax, name in zip(axes, ("float", "int8")):
         rel = out[f"reliability_{name}"]
         n = len(rel["count"])
@@ -47,37 +55,39 @@ def _reliability(out: dict) -> str:
         mask = np.asarray(rel["count"]) > 0
         ax.bar(centers[mask], np.asarray(rel["accuracy"])[mask], width=1 / n, edgecolor="k", alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
         ax.set_title(f"{name}: ECE {out[f'ece_{name}']:.4f}")
         ax.set_xlabel("confidence (15 bins)")
-    axes[0].set_ylabel("accuracy")
+        ax.set_ylabel("accuracy")
     axes[0].legend(fontsize=7, loc="upper left")
     return figure_png(fig)
 
 
 def _confusions(out: dict) -> str:
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    fig, axes = new_figure(9, 4.2, cols=2)
     for ax, name in zip(axes, ("float", "int8")):
         m = np.asarray(out[f"confusion_{name}"])
-        ax.imshow(m, cmap="Blues")
+        ax.imshow(m, cmap="Blues", vmin=0)
         k = len(m)
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
         if k <= 12:
+            dark = m > m.max() / 2  # white counts on the dark cells, dark counts on the light ones
             for i in range(k):
                 for j in range(k):
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6)
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if dark[i, j] else "#222")
         ax.set_title(f"confusion, {name}")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
     return figure_png(fig)
 
 
 def render_html(report: DriftReport) -> str:
     """One page: provenance, output metrics, plots, the worst-first tensor table, unmatched tensors."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     e = html.escape
     prov, p = report.provenance, report.pairing
     parts = [
