@@ -20,7 +20,8 @@ typedef enum {
     TMLR_LAYER_ADD = 6,       /* TFLM int8 Add, equal shapes */
     TMLR_LAYER_SOFTMAX = 7,   /* over the last axis (rows of out_w) */
     TMLR_LAYER_TRANSPOSE = 8, /* up to 4 axes */
-    TMLR_LAYER_RESHAPE = 9    /* a copy when the arena offsets differ */
+    TMLR_LAYER_RESHAPE = 9,   /* a copy when the arena offsets differ */
+    TMLR_LAYER_AVGPOOL_TFLM = 10 /* TFLM AVERAGE_POOL_2D: equal in/out quantization, raw sum / count rounded */
 } tmlr_layer_op;
 
 typedef struct {

@@ -123,6 +123,30 @@ static void pool(const tmlr_layer *l, const int8_t *x, int8_t *y, int is_max)
     }
 }
 
+/* TFLM's int8 AVERAGE_POOL_2D (reference_integer_ops::AveragePool, CMSIS-NN arm_avgpool_s8): the raw int8 values
+ * summed (the zero point is not subtracted: input and output share scale and zero point), then divided by the
+ * window size rounding half away from zero with C truncation, and clamped to the activation range. */
+static void avgpool_tflm(const tmlr_layer *l, const int8_t *x, int8_t *y)
+{
+    const int32_t count = l->kh * l->kw;
+    for (int32_t c = 0; c < l->out_c; c++) {
+        const int8_t *xc = x + (size_t)c * (size_t)(l->in_h * l->in_w);
+        for (int32_t oy = 0; oy < l->out_h; oy++) {
+            for (int32_t ox = 0; ox < l->out_w; ox++) {
+                int32_t acc = 0;
+                for (int32_t ky = 0; ky < l->kh; ky++) {
+                    for (int32_t kx = 0; kx < l->kw; kx++) {
+                        acc += xc[(oy * l->sh + ky) * l->in_w + ox * l->sw + kx];
+                    }
+                }
+                acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                acc = acc < l->act_min ? l->act_min : (acc > l->act_max ? l->act_max : acc);
+                y[(c * l->out_h + oy) * l->out_w + ox] = (int8_t)acc;
+            }
+        }
+    }
+}
+
 static void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8_t *y)
 {
     for (int32_t i = 0; i < l->size; i++) {
@@ -193,6 +217,9 @@ tmlr_status tmlr_net_run(const tmlr_net *net, const int8_t *input, int8_t *outpu
         }
         case TMLR_LAYER_TRANSPOSE:
             transpose(l, x, y);
+            break;
+        case TMLR_LAYER_AVGPOOL_TFLM:
+            avgpool_tflm(l, x, y);
             break;
         case TMLR_LAYER_RESHAPE:
             if (x != y) {

@@ -94,7 +94,7 @@ def emit_model_c(prog: IntProgram, *, title: str = "model") -> str:
             w = p["weights"]
             f.update(kh=w.shape[2], kw=w.shape[3], sh=p["strides"][0], sw=p["strides"][1], dh=p["dilations"][0],
                      dw=p["dilations"][1], pad_t=p["pads"][0], pad_l=p["pads"][1], group=p["group"])
-        if layer.op in ("avgpool", "maxpool"):
+        if layer.op in ("avgpool", "maxpool", "avgpool_tflm"):
             f.update(kh=p["kernel"][0], kw=p["kernel"][1], sh=p["strides"][0], sw=p["strides"][1])
         if layer.op == "add":
             f.update(mult1=p["mult1"], shift1=p["shift1"], mult2=p["mult2"], shift2=p["shift2"])

@@ -330,6 +330,8 @@ class _Lowering:
             real = src.scale / (scale * kh * kw) if pend.op == "avgpool" else src.scale / scale
             m, s = _multiplier(real, node.name)
             p = {"kernel": (kh, kw), "strides": (sh, sw), "mult": [m], "shift": [s]}
+            if pend.op == "avgpool" and math.isclose(src.scale, scale, rel_tol=1e-6) and src.zero_point == zp:
+                pend.op = "avgpool_tflm"  # TFLite's AVERAGE_POOL_2D form: TFLM averages the raw values
             shape = (src.shape[0], ho, wo) if len(src.shape) == 3 else (src.shape[0], wo)
         elif pend.op == "requant":
             m, s = _multiplier(src.scale / scale, node.name)

@@ -6,6 +6,9 @@ dropped, ONNX layouts kept: NCHW, or NCL for 1-D). Arithmetic is TFLite Micro's 
     conv, fc:  acc = b_c + Σ (x − z_x) · w           (int32; weights symmetric, zero point 0; padding adds 0)
                y = clamp(z_y + requantize(acc, M_c, n_c), act_min, act_max),  M_c · 2^(n_c − 31) ≈ s_x s_w,c / s_y
     avgpool:   acc = Σ_window (x − z_x);  y = clamp(z_y + requantize(acc, M, n)), M·2^(n−31) ≈ s_x / (s_y · count)
+               (input and output quantized differently, as onnxruntime's quantizer leaves a pooling layer)
+    avgpool_tflm: TFLM's AVERAGE_POOL_2D, input and output sharing scale and zero point: acc = Σ_window x (raw,
+               zero point not subtracted), y = clamp((acc ± count/2) / count) with C truncation (half away from 0)
     maxpool:   m = max_window x;  y = clamp(z_y + requantize(m − z_x, M, n)),  M·2^(n−31) ≈ s_x / s_y
     requant:   y = clamp(z_y + requantize(x − z_x, M, n))  (a change of scale, or a standalone ReLU/Clip)
     add:       TFLM's int8 Add: both inputs (x − z)·2^20 rescaled by s_i / (2 max(s_1, s_2)), summed, rescaled by
@@ -26,7 +29,8 @@ import numpy as np
 
 from .. import fixedpoint as fp
 
-OPS = ("conv", "fc", "avgpool", "maxpool", "requant", "add", "softmax", "transpose", "reshape")  # tmlr_layer_op 1..9
+OPS = ("conv", "fc", "avgpool", "maxpool", "requant", "add", "softmax", "transpose", "reshape",
+       "avgpool_tflm")  # tmlr_layer_op 1..10
 ADD_LEFT_SHIFT = 20
 
 
@@ -145,6 +149,15 @@ def _avgpool(layer, args, tensors):
     return _finish(_windows(args[0] - p["in_zp"], p, np.sum), p)
 
 
+def _avgpool_tflm(layer, args, tensors):
+    """TFLM reference_integer_ops::AveragePool / CMSIS-NN arm_avgpool_s8 (see the module docstring)."""
+    p = layer.p
+    n = p["kernel"][0] * p["kernel"][1]
+    acc = _windows(args[0], p, np.sum)
+    q = np.where(acc > 0, (acc + n // 2) // n, -((n // 2 - acc) // n))
+    return np.clip(q, p["act_min"], p["act_max"])
+
+
 def _maxpool(layer, args, tensors):
     p = layer.p
     return _finish(_windows(args[0], p, np.max) - p["in_zp"], p)
@@ -178,4 +191,4 @@ def _reshape(layer, args, tensors):
 
 
 _KERNELS = {"conv": _conv, "fc": _fc, "avgpool": _avgpool, "maxpool": _maxpool, "requant": _requant, "add": _add,
-            "softmax": _softmax, "transpose": _transpose, "reshape": _reshape}
+            "softmax": _softmax, "transpose": _transpose, "reshape": _reshape, "avgpool_tflm": _avgpool_tflm}
