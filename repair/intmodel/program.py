@@ -62,9 +62,13 @@ class IntProgram:
     input: str
     output: str
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """int8 input [N, *input shape] → int8 output [N, *output shape], exactly as the C kernels compute."""
+    def run(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
+        """int8 input [N, *input shape] → int8 output [N, *output shape], exactly as the C kernels compute.
+
+        Runs ``batch`` samples at a time: the intermediate tensors then stay in cache (4× faster on digits)."""
         x = np.asarray(x)
+        if len(x) > batch:
+            return np.concatenate([self.run(x[i:i + batch], batch) for i in range(0, len(x), batch)])
         n = len(x)
         values = {self.input: x.reshape(n, *self.tensors[self.input].shape).astype(np.int64)}
         for layer in self.layers:
@@ -82,24 +86,30 @@ class IntProgram:
         return total
 
 
-def requantize_channels(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, axis: int) -> np.ndarray:
-    """requantize with one (M, n) per index along ``axis`` of acc."""
-    out = np.empty_like(acc, dtype=np.int64)
-    acc = np.moveaxis(acc, axis, 0)
-    view = np.moveaxis(out, axis, 0)
-    for c in range(acc.shape[0]):
-        view[c] = fp.requantize(acc[c], int(mult[c]), int(shift[c]))
-    return out
-
-
 def _finish(acc, p, axis=1) -> np.ndarray:
-    """z_y + requantize(acc), clamped to [act_min, act_max]."""
-    mult, shift = np.asarray(p["mult"]), np.asarray(p["shift"])
-    if mult.size == 1:
-        y = fp.requantize(acc, int(mult[0]), int(shift[0]))
+    """z_y + requantize(acc), clamped to [act_min, act_max]. ``acc`` holds integers (int64, or a float array of
+    exact integers): requantized in float64 where that is exact (``fp.requantize_float``), else in int64."""
+    mult, shift = np.asarray(p["mult"], np.int64), np.asarray(p["shift"], np.int64)
+    if mult.size > 1:
+        shape = [1] * acc.ndim
+        shape[axis] = -1
+        mult, shift = mult.reshape(shape), shift.reshape(shape)
     else:
-        y = requantize_channels(acc, mult, shift, axis)
-    return np.clip(y + p["out_zp"], p["act_min"], p["act_max"])
+        mult, shift = mult.reshape(()), shift.reshape(())
+    y = fp.requantize_float(acc, mult, shift)
+    if y is None:
+        y = fp.requantize_array(np.asarray(acc).astype(np.int64), mult, shift)
+    return np.clip(y + p["out_zp"], p["act_min"], p["act_max"]).astype(np.int64)
+
+
+def exact_float_dtype(taps: int) -> type:
+    """The float type whose BLAS computes an integer dot product of ``taps`` terms exactly.
+
+    |x − z_x| ≤ 255 and |w| ≤ 127 (int8, symmetric), so |Σ| ≤ taps · 32385: float32 holds every integer below 2^24
+    exactly (taps ≤ 518), float64 below 2^53 (taps < 2.7·10^11). Every partial sum is such an integer, so no
+    rounding happens at any step, whatever order the BLAS adds in.
+    """
+    return np.float32 if taps * 255 * 127 < (1 << 24) else np.float64
 
 
 def _conv(layer, args, tensors):
@@ -108,28 +118,37 @@ def _conv(layer, args, tensors):
     n = len(x)
     if x.ndim == 3:  # 1-D: (N, C, L) as (N, C, 1, L)
         x = x[:, :, None, :]
-    w = p["weights"].astype(np.int64)  # (Cout, Cin/g, kh, kw)
+    w = p["weights"]  # (Cout, Cin/g, kh, kw)
     cout, cg, kh, kw = w.shape
     g = p["group"]
+    dt = exact_float_dtype(cg * kh * kw)
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = p["strides"], p["dilations"], p["pads"]
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    xp = np.pad(x.astype(dt), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     ho = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
     wo = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
-    xg = xp.reshape(n, g, cg, xp.shape[2], xp.shape[3])
-    wg = w.reshape(g, cout // g, cg, kh, kw)
-    acc = np.zeros((n, g, cout // g, ho, wo), np.int64)
+    wf = w.astype(dt)
+    depthwise = cg == 1 and cout == g
+    acc = np.zeros((n, cout, ho, wo), dt)
     for ky in range(kh):
         for kx in range(kw):
-            patch = xg[:, :, :, ky * dh: ky * dh + sh * (ho - 1) + 1: sh, kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
-            acc += np.einsum("ngchw,goc->ngohw", patch, wg[:, :, :, ky, kx])
-    acc = acc.reshape(n, cout, ho, wo) + np.asarray(p["bias"], np.int64)[None, :, None, None]
+            patch = xp[:, :, ky * dh: ky * dh + sh * (ho - 1) + 1: sh, kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
+            if g == 1:  # channels contracted by BLAS: (Cout, Cin) x (N, Cin, H·W)
+                acc += np.einsum("oc,nchw->nohw", wf[:, :, ky, kx], patch, optimize=True)
+            elif depthwise:
+                acc += patch * wf[None, :, 0, ky, kx, None, None]
+            else:
+                pg = patch.reshape(n, g, cg, ho, wo)
+                acc += np.einsum("ngchw,goc->ngohw", pg, wf[:, :, ky, kx].reshape(g, cout // g, cg),
+                                 optimize=True).reshape(n, cout, ho, wo)
+    acc = acc.astype(np.float64) + np.asarray(p["bias"], np.float64)[None, :, None, None]  # exact: all < 2^53
     return _finish(acc, p, axis=1)
 
 
 def _fc(layer, args, tensors):
     p = layer.p
     x = args[0].reshape(len(args[0]), -1) - p["in_zp"]
-    acc = x @ p["weights"].astype(np.int64).T + np.asarray(p["bias"], np.int64)
+    dt = exact_float_dtype(x.shape[1])
+    acc = (x.astype(dt) @ p["weights"].astype(dt).T).astype(np.float64) + np.asarray(p["bias"], np.float64)
     return _finish(acc, p, axis=1)
 
 
