@@ -61,6 +61,15 @@ class FitContext:
         self.float_of_tensor = {p.int8_name: p.float_name for p in tmap.pairs}
         self.tensor_unpaired = {u.int8_name: u.reason for u in tmap.unmatched}
 
+    def on_subset(self, index: np.ndarray) -> "FitContext":
+        """The same models and tensor pairing over the calibration samples ``index`` (a cross-validation fold),
+        with its own float caches; no second pairing pass."""
+        sub = object.__new__(FitContext)
+        sub.__dict__.update(self.__dict__)
+        sub.calib_x = self.calib_x[index]
+        sub._float_cache = {}
+        return sub
+
     @property
     def batch(self) -> int:
         return min(self.batch_size, self.pair.max_batch or self.batch_size)

@@ -96,6 +96,21 @@ class QdqModel:
         twin.equalized = {k: v.copy() for k, v in self.equalized.items()}
         return twin
 
+    def numbers(self) -> dict[tuple[int, int], tuple]:
+        """Every constant a node reads, by (node position, input position): what the model computes with,
+        whatever the initializers are named (an edit may give a tensor a new name)."""
+        out = {}
+        for k, node in enumerate(self.model.graph.node):
+            for j, name in enumerate(node.input):
+                if name in self.inits:
+                    a = self.inits[name]
+                    out[(k, j)] = (a.dtype.str, a.shape, a.tobytes())
+        return out
+
+    def differs_from(self, other: "QdqModel") -> bool:
+        """Whether this model computes with other numbers (or nodes) than ``other``."""
+        return len(self.model.graph.node) != len(other.model.graph.node) or self.numbers() != other.numbers()
+
     def channel_divisor(self, key: str, n: int) -> np.ndarray:
         """What the float counterpart of a layer's pre-activation or of an activation is divided by (1s if not
         equalized), length ``n``."""
