@@ -68,6 +68,7 @@ class FitContext:
         sub.__dict__.update(self.__dict__)
         sub.calib_x = self.calib_x[index]
         sub._float_cache = {}
+        sub._parent, sub._index = self, np.asarray(index)
         return sub
 
     @property
@@ -147,15 +148,28 @@ class FitContext:
 
     # ------------------------------------------------------------------ float reductions (cached)
     def float_channel_means(self, names: list[str], axes: dict[str, int]) -> dict[str, np.ndarray]:
-        """Per-sample, per-channel means of float tensors on calib: name → (samples, channels)."""
+        """Per-sample, per-channel means of float tensors on calib: name → (samples, channels). A fold's
+        context takes its rows from the whole split's (one float pass for all folds)."""
+        if getattr(self, "_parent", None) is not None:
+            return {n: m[self._index] for n, m in self._parent.float_channel_means(names, axes).items()}
         return self._reduce("means", names, lambda a, n: channel_view(a, axes[n]).mean(axis=2),
                             lambda parts: np.concatenate(parts))
 
     def float_channel_ranges(self, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per-channel (min, max) of float tensors on calib (channels on axis 1; 1-D per-sample: axis 1 too)."""
-        return self._reduce("ranges", names, lambda a, n: (channel_view(a, 1).min(axis=(0, 2)),
-                                                            channel_view(a, 1).max(axis=(0, 2))),
-                            lambda parts: (np.min([p[0] for p in parts], 0), np.max([p[1] for p in parts], 0)))
+        """Per-channel (min, max) of float tensors on calib (channels on axis 1; 1-D per-sample: axis 1 too),
+        reduced from per-sample ranges, so that a fold's context reuses the whole split's float pass."""
+        if getattr(self, "_parent", None) is not None:
+            per = self._parent._sample_ranges(names)
+        else:
+            per = self._sample_ranges(names)
+        idx = getattr(self, "_index", slice(None))
+        return {n: (lo[idx].min(axis=0), hi[idx].max(axis=0)) for n, (lo, hi) in per.items()}
+
+    def _sample_ranges(self, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-sample, per-channel (min, max): name → ((samples, channels), (samples, channels))."""
+        return self._reduce("sample_ranges", names, lambda a, n: (channel_view(a, 1).min(axis=2),
+                                                                   channel_view(a, 1).max(axis=2)),
+                            lambda parts: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
 
     def float_values(self, name: str, divisor: np.ndarray | None = None) -> np.ndarray:
         """A seeded uniform sample (≤ VALUE_SAMPLE) of a float tensor's values on calib, plus its extremes;

@@ -137,20 +137,22 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     bar = Progress(enabled=progress, label="in-model repairs ")
     for name in wanted:
         bar.start(len(folds) + 1, name)
+        trial = qm.copy()
+        rows = _FIT[name](ctx, trial)
+        bar.advance(1)
+        changed = trial.differs_from(qm)  # decided from the model, not from a message
         trials, fold_after = [], []
         for k, ((_, held), sub) in enumerate(zip(folds, fold_ctx)):
+            if not changed:  # nothing to decide: the folds are not fitted
+                break
             t = fold_models[k].copy()
             _FIT[name](sub, t)
             trials.append(t)
             fold_after.append(score(t.to_model(), held)[0] if t.differs_from(fold_models[k]) else fold_before[k])
             bar.advance(1)
-        trial = qm.copy()
-        rows = _FIT[name](ctx, trial)
-        bar.advance(1)
         bar.finish()
-        changed = trial.differs_from(qm)  # decided from the model, not from a message
         after, after_sqnr = score(trial.to_model(), None, on_holdout=True) if changed else (best_metric, best_sqnr)
-        cv = cv_decision(fold_before, fold_after)
+        cv = cv_decision(fold_before, fold_after) if changed else None
         kept = changed and cv["beats_noise"]
         if not changed:
             reason = "fitting changed nothing in the model"
@@ -159,7 +161,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
                       f"over {len(folds)} calibration folds; holdout {_fmt(metric, best_metric)} → "
                       f"{_fmt(metric, after)} (reported, not used to decide)")
         entries.append({"repair": name, "stage": "in_model", "kept": bool(kept), "reason": reason,
-                        "cross_validation": cv, "judged_on": judge.judged_on,
+                        **({"cross_validation": cv} if cv else {}), "judged_on": judge.judged_on,
                         "holdout": {"metric": metric, "before": best_metric, "after": after,
                                     "sqnr_before_db": best_sqnr, "sqnr_after_db": after_sqnr},
                         "details": rows})

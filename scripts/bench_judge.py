@@ -1,0 +1,124 @@
+"""The integer program as the judge: ORT-simulated vs integer-program numbers, the keep rule before and after,
+and `tmlrepair fit` wall time, old and new code in one run.
+
+    python scripts/bench_judge.py [--baseline da3ded3] [--runs 3]
+
+For each bundled task: the naive int8 model and the repaired one (this code's `fit`), each scored two ways on
+the holdout — onnxruntime's float simulation of QDQ (how tmlrepair judged before) and the integer program (what
+TFLM and the device compute) — and which in-model repairs each version keeps: the baseline decided on the
+holdout with onnxruntime, this code by 3-fold cross-validation on the calibration split with the program.
+The baseline runs from a temporary git worktree of ``--baseline``. Wall time: `tmlrepair fit` on digits,
+``--runs`` runs each, old and new alternating; median. One machine (2 shared cores): read ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("digits", "motions", "ecg")
+
+SCORE = r"""
+import json, sys
+import numpy as np
+from repair import load_calibration, load_pair
+from repair.drift.measure import anomaly_scores, detect_task
+from repair.intmodel import lower
+from repair.metrics import auroc
+from repair.models import QuantParams
+from repair.models.pair import ort_session
+import onnx
+task, float_path, int8_path, repaired, holdout = sys.argv[1:6]
+pair = load_pair(float_path, int8_path)
+h = load_calibration(holdout)
+kind = detect_task(pair)
+def metric(out):
+    out = out.reshape(len(h.x), -1)
+    return float((out.argmax(1) == h.y).mean()) if kind == "classifier" else auroc(anomaly_scores(kind, h.x, out), h.y)
+res = {}
+for label, model in (("naive", onnx.load(int8_path)), ("repaired", onnx.load(repaired))):
+    sess = ort_session(model)
+    name = sess.get_inputs()[0].name
+    feed = pair.int8_feed({pair.float.inputs[0].name: h.x})[name]
+    out = sess.run(None, {name: feed})[0]
+    out = pair.int8_output_to_float(0, out) if np.issubdtype(out.dtype, np.integer) else out
+    prog = lower(model)
+    tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
+    q = QuantParams(tin.scale, tin.zero_point, "int8").quantize(h.x).reshape(len(h.x), -1)
+    pout = (prog.run(q).astype(np.float64) - tout.zero_point) * tout.scale
+    res[label] = {"ort": metric(np.asarray(out, np.float64)), "program": metric(pout)}
+print(json.dumps(res))
+"""
+
+
+def fit(code: Path, task: str, out: Path) -> tuple[float, dict]:
+    d = ROOT / "datasets" / task
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "repair", "fit", str(d / "float.onnx"), str(d / "int8.onnx"), "--data",
+                        str(d / "calib.npz"), "--holdout", str(d / "holdout.npz"), "-o", str(out), "--force",
+                        "--no-progress"], capture_output=True, text=True, env=env, cwd=code)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"fit failed in {code}: {r.stderr}")
+    return wall, json.loads((out / "plan.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", default="da3ded3", help="git revision of the code to compare with")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(old), args.baseline],
+                       check=True)
+        try:
+            print(f"| task | int8 model | ORT-simulated | integer program | kept (baseline: holdout, ORT) | "
+                  f"kept (now: 3-fold CV on calib, program) |\n|---|---|---|---|---|---|")
+            for task in TASKS:
+                plans = {}
+                for label, code in (("old", old), ("new", ROOT)):
+                    _, plans[label] = fit(code, task, Path(tmp) / f"{label}-{task}")
+                d = ROOT / "datasets" / task
+                env = {**os.environ, "PYTHONPATH": str(ROOT)}
+                rows = {}
+                for label in ("old", "new"):
+                    r = subprocess.run([sys.executable, "-c", SCORE, task, str(d / "float.onnx"), str(d / "int8.onnx"),
+                                        str(Path(tmp) / f"{label}-{task}" / "repaired_int8.onnx"),
+                                        str(d / "holdout.npz")], capture_output=True, text=True, env=env)
+                    rows[label] = json.loads(r.stdout)
+                kept = {k: ", ".join(e["repair"] for e in p["in_model"]["repairs"] if e["kept"]) or "none"
+                        for k, p in plans.items()}
+                fmt = (lambda v: f"{100 * v:.1f}%") if task != "ecg" else (lambda v: f"{v:.4f}")
+                n = rows["new"]["naive"]
+                print(f"| {task} | naive | {fmt(n['ort'])} | {fmt(n['program'])} | | |")
+                for label in ("old", "new"):
+                    r = rows[label]["repaired"]
+                    print(f"| {task} | repaired by the {'baseline' if label == 'old' else 'new'} fit | {fmt(r['ort'])} | "
+                          f"{fmt(r['program'])} | {kept['old'] if label == 'old' else ''} | "
+                          f"{kept['new'] if label == 'new' else ''} |")
+            walls: dict[str, list[float]] = {"old": [], "new": []}
+            for _ in range(args.runs):
+                for label, code in (("old", old), ("new", ROOT)):
+                    walls[label].append(fit(code, "digits", Path(tmp) / f"time-{label}")[0])
+            mo, mn = statistics.median(walls["old"]), statistics.median(walls["new"])
+            print(f"\n`tmlrepair fit` on digits, median of {args.runs}: baseline {args.baseline} {mo:.2f} s, "
+                  f"now {mn:.2f} s ({mn / mo:.2f}×)")
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
