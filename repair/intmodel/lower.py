@@ -425,6 +425,10 @@ class _Lowering:
 
 def lower(model: onnx.ModelProto | str) -> IntProgram:
     """The integer program of an int8 QDQ model (see module docstring); ModelError names what is unsupported."""
+    name = "the int8 model" if isinstance(model, onnx.ModelProto) else str(model)
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
-    return _Lowering(model).run()
+    try:
+        return _Lowering(model).run()
+    except ModelError as e:
+        raise ModelError(f"{name}: {e}") from None
