@@ -79,3 +79,14 @@ def test_c_kernels_on_the_host_equal_tflm(name, tmp_path):
     assert run.returncode == 0
     got = np.frombuffer(run.stdout, np.int8).reshape(len(x), -1)
     np.testing.assert_array_equal(got, tflm_outputs(tflite, x))
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", list(MODELS))
+def test_program_lowered_from_the_tflite_itself_equals_tflm(name):
+    """The .tflite front end (no ONNX in between): the same file TFLM runs, lowered to the program."""
+    from repair.intmodel.tflite import lower_tflite
+
+    tflite, _, x = _case(name)
+    got = lower_tflite(tflite).run(x.reshape(len(x), -1)).reshape(len(x), -1)
+    np.testing.assert_array_equal(got, tflm_outputs(tflite, x))
