@@ -77,10 +77,11 @@ def choose_metric(task: str) -> str:
 def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
                  repairs: tuple[str, ...] | None = None, metric: str | None = None, batch_size: int = 256,
                  check_weights: bool = True, progress: bool = False, n_folds: int = 3,
-                 seed: int = 0) -> InModelResult:
+                 seed: int = 0, judge: str = "program") -> InModelResult:
     """Fit the in-model repairs of ``pair.int8`` on ``calib``; keep those whose gain, cross-validated on
     ``n_folds`` folds of ``calib`` and measured on the integer program, beats its fold-to-fold noise.
-    ``holdout`` is only reported on.
+    ``holdout`` is only reported on. ``judge``: "program" (the device's arithmetic) or "onnxruntime" (its float
+    simulation, for comparisons).
 
     ``metric``: "accuracy" | "auroc" | "sqnr" (default: accuracy for classifiers, AUROC otherwise).
     ``check_weights``: refuse a pair whose layers hold unrelated weights (repairing toward another network).
@@ -114,7 +115,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     xc = calib.x.astype(np.float32)
     xh = holdout.x.astype(np.float32)
     ctx = FitContext(pair, xc, batch_size=batch_size, check_weights=check_weights)
-    judge = ModelJudge(pair, ctx)
+    judge = ModelJudge(pair, ctx, judge)
     ref_c, ref_h = (ctx.outputs(pair.float.proto, x, int8=False) for x in (xc, xh))
 
     decide_by = decision_metric(metric, calib)

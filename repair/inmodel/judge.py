@@ -20,9 +20,20 @@ from .context import FitContext
 PROGRAM = "integer program (TFLite Micro arithmetic, as the device computes)"
 
 
+JUDGES = ("program", "onnxruntime")
+
+
 class ModelJudge:
-    def __init__(self, pair: ModelPair, ctx: FitContext):
+    """``judge="program"`` (the default, what the device computes) or ``"onnxruntime"`` (its float simulation of
+    QDQ: for comparisons, and the fallback for a model the program cannot express)."""
+
+    def __init__(self, pair: ModelPair, ctx: FitContext, judge: str = "program"):
         self.pair, self.ctx = pair, ctx
+        if judge not in JUDGES:
+            raise ValueError(f"judge must be one of {JUDGES}")
+        if judge == "onnxruntime":
+            self.judged_on = "onnxruntime's float simulation of QDQ (asked for)"
+            return
         try:
             lower(pair.int8.proto)
             self.judged_on = PROGRAM
