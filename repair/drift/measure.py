@@ -16,6 +16,7 @@ import numpy as np
 from ..data import CalibrationSet, check_fits
 from ..errors import DataError
 from ..models import ModelPair, build_tensor_map
+from ..intmodel.runner import COMPUTED_BY, ProgramRunner
 from ..progress import Progress
 from .. import metrics as M
 from .report import SCHEMA, DriftReport
@@ -46,7 +47,7 @@ def anomaly_scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "auto", task: str = "auto",
                   batch_size: int = 256, bootstrap: int = 200, seed: int = 0, check_weights: bool = True,
-                  progress: Progress | None = None, return_outputs: bool = False):
+                  progress: Progress | None = None, return_outputs: bool = False, int8_runtime: str = "program"):
     """Measure how far ``pair.int8`` departs from ``pair.float`` on ``data``.
 
     Per paired tensor: SQNR, cosine, MAE, max abs error, per-channel mean error,
@@ -54,6 +55,9 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     bootstrap 95 % interval), KL divergence (classifier); score shift and AUROC
     (reconstruction/score). ``check_weights=False`` measures a pair whose layers hold
     different weights (refused by default: see ``build_tensor_map``) and flags it.
+    ``int8_runtime``: "program" (default: the int8 tensors as the device computes them, the integer program,
+    bit-exact with TFLite Micro) or "onnxruntime" (its float simulation of QDQ, to compare with ORT's tools);
+    QOperator models and models the program cannot express always run on onnxruntime, and the report says which.
 
     Returns the ``DriftReport``; with ``return_outputs``, ``(report, {"float": …, "int8": …})``
     holding what the pass collected per sample — dequantized outputs (classifier, tensor) or
@@ -80,7 +84,13 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     # does not: ORT's QDQ fusions change int8 results by up to 3 LSB (ic_resnet8) depending
     # on which tensors are exposed, and a measurement must not depend on what it looks at.
     f_sess = pair.float.session(f_names, optimize=True)
-    q_sess = pair.int8.session(q_names)
+    # the int8 side as the device computes it (the integer program); onnxruntime's float simulation of QDQ
+    # only where the program cannot express the model (QOperator, an op outside its set), and labelled so
+    if int8_runtime not in ("program", "onnxruntime"):
+        raise ValueError("int8_runtime must be 'program' or 'onnxruntime'")
+    program = (None if pair.int8.index.is_qoperator or int8_runtime == "onnxruntime" else
+               ProgramRunner.for_pair(pair))
+    q_sess = pair.int8.session(q_names) if program is None else None
     stats = [TensorStats(p.quant, p.channel_axis) for p in tmap.pairs]
     f_pos = {n: i for i, n in enumerate(f_names)}
     q_pos = {n: i for i, n in enumerate(q_names)}
@@ -103,7 +113,9 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     def infer():
         for _, xb in data.batches(batch_size):
             feed = {in_name: xb}
-            yield xb, f_sess.run(list(f_names), feed), q_sess.run(list(q_names), pair.int8_feed(feed))
+            q_out = (program.run(xb, list(q_names)) if program is not None else
+                     q_sess.run(list(q_names), pair.int8_feed(feed)))
+            yield xb, f_sess.run(list(f_names), feed), q_out
 
     bar.start(len(data), "samples")
     _overlapped(infer(), fold)
@@ -129,7 +141,10 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
                  "weight_mismatches": len(tmap.weight_mismatches)},
         provenance={"models": pair.to_dict(), "data": data.summary(),
                     "settings": {"batch_size": batch_size, "bootstrap": bootstrap, "seed": seed,
-                                 "strategy": strategy, "task": task, "check_weights": check_weights}},
+                                 "strategy": strategy, "task": task, "check_weights": check_weights},
+                    "int8_computed_by": COMPUTED_BY if program is not None else
+                    "onnxruntime's float simulation of QDQ" + (" (asked for)" if int8_runtime == "onnxruntime" else
+                                                               " (the integer program cannot express this model)")},
     )
     return (report, {"float": yf_all, "int8": yq_all}) if return_outputs else report
 

@@ -98,7 +98,9 @@ class _Lowering:
             raise ModelError(f"the output {self.g.output[0].name!r} does not end in a QuantizeLinear: not an int8 model")
         if self.input_name is None:
             raise ModelError("the model's input is never quantized: not an int8 model")
-        return IntProgram(self.tensors, self.layers, self.input_name, out[1])
+        aliases = {name: v[1] for name, v in self.env.items() if v[0] in ("q", "dq")}
+        aliases[self.g.output[0].name] = out[1]
+        return IntProgram(self.tensors, self.layers, self.input_name, out[1], aliases)
 
     def _register_int8_input(self):
         """An int8 graph input: its scale and zero point are those of the first DequantizeLinear it reaches

@@ -61,6 +61,28 @@ class IntProgram:
     layers: list[Layer]
     input: str
     output: str
+    #: names the source model gives its int8 tensors (ONNX QuantizeLinear outputs, the graph output) → tensors here
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def run_tensors(self, x: np.ndarray, names: list[str], batch: int = 64) -> dict[str, np.ndarray]:
+        """int8 values [N, *shape] of the tensors ``names`` (program names or the source model's aliases) on the
+        int8 input ``x``: what the device holds in each, for per-layer drift and on-device diagnosis."""
+        x = np.asarray(x)
+        keys = {n: self.aliases.get(n, n) for n in names}
+        missing = [n for n, k in keys.items() if k not in self.tensors]
+        if missing:
+            raise KeyError(f"not tensors of the program: {missing[:3]}")
+        parts: dict[str, list] = {n: [] for n in names}
+        for i in range(0, len(x), batch):
+            xb = x[i:i + batch]
+            n = len(xb)
+            values = {self.input: xb.reshape(n, *self.tensors[self.input].shape).astype(np.int64)}
+            for layer in self.layers:
+                out = _KERNELS[layer.op](layer, [values[j] for j in layer.inputs], self.tensors)
+                values[layer.output] = out.reshape(n, *self.tensors[layer.output].shape)
+            for name, key in keys.items():
+                parts[name].append(values[key].astype(np.int8))
+        return {name: np.concatenate(v) for name, v in parts.items()}
 
     def run(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
         """int8 input [N, *input shape] → int8 output [N, *output shape], exactly as the C kernels compute.
