@@ -25,7 +25,7 @@ from . import fixedpoint as fp
 from . import metrics as M
 from .data import CalibrationSet, check_fits
 from .drift.measure import anomaly_scores, detect_task
-from .errors import DataError
+from .errors import DataError, ModelError
 from .model_softmax import find_model_softmax, fold_temperature, int8_logits, temperature_params
 from .models import ModelPair
 from .plan import RepairPlan
@@ -37,8 +37,29 @@ CLASSIFIER_REPAIRS = ("temperature", "vector_scaling", "class_thresholds")
 ANOMALY_REPAIRS = ("score_threshold", "window_boundary")
 
 
-def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=None) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 model's (or ``model``'s, an edited copy) first output on ``x``: (dequantized float, the integers)."""
+def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=None,
+                 runtime: str = "program") -> tuple[np.ndarray, np.ndarray]:
+    """The int8 model's (or ``model``'s, an edited copy) first output on ``x``: (dequantized float, the integers).
+
+    ``runtime="program"``: as the device computes it (the integer program, bit-exact with TFLite Micro), or
+    onnxruntime's float simulation of QDQ where the program cannot express the model; ``"onnxruntime"``: always
+    onnxruntime (to compare a device with it)."""
+    quant = pair.int8.outputs[0].quant
+    if quant is None:
+        raise DataError("the int8 model's output has no per-tensor QuantizeLinear: its integers are unknown")
+    if runtime == "program" and not pair.int8.index.is_qoperator:
+        from .intmodel import lower
+        from .intmodel.runner import ProgramRunner
+
+        try:
+            runner = ProgramRunner(pair, lower(model if model is not None else pair.int8.proto))
+        except ModelError:
+            runner = None
+        if runner is not None:
+            q = runner.program.run_tensors(runner.input_quant.quantize(np.asarray(x)).reshape(len(x), -1),
+                                           [runner.program.output])[runner.program.output]
+            q = q.reshape(len(x), *pair.int8.outputs[0].shape).astype(np.int64)
+            return quant.dequantize(q).astype(np.float64), q
     if model is None:
         sess = pair.int8.session(())
     else:
@@ -49,9 +70,6 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=No
     name = pair.float.inputs[0].name
     outs = [sess.run(None, pair.int8_feed({name: x[i:i + batch]}))[0] for i in range(0, len(x), batch)]
     raw = np.concatenate(outs)
-    quant = pair.int8.outputs[0].quant
-    if quant is None:
-        raise DataError("the int8 model's output has no per-tensor QuantizeLinear: its integers are unknown")
     if np.issubdtype(raw.dtype, np.integer):
         return quant.dequantize(raw).astype(np.float64), raw.astype(np.int64)
     # float output written by a final DequantizeLinear: re-quantizing recovers its integers exactly
@@ -61,12 +79,12 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=No
 def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *, repairs: tuple[str, ...] | None = None,
              target_far: float = 0.01, anomaly_far: float = 0.1, anomaly_boundary: str = "threshold",
              window: int = 32, raw_outputs: tuple[np.ndarray, np.ndarray] | None = None,
-             source: str = "onnxruntime", in_model: bool = False, metric: str | None = None,
+             source: str = "integer program", in_model: bool = False, metric: str | None = None,
              check_weights: bool = True, progress: bool = False) -> RepairPlan:
     """Fit the repairs that apply to ``pair``'s task; return the plan with holdout results.
 
     ``raw_outputs``: the int8 output integers on calib and holdout as a device produced them (``calibrate``);
-    by default onnxruntime runs the int8 model. ``source`` says which, in the plan's provenance.
+    by default the integer program runs the int8 model (the device's arithmetic). ``source`` says which, in the plan's provenance.
     ``in_model``: run the in-model repairs first (all of them unless ``repairs`` names some); ``metric``,
     ``check_weights`` and ``progress`` go to ``fit_in_model``. Without labels (``metric="sqnr"``) only the
     in-model repairs are fitted.
@@ -126,7 +144,7 @@ def _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly
                                                   **_provenance(pair, calib, holdout, "repaired_int8.onnx")})
     raw = tuple(int8_outputs(pair, d.x, model=result.model)[1] for d in (calib, holdout))
     plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, raw,
-                      "repaired_int8.onnx (onnxruntime)", model=result.model)
+                      "repaired_int8.onnx (integer program)", model=result.model)
     if plan.task == "classifier" and "model_softmax" not in plan.provenance:
         z = pair.int8.outputs[0].quant.dequantize(raw[1]).astype(np.float64)
         result.holdout["accuracy_with_after_model"] = float((calibrated_probs(plan.repairs, z).argmax(1) ==

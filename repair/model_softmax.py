@@ -53,8 +53,18 @@ def find_model_softmax(pair: ModelPair) -> ModelSoftmax | None:
 
 
 def int8_logits(pair: ModelPair, sm: ModelSoftmax, x: np.ndarray, batch_size: int = 256, model=None) -> np.ndarray:
-    """The int8 logits feeding the model's Softmax on float inputs ``x`` (integers, one row per sample)."""
+    """The int8 logits feeding the model's Softmax on float inputs ``x`` (integers, one row per sample), as the
+    integer program computes them (onnxruntime where the program cannot express the model)."""
+    from .errors import ModelError
     from .inmodel.context import session
+    from .intmodel import lower
+    from .intmodel.runner import ProgramRunner
+
+    try:
+        runner = ProgramRunner(pair, lower(model if model is not None else pair.int8.proto))
+        return runner.run(x, [sm.logits])[0].reshape(len(x), -1).astype(np.int64)
+    except (ModelError, KeyError):
+        pass
 
     sess = session(model if model is not None else pair.int8.proto, [sm.logits])
     name = pair.float.inputs[0].name

@@ -56,7 +56,7 @@ def raw_outputs(link: DeviceLink, hello: Hello, pair: ModelPair, data: Calibrati
     Returns {"z": dequantized, "q": integers, "source": text, and with a device model: "inputs", "host_q"
     (onnxruntime's integers, for device-vs-host drift), "model_ticks", "recoveries"}.
     """
-    z_host, q_host = int8_outputs(pair, data.x)
+    z_host, q_host = int8_outputs(pair, data.x, runtime="onnxruntime")  # the device is compared with ORT too
     if not hello.has_model:
         return {"z": z_host, "q": q_host, "source": "onnxruntime (shim-only firmware)"}
     x = device_inputs(pair, data, hello)
