@@ -17,12 +17,12 @@ _LAZY = {
     "CalibrationSet": "repair.data",
     "measure_drift": "repair.drift",
     "DriftReport": "repair.drift",
-    "fit_plan": "repair.fitting",
-    "fit_scores": "repair.score_fitting",
-    "load_scores": "repair.scores",
-    "RepairPlan": "repair.plan",
+    "fit_plan": "repair.plan.fit",
+    "fit_scores": "repair.plan.fit_scores",
+    "load_scores": "repair.data.scores",
+    "RepairPlan": "repair.plan.plan",
     "emit": "repair.codegen.emit",
-    "run_check": "repair.check",
+    "run_check": "repair.check.gate",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -21,11 +21,11 @@ def main() -> None:
     ap.add_argument("--task", default="digits")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    from repair.check import Tolerances, run_check
+    from repair.check.gate import Tolerances, run_check
     from repair.data import load_calibration
     from repair.drift import measure_drift
-    from repair.fitting import fit_plan
     from repair.models import load_pair
+    from repair.plan.fit import fit_plan
 
     d = ROOT / "datasets" / args.task
     holdout = load_calibration(d / "holdout.npz")

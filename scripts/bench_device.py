@@ -23,7 +23,7 @@ from repair.device import protocol as P
 from repair.device.framing import encode_frame
 from repair.device.stream import ShimStream
 from repair.device.targets import QEMU_INSTRUCTIONS_PER_TICK, open_link
-from repair.shims import AnomalyShim, ClassifierShim
+from repair.plan.shims import AnomalyShim, ClassifierShim
 
 
 def shims(rng):

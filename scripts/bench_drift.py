@@ -49,9 +49,12 @@ def bare_pass(pair_paths, x: np.ndarray, batch: int, int8_optimized: bool = True
 
 
 def qdq_debug(float_path: Path, int8_path: Path, name: str, x: np.ndarray, batch: int) -> dict | None:
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     class Reader:
         def __init__(self):

@@ -29,9 +29,9 @@ import onnxruntime as ort
 from repair.data import CalibrationSet, load_calibration, random_in_range
 from repair.drift.measure import anomaly_scores, detect_task
 from repair.errors import TmlrepairError
-from repair.inmodel import IN_MODEL_REPAIRS, fit_in_model
 from repair.metrics import auroc
 from repair.models import load_pair
+from repair.repairs.in_model import IN_MODEL_REPAIRS, fit_in_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_datasets import quantize  # noqa: E402  (the bundled models' own quantize_static call)

@@ -33,7 +33,7 @@ import json, sys
 import numpy as np
 from repair import load_calibration, load_pair
 from repair.drift.measure import anomaly_scores, detect_task
-from repair.intmodel import lower
+from repair.program import lower
 from repair.metrics import auroc
 from repair.models import QuantParams
 from repair.models.pair import ort_session
@@ -84,8 +84,8 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(old), args.baseline],
                        check=True)
         try:
-            print(f"| task | int8 model | ORT-simulated | integer program | kept (baseline: holdout, ORT) | "
-                  f"kept (now: 3-fold CV on calib, program) |\n|---|---|---|---|---|---|")
+            print("| task | int8 model | ORT-simulated | integer program | kept (baseline: holdout, ORT) | "
+                  "kept (now: 3-fold CV on calib, program) |\n|---|---|---|---|---|---|")
             for task in TASKS:
                 plans = {}
                 for label, code in (("old", old), ("new", ROOT)):

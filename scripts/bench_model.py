@@ -18,9 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from repair import fixedpoint as fp
-from repair.device.targets import QEMU_INSTRUCTIONS_PER_TICK, build, model_source, open_link
-from repair.intmodel import lower
-from repair.shims import AnomalyShim, ClassifierShim
+from repair.device.targets import (
+    QEMU_INSTRUCTIONS_PER_TICK,
+    build,
+    model_source,
+    open_link,
+)
+from repair.plan.shims import AnomalyShim, ClassifierShim
+from repair.program import lower
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny" / "models"

@@ -2,7 +2,7 @@
 
     python scripts/eval_reference_device.py
 
-The device (repair.intmodel: integer requantization per layer, TFLM/CMSIS-NN arithmetic) and onnxruntime's
+The device (repair.program: integer requantization per layer, TFLM/CMSIS-NN arithmetic) and onnxruntime's
 QDQ path (dequantize → float op → QuantizeLinear, graph optimisations off) round differently at every layer.
 For each bundled model (its holdout split) and MLPerf Tiny's int8 models (200 random int8 inputs, as no
 data ships with them here): the share of output values equal and within 1 LSB, the worst difference, and
@@ -20,8 +20,8 @@ import onnxruntime as ort
 
 from repair.data import load_calibration
 from repair.errors import ModelError
-from repair.intmodel import lower
 from repair.models.graph import QuantParams
+from repair.program import lower
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny" / "models"

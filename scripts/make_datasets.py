@@ -209,8 +209,13 @@ def train(model, x, y, loss_fn, epochs: int, lr: float, batch: int = 64):
 def quantize(float_path: Path, int8_path: Path, calib_x: np.ndarray, input_name: str, **options) -> None:
     """Quantize as users usually do: quantize_static, QDQ, per-tensor, MinMax, int8 (``options`` override
     quantize_static's arguments, e.g. per_channel=True: ``scripts/bench_inmodel.py`` uses it for the peers)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -63,8 +63,13 @@ def make_float_model(path: Path, *, kernel: int = 3, channels: int = 4, seed: in
 def quantize_model(float_path: Path, int8_path: Path, x: np.ndarray, input_name: str = "x",
                    fmt: str = "QDQ", per_channel: bool = False) -> Path:
     """quantize_static the way users do: per-tensor MinMax int8, QDQ (or QOperator)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from repair import fixedpoint as fp
-from repair.shims import AnomalyShim, ClassifierShim
+from repair.plan.shims import AnomalyShim, ClassifierShim
 
 
 def classifier_shim(rng, k: int = 10, affine: bool = True, thresholds: bool = True) -> ClassifierShim:

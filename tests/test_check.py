@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from repair.cli import main
 from repair.data import load_calibration
-from repair.fitting import fit_plan
 from repair.models import load_pair
+from repair.plan.fit import fit_plan
 
 from .conftest import quantize_model, task_files
 

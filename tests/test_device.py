@@ -12,16 +12,25 @@ import numpy as np
 import pytest
 import serial
 
-from .conftest import ROOT, task_files
-from .device_helpers import FaultyPort, classifier_shim, window_shim, window_stream
 from repair.device import protocol as P
-from repair.device.framing import Deframer, FrameError, cobs_decode, cobs_encode, crc16, decode_frame, encode_frame
+from repair.device.framing import (
+    Deframer,
+    FrameError,
+    cobs_decode,
+    cobs_encode,
+    crc16,
+    decode_frame,
+    encode_frame,
+)
 from repair.device.journal import Journal
 from repair.device.link import DeviceLink, Timeouts
 from repair.device.stream import ShimStream
 from repair.device.targets import open_link
 from repair.errors import DataError, DeviceError
-from repair.shims import AnomalyShim
+from repair.plan.shims import AnomalyShim
+
+from .conftest import ROOT, task_files
+from .device_helpers import FaultyPort, classifier_shim, window_shim, window_stream
 
 FAST = Timeouts(inter_byte=0.04, reply=0.1, overall=20.0)
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,

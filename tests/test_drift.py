@@ -23,9 +23,12 @@ def _pair_and_data(task, split="holdout"):
 
 def test_sqnr_matches_qdq_loss_debug_within_0_1_db(tmp_path):
     """Our per-tensor SQNR on an ORT-quantized pair equals qdq_loss_debug's float-vs-QDQ error."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     pair, data = _pair_and_data("digits", "calib")
     data = CalibrationSet(x=data.x[:200], y=data.y[:200], source="calib[:200]")
@@ -103,7 +106,7 @@ def test_channel_mean_error_is_the_mean_of_float_minus_int8():
     r = measure_drift(pair, data)
     t = next(t for t in r.tensors if t["float_name"] == "conv1_relu_out")
     f = pair.float.session(("conv1_relu_out",)).run(["conv1_relu_out"], {"imu": data.x})[0]
-    from repair.intmodel.runner import ProgramRunner
+    from repair.program.runner import ProgramRunner
 
     k = ProgramRunner.for_pair(pair).run(data.x, [t["int8_name"]])[0]  # the int8 tensor as the device computes it
     expect = (f.astype(np.float64) - (k.astype(np.float64) - t["zero_point"]) * t["scale"]).mean(axis=(0, 2))

@@ -14,8 +14,8 @@ from repair.cli import main
 from repair.codegen import cnames
 from repair.codegen.emit import emit
 from repair.data import load_calibration
-from repair.fitting import fit_plan
 from repair.models import load_pair
+from repair.plan.fit import fit_plan
 
 from .conftest import task_files
 

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from repair.cli import main
 from repair.data import load_calibration
-from repair.fitting import fit_plan
 from repair.models import load_pair
-from repair.plan import RepairPlan
+from repair.plan.fit import fit_plan
+from repair.plan.plan import RepairPlan
 
 from .conftest import TASKS, task_files
 

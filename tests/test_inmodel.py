@@ -15,12 +15,18 @@ from click.testing import CliRunner
 from repair.cli import main
 from repair.data import CalibrationSet, load_calibration, random_in_range
 from repair.errors import DataError, ModelError, PairError
-from repair.inmodel import QdqModel, fit_in_model
-from repair.inmodel.bias_correction import bias_correction, correct_layer
-from repair.inmodel.context import FitContext, channel_view
-from repair.inmodel.equalization import _in_multiplier, _in_ranges, _out_ranges, equalize, range_params
-from repair.inmodel.thresholds import fit_thresholds
 from repair.models import load_pair
+from repair.repairs.in_model import QdqModel, fit_in_model
+from repair.repairs.in_model.bias_correction import bias_correction, correct_layer
+from repair.repairs.in_model.context import FitContext, channel_view
+from repair.repairs.in_model.equalization import (
+    _in_multiplier,
+    _in_ranges,
+    _out_ranges,
+    equalize,
+)
+from repair.repairs.in_model.qdq import range_params
+from repair.repairs.in_model.thresholds import fit_thresholds
 
 from .conftest import make_float_model, quantize_model, real_model, task_files
 
@@ -171,7 +177,7 @@ def test_equalization_keeps_the_float_function_and_evens_ranges(digits):
 
 
 def test_in_multiplier_maps_grouped_channels():
-    from repair.inmodel.qdq import Layer
+    from repair.repairs.in_model.qdq import Layer
 
     class Fake:
         def __init__(self, shape):
@@ -219,8 +225,8 @@ def test_digits_recovers_most_of_the_gap_and_the_model_still_runs_everywhere(dig
     out = sess.run(None, {"image": holdout.x.astype(np.float32)})[0]
     assert (out.argmax(1) == holdout.y).mean() >= h["int8"] + 0.7 * (h["float"] - h["int8"]) - 0.01
     # the reference device's integer kernels run the repaired model too
-    from repair.intmodel import lower
     from repair.models.graph import QuantParams
+    from repair.program import lower
 
     path = tmp_path / "repaired.onnx"
     path.write_bytes(res.model.SerializeToString())

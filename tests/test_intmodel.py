@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from repair.data import load_calibration
 from repair.device.targets import build, model_source, open_link
 from repair.errors import ModelError
-from repair.intmodel import lower
 from repair.models.graph import QuantParams
+from repair.program import lower
 
 from .conftest import ROOT, TASKS, real_model, task_files
 from .test_device import needs_qemu
@@ -69,8 +69,8 @@ def test_c_model_equals_the_python_integer_reference_on_the_cortex_m4(name, task
 def test_c_model_under_sanitizers():
     prog, xq = _inputs(str(real_model("kws_dscnn")[1]), None, n=8)
     exe = build("posix", model_sources=(model_source(prog, "kws"),), extra_flags=SANITIZE)
-    from repair.device.protocol import INFER
     from repair.device.framing import decode_frame, encode_frame
+    from repair.device.protocol import INFER
 
     stream = b"".join(encode_frame(INFER, i, x.tobytes()) for i, x in enumerate(xq))
     proc = subprocess.run([str(exe)], input=stream, capture_output=True, timeout=120)
@@ -85,8 +85,8 @@ def test_agreement_with_onnxruntime_is_measured(task, min_top1):
     """The integer kernels round once per layer where onnxruntime's QDQ path rounds in float: outputs differ
     by a few LSB at most, and the decisions almost never (measured figures in docs/reference_device.md)."""
     from repair.device.session import device_vs_host
-    from repair.fitting import int8_outputs
     from repair.models import load_pair
+    from repair.plan.fit import int8_outputs
 
     files = task_files(task)
     pair = load_pair(files["float"], files["int8"])

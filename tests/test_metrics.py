@@ -72,7 +72,9 @@ def test_as_probabilities_keeps_distributions_and_softmaxes_logits():
 @given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=50),
        st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=50))
 def test_sqnr_matches_qdq_loss_debug_formula(a, b):
-    from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio
+    from onnxruntime.quantization.qdq_loss_debug import (
+        compute_signal_to_quantization_noice_ratio,
+    )
 
     n = min(len(a), len(b))
     x, y = np.array(a[:n]), np.array(b[:n])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 from setuptools import find_packages
 
 from .conftest import ROOT

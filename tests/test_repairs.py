@@ -9,8 +9,14 @@ import pytest
 
 from repair import metrics as M
 from repair.errors import DataError
-from repair.repairs import (ClassThresholds, ScoreThreshold, TemperatureScaling, VectorScaling, WindowBoundary,
-                            from_dict)
+from repair.repairs import (
+    ClassThresholds,
+    ScoreThreshold,
+    TemperatureScaling,
+    VectorScaling,
+    WindowBoundary,
+    from_dict,
+)
 
 from .conftest import REAL
 

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from .conftest import ROOT, real_model, task_files
 from repair import fit_plan, load_calibration, load_pair
 from repair.cli import main
 from repair.device import protocol as P
 from repair.device.link import Timeouts
 from repair.device.targets import open_link
 from repair.errors import DeviceError
+
+from .conftest import ROOT, real_model, task_files
 
 FAST = Timeouts(inter_byte=0.04, reply=0.1, overall=5.0)
 
@@ -154,12 +155,12 @@ def test_prefix_in_the_printed_command_is_the_file_names(digits_plan_json, tmp_p
 
 # ------------------------------------------------------------------------------------ 10. exit codes
 def test_an_internal_error_exits_3_with_the_traceback_saved(monkeypatch, tmp_path):
-    import repair.info
+    import repair.cli.info
 
     def broken(*a, **k):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(repair.info, "describe", broken)
+    monkeypatch.setattr(repair.cli.info, "describe", broken)
     f = task_files("digits")
     r = CliRunner().invoke(main, ["info", str(f["float"]), str(f["int8"])])
     assert r.exit_code == 3 and "internal error: ZeroDivisionError: boom" in r.stderr
@@ -404,7 +405,12 @@ def softmax_digits(tmp_path_factory):
     TFLite quantizes a Softmax output (scale 1/256, zero point −128)."""
     import onnx
     from onnx import helper, numpy_helper
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     d = tmp_path_factory.mktemp("softmax_digits")
     f = task_files("digits")
@@ -438,8 +444,8 @@ def softmax_digits(tmp_path_factory):
 
 def test_a_softmax_model_gets_no_second_softmax(softmax_digits):
     from repair import fixedpoint as fp
-    from repair.intmodel import lower
-    from repair.shims import shim_from_plan
+    from repair.plan.shims import shim_from_plan
+    from repair.program import lower
 
     s = softmax_digits
     pair = load_pair(s["float"], s["int8"])
@@ -491,6 +497,7 @@ def test_a_softmax_model_on_the_device_and_in_c(softmax_digits, tmp_path):
 @pytest.mark.real
 def test_sww_thresholds_act_on_its_own_probabilities(tmp_path):
     from repair.data import CalibrationSet
+
     from .conftest import REAL
 
     pair = load_pair(*real_model("sww"))
@@ -526,7 +533,7 @@ def test_html_reports_leave_the_callers_matplotlib_alone(tmp_path):
 
 
 def test_the_fit_report_plots_bias_correction_only_when_kept():
-    from repair.fit_report import _bias_plot
+    from repair.plan.report import _bias_plot
 
     row = {"layer": "conv1", "op": "Conv", "shift_rms": 1.0, "units_max_abs": 5.0}
     assert _bias_plot({"in_model": [{"repair": "bias_correction", "kept": False, "details": [row]}]}) == ""

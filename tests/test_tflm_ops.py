@@ -1,5 +1,5 @@
 """Per-operator property test: random single-operator int8 .tflite models (tests/tflite_builder.py) through TFLite
-Micro's interpreter and through the integer program lowered from the same file (repair.intmodel.tflite):
+Micro's interpreter and through the integer program lowered from the same file (repair.program.lower_tflite):
 every output equal. ``TMLR_TFLM_CASES`` sets the number of models (default 400; 1,200 for the full run)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("tflite_micro", reason="tflite-micro (TFLM's interpreter) is not installed")
 
-from repair.intmodel.tflite import lower_tflite  # noqa: E402
+from repair.program.lower_tflite import lower_tflite  # noqa: E402
 
 from .tflite_builder import KINDS, random_op_model  # noqa: E402
 
@@ -52,6 +52,7 @@ def test_bad_tflite_input_is_named(tmp_path):
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as S
 
     from repair.errors import ModelError
+
     from .conftest import REAL
     from .tflite_builder import ModelBuilder
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from repair.device.targets import model_source
-from repair.intmodel import lower
+from repair.program import lower
 
 from .conftest import REAL, ROOT
 
@@ -85,7 +85,7 @@ def test_c_kernels_on_the_host_equal_tflm(name, tmp_path):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_program_lowered_from_the_tflite_itself_equals_tflm(name):
     """The .tflite front end (no ONNX in between): the same file TFLM runs, lowered to the program."""
-    from repair.intmodel.tflite import lower_tflite
+    from repair.program.lower_tflite import lower_tflite
 
     tflite, _, x = _case(name)
     got = lower_tflite(tflite).run(x.reshape(len(x), -1)).reshape(len(x), -1)
@@ -99,8 +99,8 @@ def test_a_repair_that_helps_under_onnxruntime_but_hurts_on_the_program_is_not_k
     holdout, so the old rule (holdout, onnxruntime, strict improvement) kept it; the integer program — what TFLM
     and the device compute — says it hurts on the folds, and it is not kept."""
     from repair.data import random_in_range
-    from repair.inmodel import fit_in_model
     from repair.models import load_pair
+    from repair.repairs.in_model import fit_in_model
 
     from .conftest import real_model
 
@@ -119,7 +119,7 @@ def test_a_repair_that_helps_under_onnxruntime_but_hurts_on_the_program_is_not_k
 def test_the_emulated_cortex_m4_equals_tflm(name):
     """The reference firmware built from the .tflite's program, on QEMU mps2-an386, against TFLM."""
     from repair.device.targets import open_link
-    from repair.intmodel.tflite import lower_tflite
+    from repair.program.lower_tflite import lower_tflite
 
     from .test_device import needs_qemu
 

@@ -9,7 +9,7 @@ banner; the same plan always gives the same bytes):
   version, and the model's names as escaped string literals (never raw, never in comments);
 * ``PREFIX_shim.h`` / ``PREFIX_shim.c`` — one call that runs the plan's chain;
 * ``PREFIX_selftest.c`` — vectors and expected outputs computed by the Python reference
-  (``repair.shims``); it prints ``N passed, M failed`` and exits non-zero on any mismatch;
+  (``repair.plan.shims``); it prints ``N passed, M failed`` and exits non-zero on any mismatch;
 * ``tmlrepair.mk`` and ``tmlrepair.cmake`` — a Makefile fragment and a CMake snippet.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import write_files
-from ..plan import RepairPlan
-from ..shims import ClassifierShim, shim_from_plan
+from ..plan.plan import RepairPlan
+from ..plan.shims import ClassifierShim, shim_from_plan
 from ..resources import c_library_dir as library_dir
 from .cnames import c_identifier, c_string, check_prefix
 
@@ -144,7 +144,7 @@ def _shim_sources(plan: RepairPlan, shim, P: str) -> tuple[str, str]:
 def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
     p = P.lower()
     rng = np.random.default_rng(seed)
-    head = (_banner(plan, "tmlrepair shim self-test: expected outputs from the Python reference (repair.shims).")
+    head = (_banner(plan, "tmlrepair shim self-test: expected outputs from the Python reference (repair.plan.shims).")
             + f'#include <stdio.h>\n\n#include "{p}_params.h"\n#include "{p}_shim.h"\n\n')
     if isinstance(shim, ClassifierShim):
         k = shim.num_classes

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data import CalibrationSet
-from ..drift.measure import anomaly_scores, detect_task
-from ..fitting import fit_plan
 from ..models import ModelPair
-from ..plan import RepairPlan
+from ..models.task import anomaly_scores, detect_task
+from ..plan.fit import fit_plan
+from ..plan.plan import RepairPlan
+from ..plan.shims import ClassifierShim, shim_from_plan
 from ..repairs import ScoreThreshold
-from ..shims import ClassifierShim, shim_from_plan
 from . import session as S
 from .link import DeviceLink
 
@@ -47,7 +47,7 @@ def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, hold
                   *, repairs: tuple[str, ...] | None = None, target_far: float = 0.01, anomaly_far: float = 0.1,
                   anomaly_boundary: str = "threshold", window: int = 32, resume: bool = False, program=None,
                   instructions_per_tick: int | None = None, progress=None) -> DeviceRun:
-    """``program``: the integer program the device's firmware was built from (repair.intmodel), to check the
+    """``program``: the integer program the device's firmware was built from (repair.program), to check the
     device's model bit for bit; ``instructions_per_tick``: for QEMU -icount, to report instructions."""
     hello = link.hello()
     rc = S.raw_outputs(link, hello, pair, calib, phase="calib-raw", journal_dir=out_dir, resume=resume,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..shims import AnomalyShim, ClassifierShim
+from ..plan.shims import AnomalyShim, ClassifierShim
 
 PROTOCOL_VERSION = 1
 
@@ -87,7 +87,7 @@ def parse_hello(p: bytes) -> Hello:
 
 
 def pack_params(shim: ClassifierShim | AnomalyShim, params_id: int) -> bytes:
-    """SET_PARAMS payload for a plan's shim chain (repair.shims)."""
+    """SET_PARAMS payload for a plan's shim chain (repair.plan.shims)."""
     if not 0 < params_id < 2 ** 32:
         raise ValueError("params_id must be in 1 .. 2^32-1")
     if isinstance(shim, ClassifierShim):

@@ -12,11 +12,11 @@ import numpy as np
 
 from .. import metrics as M
 from ..data import CalibrationSet
-from ..drift.measure import anomaly_scores, detect_task
 from ..errors import DeviceError
-from ..fitting import int8_outputs
 from ..models import ModelPair
-from ..shims import ClassifierShim
+from ..models.task import anomaly_scores, detect_task
+from ..plan.fit import int8_outputs
+from ..plan.shims import ClassifierShim
 from .journal import Journal
 from .link import DeviceLink
 from .protocol import Hello
@@ -108,7 +108,7 @@ def run_on_device(link: DeviceLink, hello: Hello, shim, plan_sha256: str, values
 
 
 def bit_exact(device: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict:
-    """Samples where any device output differs from the Python reference (repair.shims)."""
+    """Samples where any device output differs from the Python reference (repair.plan.shims)."""
     n = len(next(iter(reference.values())))
     differ = np.zeros(n, bool)
     for k, want in reference.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DeviceError
-from ..shims import AnomalyShim, ClassifierShim
+from ..plan.shims import AnomalyShim, ClassifierShim
 from . import protocol as P
 from .journal import Journal
 from .link import DeviceLink
@@ -29,7 +29,7 @@ def shim_inputs(shim: ClassifierShim | AnomalyShim, raw: np.ndarray) -> np.ndarr
     """What SHIM carries for ``raw``: int8 logits as they are, anomaly scores quantized to int16."""
     if isinstance(shim, ClassifierShim):
         return np.asarray(raw, np.int64).reshape(-1, shim.num_classes)
-    from ..repairs.score_threshold import quantize_scores
+    from ..repairs.after_model.score_threshold import quantize_scores
 
     return quantize_scores(np.asarray(raw, np.float64), shim.score_scale).astype(np.int64)
 

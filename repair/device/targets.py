@@ -149,8 +149,8 @@ def start_qemu(elf: Path, *, timeout: float = 10.0) -> Process:
 
 
 def model_source(program, title: str) -> Path:
-    """The C of an int8 program (repair.intmodel), written once under the cache, named by its content."""
-    from ..intmodel.emit_c import emit_model_c
+    """The C of an int8 program (repair.program), written once under the cache, named by its content."""
+    from ..codegen.model_c import emit_model_c
 
     text = emit_model_c(program, title=title)
     path = cache_dir() / "models" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.c"

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data import CalibrationSet, check_fits
 from ..errors import DataError
 from ..models import check_one_network, load_pair
-from ..plan import RepairPlan
+from ..plan.plan import RepairPlan
 from . import session as S
 from .calibrate import DeviceRun, judge_on_device
 from .link import DeviceLink

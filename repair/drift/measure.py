@@ -9,40 +9,19 @@ activations, never the whole set's.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from .. import metrics as M
 from ..data import CalibrationSet, check_fits
 from ..errors import DataError
 from ..models import ModelPair, build_tensor_map
-from ..intmodel.runner import COMPUTED_BY, ProgramRunner
+from ..models.task import anomaly_scores, detect_task
+from ..program.runner import COMPUTED_BY, ProgramRunner
 from ..progress import Progress
-from .. import metrics as M
 from .report import SCHEMA, DriftReport
 from .stats import TensorStats
 
 TASKS = ("auto", "classifier", "reconstruction", "score", "tensor")
-
-
-def detect_task(pair: ModelPair) -> str:
-    """classifier (K ≥ 2 outputs per sample), reconstruction (output shape = input shape), score, or tensor."""
-    out, inp = pair.float.outputs[0].shape, pair.float.inputs[0].shape
-    if out == inp and len(out) >= 1:
-        return "reconstruction"
-    size = math.prod(d for d in out if isinstance(d, int)) if out else 1
-    if size == 1:
-        return "score"
-    if len(out) == 1:
-        return "classifier"
-    return "tensor"
-
-
-def anomaly_scores(task: str, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Anomaly score per sample: mean squared reconstruction error, or the model's scalar output."""
-    if task == "reconstruction":
-        return ((x.astype(np.float64) - out.astype(np.float64)) ** 2).reshape(len(x), -1).mean(axis=1)
-    return out.reshape(len(out), -1)[:, 0].astype(np.float64)
 
 
 def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "auto", task: str = "auto",

@@ -59,7 +59,7 @@ class DriftReport:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             schema = d.get("schema") if isinstance(d, dict) else None
             raise DataError(f"report schema {schema!r} is not {SCHEMA!r}: regenerate it with this tmlrepair")
-        from ..untrusted import check_drift_report
+        from ..plan.untrusted import check_drift_report
 
         check_drift_report(d, source)
         return cls(**{k: d[k] for k in ("schema", "tensors", "unmatched", "outputs", "pairing", "provenance")})

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from ..models.graph import QuantParams
 from ..metrics import sqnr_db
+from ..models.graph import QuantParams
 
 
 class TensorStats:

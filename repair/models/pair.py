@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ModelError, PairError
 from .graph import INT_DTYPES, GraphIndex, QuantParams
 
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output: name, per-sample shape (batch dim dropped), element type."""

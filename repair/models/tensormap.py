@@ -36,7 +36,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import PairError
-from .graph import ACTIVATION_OPS, FOLDABLE_OPS, LAYOUT_OPS, QDQ_OPS, GraphIndex, QuantParams
+from .graph import (
+    ACTIVATION_OPS,
+    FOLDABLE_OPS,
+    LAYOUT_OPS,
+    QDQ_OPS,
+    GraphIndex,
+    QuantParams,
+)
 from .pair import ModelPair
 
 _AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})

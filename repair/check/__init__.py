@@ -1,0 +1,1 @@
+"""The regression gate a CI job runs after requantization (``gate``)."""

@@ -1,0 +1,99 @@
+"""A plan's integer pipeline, as the device runs it: the single source of expected device outputs.
+
+Classifier plans: int8 logits → (per-class affine, if vector scaling was kept) → int8 softmax
+(temperature folded in, if kept) → (per-class threshold decision, if kept).
+Anomaly plans: int16 scores → static threshold, or the sliding-window boundary.
+
+Each stage calls the bit-exact twins in ``repair.fixedpoint``; ``emit`` uses this to write the
+self-test's expected outputs, and device validation compares the board against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import DataError
+from .plan import RepairPlan
+
+
+@dataclass(frozen=True)
+class ClassifierShim:
+    """Integer parameters of the classifier chain (see module docstring)."""
+
+    num_classes: int
+    affine: dict | None  # multipliers, shifts, offsets, input_zero_point, output_zero_point
+    softmax: tuple[int, int, int] | None  # multiplier, shift, diff_min; None: the model ends in its own Softmax
+    thresholds: list[int] | None
+
+    def run(self, q_logits: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(q_logits, np.int64).reshape(-1, self.num_classes)
+        if self.affine is not None:
+            a = self.affine
+            x = fp.class_scale_offset_s8(x, a["input_zero_point"], a["multipliers"], a["shifts"], a["offsets"],
+                                         a["output_zero_point"]).astype(np.int64)
+        probs = x.astype(np.int8) if self.softmax is None else fp.softmax_s8(x, *self.softmax)
+        out = {"probs": probs}
+        if self.thresholds is not None:
+            out["decision"] = fp.threshold_decide(probs, self.thresholds)
+        return out
+
+
+@dataclass(frozen=True)
+class AnomalyShim:
+    kind: str  # "threshold" or "window"
+    score_scale: float
+    threshold_q: int | None = None
+    window: int | None = None
+    alpha2_q: int | None = None
+    alpha2_frac_bits: int | None = None
+
+    def run(self, q_scores: np.ndarray) -> dict[str, np.ndarray]:
+        q = np.asarray(q_scores, np.int64)
+        if self.kind == "threshold":
+            return {"alarm": (q > self.threshold_q).astype(np.int8)}
+        return {"alarm": fp.window_boundary_alarms(q, self.window, self.alpha2_q, self.alpha2_frac_bits)}
+
+
+def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim:
+    kept = {r["repair"]: r for r in plan.kept()}
+    if plan.task == "classifier" and plan.provenance.get("model_softmax"):
+        # the model computes its probabilities itself (a kept temperature is folded into its Softmax): the shim
+        # chain is the thresholds on those probabilities
+        if "class_thresholds" not in kept:
+            raise DataError("the model ends in its own Softmax and the plan keeps no thresholds: nothing runs after "
+                            "the model (a kept temperature is in repaired_int8.onnx)")
+        thresholds = kept["class_thresholds"]["integer"]["thresholds_q"]
+        return ClassifierShim(len(thresholds), None, None, thresholds)
+    if plan.task == "classifier":
+        quant = plan.provenance.get("int8_output_quant")
+        if quant is None:
+            raise DataError("the plan lacks the int8 output quantization (provenance.int8_output_quant): refit it")
+        if "vector_scaling" in kept:
+            i = kept["vector_scaling"]["integer"]
+            affine = {k: i[k] for k in ("multipliers", "shifts", "offsets", "input_zero_point", "output_zero_point")}
+            softmax = (i["softmax_multiplier"], i["softmax_shift"], i["softmax_diff_min"])
+            k = len(i["multipliers"])
+        else:
+            affine = None
+            if "temperature" in kept:
+                i = kept["temperature"]["integer"]
+                softmax = (i["softmax_multiplier"], i["softmax_shift"], i["softmax_diff_min"])
+            else:
+                softmax = fp.softmax_params(1.0, quant["scale"])
+            k = None
+        thresholds = kept["class_thresholds"]["integer"]["thresholds_q"] if "class_thresholds" in kept else None
+        k = k or (len(thresholds) if thresholds else plan.provenance.get("num_classes"))
+        if not k:
+            raise DataError("the plan does not say how many classes the model has: refit it")
+        return ClassifierShim(int(k), affine, tuple(int(v) for v in softmax), thresholds)
+    if "score_threshold" in kept:
+        i = kept["score_threshold"]["integer"]
+        return AnomalyShim("threshold", i["score_scale"], threshold_q=i["threshold_q"])
+    if "window_boundary" in kept:
+        i = kept["window_boundary"]["integer"]
+        return AnomalyShim("window", i["value_scale"], window=i["window"], alpha2_q=i["alpha2_q"],
+                           alpha2_frac_bits=i["alpha2_frac_bits"])
+    raise DataError("the plan keeps no repair that runs on the device: nothing to emit")

@@ -1,0 +1,396 @@
+"""Lower an int8 .tflite model (as TensorFlow Lite Micro runs it) straight to the integer program.
+
+The flatbuffer is read with TFLite's schema (``schema_py_generated`` of the ``tflite-micro`` wheel, object API);
+no TensorFlow, no detour through ONNX. Every supported operator becomes the layer TFLM's reference kernels
+compute, with the parameters TFLM's Prepare derives:
+
+* CONV_2D, DEPTHWISE_CONV_2D: per-channel M_c·2^(n_c−31) ≈ s_x·s_w,c / s_y (double, ``QuantizeMultiplier``),
+  SAME padding as ``ComputePaddingHeightWidth`` (total = (out−1)·stride + (k−1)·dilation + 1 − in, top = total/2);
+* FULLY_CONNECTED: the same, weights (out, in), the input flattened in NHWC order;
+* ADD: TFLM's int8 Add (left shift 20, inputs rescaled by s_i / 2·max(s_1, s_2));
+* AVERAGE_POOL_2D: raw sum / count rounded half away from zero (input and output share quantization);
+  MAX_POOL_2D: the max, clamped; no padded windows;
+* SOFTMAX: ``softmax_params(beta, s_in)`` (``PreprocessSoftmaxScaling``, ``CalculateInputRadius``);
+* RESHAPE: the same bytes (in NHWC order); QUANTIZE int8→int8: a requantize; QUANTIZE of a float input and
+  DEQUANTIZE of the output: the program's edges;
+* fused RELU / RELU6 / RELU_N1_TO_1: ``CalculateActivationRangeQuantized`` (f / scale in float32, rounded half
+  away from zero).
+
+Program tensors keep the reference device's layout: a 4-D activation [1, H, W, C] is held as (C, H, W), with a
+transpose layer where the model's NHWC order matters (its input, a reshape or a fully connected layer reading
+it, its output). Anything else — another operator, uint8 (legacy) quantization, hybrid (float activations,
+int8 weights), a float model, a file that is not a .tflite — is a ModelError naming the operator and its index.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ..errors import ModelError
+from .ir import ADD_LEFT_SHIFT, IntProgram, Layer, QTensor
+
+INT8, FLOAT32, INT32, UINT8, INT16 = 9, 0, 2, 3, 7
+ACT_NONE, ACT_RELU, ACT_RELU_N1_TO_1, ACT_RELU6 = 0, 1, 2, 3
+SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE",
+             "SOFTMAX", "QUANTIZE", "DEQUANTIZE")
+
+
+def _schema():
+    try:
+        from tflite_micro.tensorflow.lite.micro.python import (
+            schema_py_generated as schema,
+        )
+    except ImportError:  # pragma: no cover - tflite-micro is a dependency
+        raise ModelError("reading .tflite needs the tflite-micro package: pip install tflite-micro") from None
+    return schema
+
+
+def read_tflite(source: str | Path | bytes):
+    """The flatbuffer's ``ModelT`` (object API); ModelError for a file that is not a TFLite model."""
+    schema = _schema()
+    raw = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    name = "the model" if isinstance(source, (bytes, bytearray)) else str(source)
+    if len(raw) < 8 or raw[4:8] != b"TFL3":
+        raise ModelError(f"{name} is not a TFLite flatbuffer (no TFL3 identifier): give the .tflite the "
+                         "converter wrote")
+    try:
+        return schema.ModelT.InitFromPackedBuf(bytes(raw), 0)
+    except Exception as exc:  # a truncated or damaged flatbuffer fails anywhere inside the generated reader
+        raise ModelError(f"{name} is a damaged TFLite flatbuffer ({type(exc).__name__}): re-export it") from None
+
+
+def op_name(model, op) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    value = max(code.builtinCode, code.deprecatedBuiltinCode)
+    names = {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(value, f"builtin {value}")
+
+
+class _Lowering:
+    def __init__(self, model, name: str):
+        self.m, self.name = model, name
+        self.g = model.subgraphs[0]
+        self.tensors: dict[str, QTensor] = {}
+        self.layers: list[Layer] = []
+        self.env: dict[int, str] = {}  # tflite tensor index → program tensor (4-D ones held as C, H, W)
+        self.k = 0
+
+    # ------------------------------------------------------------------ helpers
+    def fail(self, what: str):
+        raise ModelError(f"{self.name}: operator {self.k} ({self.opname}): {what}")
+
+    def t(self, i: int):
+        return self.g.tensors[i]
+
+    def data(self, i: int) -> np.ndarray | None:
+        buf = self.m.buffers[self.t(i).buffer].data
+        if buf is None or len(buf) == 0:
+            return None
+        dtype = {INT8: np.int8, INT32: np.int32, FLOAT32: np.float32, UINT8: np.uint8, INT16: np.int16}
+        return np.frombuffer(bytes(bytearray(buf)), dtype[self.t(i).type]).reshape(list(self.t(i).shape))
+
+    def quant(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self.t(i).quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            self.fail(f"tensor {self.t(i).name.decode(errors='replace')!r} is not quantized")
+        return np.asarray(q.scale, np.float32), np.asarray(q.zeroPoint, np.int64)
+
+    def act_tensor(self, i: int) -> QTensor:
+        t = self.t(i)
+        if t.type == UINT8:
+            self.fail("uint8 (legacy) quantization: requantize the model to int8 (the converter's default now)")
+        if t.type == FLOAT32:
+            self.fail("float activations: a float or hybrid model; give the fully int8 model")
+        if t.type != INT8:
+            self.fail(f"tensor type {t.type}: only int8 activations are supported")
+        if i not in self.env:
+            self.fail(f"reads tensor {t.name.decode(errors='replace')!r}, which no supported operator produced")
+        return self.tensors[self.env[i]]
+
+    def new(self, i: int, shape, scale: float, zp: int) -> str:
+        key = self.t(i).name.decode(errors="replace") or f"t{i}"
+        while key in self.tensors:
+            key += "'"
+        self.tensors[key] = QTensor(key, tuple(int(d) for d in shape), float(scale), int(zp))
+        self.env[i] = key
+        return key
+
+    def out_params(self, i: int) -> tuple[float, int]:
+        s, z = self.quant(i)
+        if self.t(i).type != INT8:
+            self.fail(f"output tensor type {self.t(i).type}: only int8 activations are supported")
+        return float(s[0]), int(z[0])
+
+    def act_range(self, fused: int, scale: float, zp: int) -> tuple[int, int]:
+        """TFLM CalculateActivationRangeQuantized: zp + round(f / scale), f / scale in float32."""
+        def q(f: float) -> int:
+            v = float(np.float32(f) / np.float32(scale))
+            return zp + int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+        if fused == ACT_NONE:
+            return -128, 127
+        if fused == ACT_RELU:
+            return max(-128, q(0.0)), 127
+        if fused == ACT_RELU6:
+            return max(-128, q(0.0)), min(127, q(6.0))
+        if fused == ACT_RELU_N1_TO_1:
+            return max(-128, q(-1.0)), min(127, q(1.0))
+        self.fail(f"fused activation {fused} is not supported (NONE, RELU, RELU6, RELU_N1_TO_1)")
+
+    def nchw(self, i: int) -> str:
+        """The program tensor of activation i, 4-D ones as (C, H, W)."""
+        self.act_tensor(i)
+        return self.env[i]
+
+    def nhwc_flat(self, name: str) -> str:
+        """A (C, H, W) program tensor in the model's NHWC byte order (a transpose), other ranks as they are."""
+        src = self.tensors[name]
+        if len(src.shape) != 3:
+            return name
+        c, h, w = src.shape
+        key = name + "@nhwc"
+        self.tensors[key] = QTensor(key, (h, w, c), src.scale, src.zero_point)
+        self.layers.append(Layer("transpose", [name], key, f"op{self.k}", {"perm": [1, 2, 0]}))
+        return key
+
+    def layer(self, op: str, inputs: list[str], out: str, p: dict) -> None:
+        self.layers.append(Layer(op, inputs, out, f"{self.k}:{self.opname}", p))
+
+    # ------------------------------------------------------------------ operators
+    def run(self) -> IntProgram:
+        if len(self.m.subgraphs) != 1:
+            raise ModelError(f"{self.name}: {len(self.m.subgraphs)} subgraphs; only single-subgraph models")
+        if len(self.g.inputs) != 1 or len(self.g.outputs) != 1:
+            raise ModelError(f"{self.name}: {len(self.g.inputs)} inputs and {len(self.g.outputs)} outputs; "
+                             "tmlrepair takes single-input, single-output models")
+        i0 = int(self.g.inputs[0])
+        t0 = self.t(i0)
+        input_name = None
+        if t0.type == INT8:
+            input_name = self._register_input(i0)
+        elif t0.type != FLOAT32:
+            raise ModelError(f"{self.name}: input type {t0.type}: uint8 (legacy) or another type; give an int8 model")
+        self.float_input = i0 if t0.type == FLOAT32 else None
+        for self.k, op in enumerate(self.g.operators):
+            self.opname = op_name(self.m, op)
+            handler = getattr(self, f"op_{self.opname}", None)
+            if handler is None:
+                self.fail("not supported by the integer program; supported: " + ", ".join(SUPPORTED))
+            got = handler(op)
+            if got is not None:
+                input_name = got
+        if input_name is None:
+            raise ModelError(f"{self.name}: the input is float and never quantized: a float model, not an int8 one "
+                             "(give the int8 .tflite; the float one is the reference)")
+        out_i = int(self.g.outputs[0])
+        out = self.env.get(out_i)
+        if out is None:
+            raise ModelError(f"{self.name}: the output is not computed by a supported int8 operator")
+        return IntProgram(self.tensors, self.layers, input_name, self.nhwc_flat(out))
+
+    def _register_input(self, i: int) -> str:
+        s, z = self.quant(i)
+        shape = [int(d) for d in self.t(i).shape][1:]
+        name = self.t(i).name.decode(errors="replace") or "input"
+        self.tensors[name] = QTensor(name, tuple(shape), float(s[0]), int(z[0]))
+        if len(shape) == 3:  # NHWC bytes in, (C, H, W) inside
+            h, w, c = shape
+            key = name + "@nchw"
+            self.tensors[key] = QTensor(key, (c, h, w), float(s[0]), int(z[0]))
+            self.layers.append(Layer("transpose", [name], key, "input", {"perm": [2, 0, 1]}))
+            self.env[i] = key
+        else:
+            self.env[i] = name
+        return name
+
+    def op_QUANTIZE(self, op):
+        i, o = int(op.inputs[0]), int(op.outputs[0])
+        scale, zp = self.out_params(o)
+        if self.float_input is not None and i == self.float_input:  # the model quantizes its float input
+            self.float_input = None
+            return self._register_input_as(o, scale, zp)
+        src = self.act_tensor(i)
+        m, s = fp.quantize_multiplier(float(np.float64(src.scale) / np.float64(scale)))
+        out = self.new(o, src.shape, scale, zp)
+        self.layer("requant", [self.env[i]], out, {"in_zp": src.zero_point, "out_zp": zp, "act_min": -128,
+                                                    "act_max": 127, "mult": [m], "shift": [s]})
+        return None
+
+    def _register_input_as(self, o: int, scale: float, zp: int) -> str:
+        t = self.t(o)
+        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
+        return self._register_input(o)
+
+    def op_DEQUANTIZE(self, op):
+        i, o = int(op.inputs[0]), int(op.outputs[0])
+        self.act_tensor(i)
+        if o != int(self.g.outputs[0]):
+            self.fail("DEQUANTIZE inside the model: a hybrid model; give the fully int8 model")
+        self.env[o] = self.env[i]
+
+    def op_RESHAPE(self, op):
+        i, o = int(op.inputs[0]), int(op.outputs[0])
+        flat = self.nhwc_flat(self.nchw(i))
+        src = self.tensors[flat]
+        shape = [int(d) for d in self.t(o).shape][1:]
+        if math.prod(shape) != src.size:
+            self.fail(f"reshapes {src.size} values to {shape}")
+        out = self.new(o, shape, src.scale, src.zero_point)
+        self.layer("reshape", [flat], out, {})
+        if len(shape) == 3:  # back to (C, H, W)
+            h, w, c = shape
+            key = out + "@nchw"
+            self.tensors[key] = QTensor(key, (c, h, w), src.scale, src.zero_point)
+            self.layer("transpose", [out], key, {"perm": [2, 0, 1]})
+            self.env[o] = key
+
+    def _weights(self, i: int, n_out: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        w = self.data(i)
+        if w is None or self.t(i).type != INT8:
+            self.fail("weights must be a constant int8 tensor (a hybrid or float model?)")
+        s, z = self.quant(i)
+        if np.any(z != 0):
+            self.fail("weights must be symmetric (zero point 0)")
+        if s.size not in (1, n_out):
+            self.fail(f"{s.size} weight scales for {n_out} output channels")
+        q = self.t(i).quantization
+        if s.size > 1 and q.quantizedDimension != axis:
+            self.fail(f"weights quantized along dimension {q.quantizedDimension}, expected {axis}")
+        return w, np.broadcast_to(s, (n_out,))
+
+    def _bias(self, op, n_out: int) -> list[int]:
+        if len(op.inputs) < 3 or int(op.inputs[2]) < 0:
+            return [0] * n_out
+        b = self.data(int(op.inputs[2]))
+        if b is None or self.t(int(op.inputs[2])).type != INT32:
+            self.fail("bias must be a constant int32 tensor")
+        return b.reshape(-1).astype(np.int64).tolist()
+
+    def _multipliers(self, in_scale: float, w_scales: np.ndarray, out_scale: float) -> tuple[list, list]:
+        """TFLM PopulateConvolutionQuantizationParams: (double) s_x · s_w,c / s_y → QuantizeMultiplier."""
+        pairs = [fp.quantize_multiplier(float(np.float64(in_scale) * np.float64(s) / np.float64(out_scale)))
+                 for s in w_scales]
+        return [m for m, _ in pairs], [s for _, s in pairs]
+
+    def _conv(self, op, depthwise: bool):
+        i, wi, o = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
+        src = self.act_tensor(i)
+        opts = op.builtinOptions
+        w = self.data(wi)
+        if w is None or w.ndim != 4:
+            self.fail("weights must be a constant 4-D tensor")
+        if depthwise:
+            n_out = w.shape[3]
+            w4 = np.transpose(w, (3, 0, 1, 2))  # [1, KH, KW, C·M] → (C·M, 1, KH, KW)
+            group = src.shape[0]
+        else:
+            n_out = w.shape[0]
+            w4 = np.transpose(w, (0, 3, 1, 2))  # [O, KH, KW, I] → (O, I, KH, KW)
+            group = src.shape[0] // w.shape[3]
+        _, ws = self._weights(wi, n_out, 3 if depthwise else 0)
+        cout, cg, kh, kw = w4.shape
+        if src.shape[0] != cg * group or cout % group:
+            self.fail(f"input channels {src.shape[0]} do not match weights {list(w.shape)}")
+        scale, zp = self.out_params(o)
+        _, ih, iw = src.shape
+        sh, sw = opts.strideH, opts.strideW
+        dh, dw = opts.dilationHFactor or 1, opts.dilationWFactor or 1
+        oh, ow = [int(d) for d in self.t(o).shape][1:3]
+        pads = [0, 0, 0, 0]
+        if opts.padding == 0:  # SAME
+            th = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
+            tw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
+            pads = [th // 2, tw // 2, th - th // 2, tw - tw // 2]
+        if (ih + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1 != oh or \
+                (iw + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1 != ow:
+            self.fail(f"output shape {[oh, ow]} does not follow from the input, kernel and padding")
+        mult, shift = self._multipliers(src.scale, ws, scale)
+        lo, hi = self.act_range(opts.fusedActivationFunction, scale, zp)
+        out = self.new(o, (cout, oh, ow), scale, zp)
+        self.layer("conv", [self.env[i]], out, {
+            "in_zp": src.zero_point, "out_zp": zp, "act_min": lo, "act_max": hi, "weights": w4.astype(np.int8),
+            "bias": self._bias(op, cout), "mult": mult, "shift": shift, "group": group, "strides": (sh, sw),
+            "dilations": (dh, dw), "pads": tuple(pads), "in_hw": (ih, iw), "out_hw": (oh, ow)})
+
+    def op_CONV_2D(self, op):
+        self._conv(op, depthwise=False)
+
+    def op_DEPTHWISE_CONV_2D(self, op):
+        self._conv(op, depthwise=True)
+
+    def op_FULLY_CONNECTED(self, op):
+        i, wi, o = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
+        flat = self.nhwc_flat(self.nchw(i))
+        src = self.tensors[flat]
+        w = self.data(wi)
+        if w is None or w.ndim != 2 or w.shape[1] != src.size:
+            self.fail(f"weights {None if w is None else list(w.shape)} do not match an input of {src.size} values")
+        _, ws = self._weights(wi, w.shape[0], 0)
+        scale, zp = self.out_params(o)
+        mult, shift = self._multipliers(src.scale, ws, scale)
+        lo, hi = self.act_range(op.builtinOptions.fusedActivationFunction, scale, zp)
+        out = self.new(o, (w.shape[0],), scale, zp)
+        self.layer("fc", [flat], out, {"in_zp": src.zero_point, "out_zp": zp, "act_min": lo, "act_max": hi,
+                                       "weights": np.ascontiguousarray(w, np.int8), "bias": self._bias(op, w.shape[0]),
+                                       "mult": mult, "shift": shift})
+
+    def op_ADD(self, op):
+        a, b, o = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
+        ta, tb = self.act_tensor(a), self.act_tensor(b)
+        if ta.shape != tb.shape:
+            self.fail("ADD with broadcasting is not supported")
+        scale, zp = self.out_params(o)
+        twice = 2 * max(np.float64(ta.scale), np.float64(tb.scale))
+        m1, s1 = fp.quantize_multiplier(float(np.float64(ta.scale) / twice))
+        m2, s2 = fp.quantize_multiplier(float(np.float64(tb.scale) / twice))
+        mo, so = fp.quantize_multiplier(float(twice / ((1 << ADD_LEFT_SHIFT) * np.float64(scale))))
+        lo, hi = self.act_range(op.builtinOptions.fusedActivationFunction, scale, zp)
+        out = self.new(o, ta.shape, scale, zp)
+        self.layer("add", [self.env[a], self.env[b]], out, {
+            "in_zp": ta.zero_point, "in1_zp": tb.zero_point, "out_zp": zp, "act_min": lo, "act_max": hi,
+            "mult1": m1, "shift1": s1, "mult2": m2, "shift2": s2, "mult": [mo], "shift": [so]})
+
+    def _pool(self, op, kind: str):
+        i, o = int(op.inputs[0]), int(op.outputs[0])
+        src = self.act_tensor(i)
+        opts = op.builtinOptions
+        scale, zp = self.out_params(o)
+        if not (math.isclose(scale, src.scale, rel_tol=1e-6) and zp == src.zero_point):
+            self.fail("input and output must share scale and zero point (TFLM's Prepare requires it)")
+        kh, kw, sh, sw = opts.filterHeight, opts.filterWidth, opts.strideH, opts.strideW
+        _, ih, iw = src.shape
+        oh, ow = [int(d) for d in self.t(o).shape][1:3]
+        if (ih - kh) // sh + 1 != oh or (iw - kw) // sw + 1 != ow:
+            self.fail("pooling windows that reach into padding are not supported")
+        lo, hi = self.act_range(opts.fusedActivationFunction, scale, zp)
+        m, s = fp.quantize_multiplier(1.0)
+        out = self.new(o, (src.shape[0], oh, ow), scale, zp)
+        self.layer(kind, [self.env[i]], out, {"in_zp": src.zero_point, "out_zp": zp, "act_min": lo, "act_max": hi,
+                                              "kernel": (kh, kw), "strides": (sh, sw), "mult": [m], "shift": [s]})
+
+    def op_AVERAGE_POOL_2D(self, op):
+        self._pool(op, "avgpool_tflm")
+
+    def op_MAX_POOL_2D(self, op):
+        self._pool(op, "maxpool")
+
+    def op_SOFTMAX(self, op):
+        i, o = int(op.inputs[0]), int(op.outputs[0])
+        flat = self.nhwc_flat(self.nchw(i))
+        src = self.tensors[flat]
+        scale, zp = self.out_params(o)
+        if not (math.isclose(scale, 1 / 256, rel_tol=1e-6) and zp == -128):
+            self.fail(f"int8 Softmax output must be quantized 1/256, -128 (TFLM); it is {scale:.6g}, {zp}")
+        mult, shift, diff_min = fp.softmax_params(float(op.builtinOptions.beta), src.scale)
+        out = self.new(o, src.shape, scale, zp)
+        self.layer("softmax", [flat], out, {"in_zp": src.zero_point, "out_zp": zp, "act_min": -128, "act_max": 127,
+                                            "mult": mult, "shift": shift, "diff_min": diff_min})
+
+
+def lower_tflite(source: str | Path | bytes) -> IntProgram:
+    """The integer program of an int8 .tflite model (see the module docstring)."""
+    name = "the model" if isinstance(source, (bytes, bytearray)) else str(source)
+    return _Lowering(read_tflite(source), name).run()

@@ -1,0 +1,50 @@
+"""The int8 side of a model pair run as the device computes it: the integer program in place of onnxruntime.
+
+``ProgramRunner.run(feed, names)`` takes the same float-model feed and tensor names an onnxruntime session of
+the int8 model would, and returns the same arrays — int8 values of the model's quantized tensors, the model's
+output as the int8 model gives it (int8, or dequantized where the model ends in a DequantizeLinear) — computed
+by the integer program (bit-exact with TFLite Micro), so drift, check and the reports measure the device's
+arithmetic, not onnxruntime's float simulation of QDQ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models import ModelPair, QuantParams
+from .ir import IntProgram
+from .lower_onnx import lower
+
+COMPUTED_BY = "integer program (TFLite Micro arithmetic, as the device computes)"
+
+
+class ProgramRunner:
+    def __init__(self, pair: ModelPair, program: IntProgram):
+        self.pair, self.program = pair, program
+        tin = program.tensors[program.input]
+        self.input_quant = QuantParams(tin.scale, tin.zero_point, "int8")
+        self.float_output = np.dtype(pair.int8.outputs[0].dtype).kind == "f"
+
+    @classmethod
+    def for_pair(cls, pair: ModelPair) -> "ProgramRunner | None":
+        """The runner of ``pair``'s int8 model, or None when the program cannot express it (say why: ``reason``)."""
+        try:
+            return cls(pair, lower(pair.int8.proto))
+        except ModelError:
+            return None
+
+    def run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """Arrays for ``names`` on float inputs ``x`` (the float model's feed), as onnxruntime would return them."""
+        q = self.input_quant.quantize(np.asarray(x)).reshape(len(x), -1)
+        values = self.program.run_tensors(q, names)
+        out_name = self.pair.int8.outputs[0].name
+        result = []
+        for name in names:
+            v = values[name]
+            if name == out_name and self.float_output:
+                t = self.program.tensors[self.program.output]
+                v = ((v.astype(np.float32) - np.float32(t.zero_point)) * np.float32(t.scale)).reshape(
+                    len(x), *self.pair.int8.outputs[0].shape)
+            result.append(v)
+        return result

@@ -1,0 +1,234 @@
+"""fit_in_model: the in-model repairs, each fitted on calibration, kept only if cross-validation on the
+calibration split shows a gain beyond its noise; the holdout is reported on, never decided on.
+
+Order: cross-layer equalization → activation thresholds → sequential bias correction → logit offset.
+Each repair is fitted on the model the kept repairs so far have produced. The decision: the calibration
+split is dealt into k folds (stratified by label); on each, the repair is fitted on the other k − 1 folds
+(on top of the repairs already kept, fitted on the same folds) and the metric is measured on the held fold
+before and after; kept iff the mean gain is positive and exceeds its standard error (``cv_decision``).
+Every number comes from the integer program (``judge.ModelJudge``: what TFLM and the device compute),
+not onnxruntime's float simulation of QDQ. Metric: accuracy for a labelled classifier, AUROC of the anomaly
+score for a labelled reconstruction / score model, and — when asked, as there are no labels — output SQNR
+against the float model in dB (``metric="sqnr"``, as for MLPerf Tiny models driven by random inputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from ... import metrics as M
+from ...data import CalibrationSet, check_fits
+from ...errors import DataError, ModelError
+from ...models import ModelPair
+from ...models.task import anomaly_scores, detect_task
+from ...progress import Progress
+from .bias_correction import bias_correction, logit_offset
+from .context import FitContext, require_layers
+from .equalization import equalize
+from .judge import ModelJudge
+from .qdq import QdqModel
+from .thresholds import fit_thresholds
+
+IN_MODEL_REPAIRS = ("equalization", "activation_thresholds", "bias_correction", "logit_offset")
+_FIT = {"equalization": equalize, "activation_thresholds": fit_thresholds,
+        "bias_correction": bias_correction, "logit_offset": logit_offset}
+METRICS = ("accuracy", "auroc", "sqnr")
+
+
+@dataclass
+class InModelResult:
+    """The repaired model, one entry per repair tried, and the holdout metrics before and after."""
+
+    model: onnx.ModelProto
+    entries: list[dict]
+    holdout: dict
+    calibration: dict = field(default_factory=dict)
+
+    @property
+    def kept(self) -> list[str]:
+        return [e["repair"] for e in self.entries if e["kept"]]
+
+    def to_dict(self) -> dict:
+        return {"repairs": self.entries, "holdout": self.holdout, "calibration": self.calibration}
+
+
+def _metric_of(metric: str, task: str, x: np.ndarray, y, out: np.ndarray, ref: np.ndarray) -> float:
+    if metric == "accuracy":
+        return float((out.argmax(axis=1) == y).mean())
+    if metric == "auroc":
+        return M.auroc(anomaly_scores(task, x, out), y)
+    return sqnr(ref, out)
+
+
+def sqnr(ref: np.ndarray, out: np.ndarray) -> float:
+    """Output SQNR in dB: 10·log10(Σ ref² / Σ (ref − out)²)."""
+    return M.sqnr_db(float(np.sum(ref ** 2)), float(np.sum((ref - out) ** 2)))
+
+
+def choose_metric(task: str) -> str:
+    """Accuracy for classifiers, AUROC of the anomaly score otherwise; SQNR only when asked (it needs no labels
+    but judges closeness to the float model, not the task)."""
+    return "accuracy" if task == "classifier" else "auroc"
+
+
+def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
+                 repairs: tuple[str, ...] | None = None, metric: str | None = None, batch_size: int = 256,
+                 check_weights: bool = True, progress: bool = False, n_folds: int = 3,
+                 seed: int = 0, judge: str = "program") -> InModelResult:
+    """Fit the in-model repairs of ``pair.int8`` on ``calib``; keep those whose gain, cross-validated on
+    ``n_folds`` folds of ``calib`` and measured on the integer program, beats its fold-to-fold noise.
+    ``holdout`` is only reported on. ``judge``: "program" (the device's arithmetic) or "onnxruntime" (its float
+    simulation, for comparisons).
+
+    ``metric``: "accuracy" | "auroc" | "sqnr" (default: accuracy for classifiers, AUROC otherwise).
+    ``check_weights``: refuse a pair whose layers hold unrelated weights (repairing toward another network).
+    Raises ``DataError`` for splits that cannot carry the fit (fewer than 2 calibration samples, a
+    labelled metric without labels) and ``ModelError`` for a model with nothing to repair.
+    """
+    wanted = tuple(repairs or IN_MODEL_REPAIRS)
+    unknown = [r for r in wanted if r not in IN_MODEL_REPAIRS]
+    if unknown:
+        raise DataError(f"unknown in-model repair(s) {unknown}; choose from {', '.join(IN_MODEL_REPAIRS)}")
+    task = detect_task(pair)
+    n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else None
+    calib = check_fits(calib, pair, n_classes)
+    holdout = check_fits(holdout, pair, n_classes)
+    if len(calib) < 2:
+        raise DataError(f"{calib.source} has {len(calib)} sample(s): bias correction averages over the calibration "
+                        "split and thresholds need a distribution; give at least 2 samples (hundreds are better)")
+    metric = metric or choose_metric(task)
+    if metric not in METRICS:
+        raise DataError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
+    if metric != "sqnr" and holdout.y is None:
+        raise DataError(f"{holdout.source} has no labels (y): judging repairs by {metric} needs them; "
+                        "add y, or judge by output SQNR (metric 'sqnr')")
+    if metric == "auroc" and len(np.unique(holdout.y)) < 2:
+        raise DataError(f"{holdout.source}: AUROC needs both normal (0) and anomalous (1) samples")
+    if pair.int8.index.is_qoperator:
+        raise ModelError(f"INT8 model {pair.int8.path} is in QOperator format (QLinearConv, …): in-model repairs "
+                         "edit QDQ models; quantize with QuantFormat.QDQ")
+    qm = QdqModel(pair.int8.proto)
+    require_layers(qm)
+    xc = calib.x.astype(np.float32)
+    xh = holdout.x.astype(np.float32)
+    ctx = FitContext(pair, xc, batch_size=batch_size, check_weights=check_weights)
+    judge = ModelJudge(pair, ctx, judge)
+    ref_c, ref_h = (ctx.outputs(pair.float.proto, x, int8=False) for x in (xc, xh))
+
+    decide_by = decision_metric(metric, calib)
+
+    def score(model: onnx.ModelProto, idx, on_holdout: bool = False) -> tuple[float, float]:
+        """(metric, output SQNR) of ``model`` on holdout, or (decision metric, SQNR) on calibration samples ``idx``."""
+        x, y, ref = (xh, holdout.y, ref_h) if on_holdout else (xc[idx], None if calib.y is None else calib.y[idx],
+                                                                ref_c[idx])
+        out = judge.outputs(model, x)
+        return _metric_of(metric if on_holdout else decide_by, task, x, y, out, ref), sqnr(ref, out)
+
+    folds = cv_folds(calib, n_folds, decide_by, seed)
+    fold_ctx = [ctx.on_subset(train) for train, _ in folds]
+    fold_models = [qm.copy() for _ in folds]
+    float_metric = _metric_of(metric, task, xh, holdout.y, ref_h, ref_h) if metric != "sqnr" else float("inf")
+    int8_metric, int8_sqnr = score(pair.int8.proto, None, on_holdout=True)
+    best_metric, best_sqnr = int8_metric, int8_sqnr
+    fold_before = [score(pair.int8.proto, held)[0] for _, held in folds]
+    entries = []
+    bar = Progress(enabled=progress, label="in-model repairs ")
+    for name in wanted:
+        bar.start(len(folds) + 1, name)
+        trial = qm.copy()
+        rows = _FIT[name](ctx, trial)
+        bar.advance(1)
+        changed = trial.differs_from(qm)  # decided from the model, not from a message
+        trials, fold_after = [], []
+        for k, ((_, held), sub) in enumerate(zip(folds, fold_ctx)):
+            if not changed:  # nothing to decide: the folds are not fitted
+                break
+            t = fold_models[k].copy()
+            _FIT[name](sub, t)
+            trials.append(t)
+            fold_after.append(score(t.to_model(), held)[0] if t.differs_from(fold_models[k]) else fold_before[k])
+            bar.advance(1)
+        bar.finish()
+        after, after_sqnr = score(trial.to_model(), None, on_holdout=True) if changed else (best_metric, best_sqnr)
+        cv = cv_decision(fold_before, fold_after) if changed else None
+        kept = changed and cv["beats_noise"]
+        if not changed:
+            reason = "fitting changed nothing in the model"
+        else:
+            reason = (f"{'kept' if kept else 'not kept'}: cross-validated {decide_by} gain {_fmt_gain(decide_by, cv)} "
+                      f"over {len(folds)} calibration folds; holdout {_fmt(metric, best_metric)} → "
+                      f"{_fmt(metric, after)} (reported, not used to decide)")
+        entries.append({"repair": name, "stage": "in_model", "kept": bool(kept), "reason": reason,
+                        **({"cross_validation": cv} if cv else {}), "judged_on": judge.judged_on,
+                        "holdout": {"metric": metric, "before": best_metric, "after": after,
+                                    "sqnr_before_db": best_sqnr, "sqnr_after_db": after_sqnr},
+                        "details": rows})
+        if kept:
+            qm, best_metric, best_sqnr = trial, after, after_sqnr
+            fold_models, fold_before = trials, fold_after
+    summary = {"metric": metric, "float": float_metric, "int8": int8_metric, "repaired": best_metric,
+               "sqnr_int8_db": int8_sqnr, "sqnr_repaired_db": best_sqnr, "n": len(holdout),
+               "gap_recovered": gap_recovered(float_metric, int8_metric, best_metric), "judged_on": judge.judged_on,
+               "folds": len(folds), "decided_by": decide_by}
+    return InModelResult(qm.to_model(), entries, summary, {"n": len(calib), "source": calib.source})
+
+
+def decision_metric(metric: str, calib: CalibrationSet) -> str:
+    """The metric the calibration folds decide by: the holdout's, unless the calibration split cannot carry it
+    (no labels, or only one class for AUROC: anomaly calibration sets are usually all normal); then output SQNR
+    against the float model, which needs no labels."""
+    if metric == "sqnr" or calib.y is None:
+        return "sqnr"
+    if metric == "auroc" and len(np.unique(calib.y)) < 2:
+        return "sqnr"
+    return metric
+
+
+def cv_folds(calib: CalibrationSet, n_folds: int, metric: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_folds`` (train, held-out) index splits of the calibration set: shuffled with ``seed``, stratified by
+    label when there are labels (each fold keeps the class mix), at least 2 training samples each."""
+    n = len(calib)
+    k = max(2, min(n_folds, n // 2))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    if calib.y is not None and metric != "sqnr":
+        order = order[np.argsort(calib.y[order], kind="stable")]  # deal each class round-robin into the folds
+    assign = np.empty(n, np.int64)
+    assign[order] = np.arange(n) % k
+    return [(np.flatnonzero(assign != f), np.flatnonzero(assign == f)) for f in range(k)]
+
+
+def cv_decision(before: list[float], after: list[float]) -> dict:
+    """Keep a repair when its mean gain over the held-out folds is positive and larger than its standard error
+    (the fold-to-fold noise): mean(g) > 0 and mean(g) > sd(g)/√k, g_f = after_f − before_f."""
+    g = np.asarray(after, np.float64) - np.asarray(before, np.float64)
+    finite = np.isfinite(g)
+    if not finite.all():  # SQNR of a fold the model reproduces exactly: +inf; compare finite folds only
+        g = np.where(np.isinf(g), np.sign(g) * 1e3, np.nan_to_num(g))
+    mean = float(g.mean())
+    se = float(g.std(ddof=1) / np.sqrt(len(g))) if len(g) > 1 else float("inf")
+    return {"folds": len(g), "before": [float(v) for v in before], "after": [float(v) for v in after],
+            "gain": [float(v) for v in g], "mean_gain": mean, "standard_error": se,
+            "beats_noise": bool(mean > 0 and mean > se)}
+
+
+def _fmt_gain(metric: str, cv: dict) -> str:
+    unit = (lambda v: f"{100 * v:+.2f} pts") if metric == "accuracy" else (
+        (lambda v: f"{v:+.2f} dB") if metric == "sqnr" else (lambda v: f"{v:+.4f}"))
+    folds = ", ".join(unit(v) for v in cv["gain"])
+    return f"{unit(cv['mean_gain'])} ± {unit(cv['standard_error']).lstrip('+')} (folds {folds})"
+
+
+def gap_recovered(float_metric: float, int8_metric: float, repaired_metric: float) -> float | None:
+    """(repaired − int8) / (float − int8); None when int8 does not lose anything (no gap)."""
+    gap = float_metric - int8_metric
+    if not np.isfinite(gap) or gap <= 0:
+        return None
+    return float((repaired_metric - int8_metric) / gap)
+
+
+def _fmt(metric: str, v: float) -> str:
+    return f"{v:.2f} dB" if metric == "sqnr" else (f"{v:.2%}" if metric == "accuracy" else f"{v:.4f}")

@@ -1,0 +1,55 @@
+"""Judging an int8 model the way the device computes it: the integer program (TFLite Micro's arithmetic).
+
+``ModelJudge.outputs(model, x)`` lowers the (edited) int8 ONNX model to its integer program
+(``repair.program``: bit-exact with TFLM's reference kernels, hence CMSIS-NN), quantizes the float inputs
+as the model's input QuantizeLinear does, runs the program and dequantizes its output. Keep/drop decisions
+and reported int8 numbers come from here. A model the program cannot express (an op outside its set) is
+judged by onnxruntime's float simulation of QDQ instead, and ``judged_on`` says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ...errors import ModelError
+from ...models import ModelPair, QuantParams
+from ...program import lower
+from .context import FitContext
+
+PROGRAM = "integer program (TFLite Micro arithmetic, as the device computes)"
+
+
+JUDGES = ("program", "onnxruntime")
+
+
+class ModelJudge:
+    """``judge="program"`` (the default, what the device computes) or ``"onnxruntime"`` (its float simulation of
+    QDQ: for comparisons, and the fallback for a model the program cannot express)."""
+
+    def __init__(self, pair: ModelPair, ctx: FitContext, judge: str = "program"):
+        self.pair, self.ctx = pair, ctx
+        if judge not in JUDGES:
+            raise ValueError(f"judge must be one of {JUDGES}")
+        if judge == "onnxruntime":
+            self.judged_on = "onnxruntime's float simulation of QDQ (asked for)"
+            return
+        try:
+            lower(pair.int8.proto)
+            self.judged_on = PROGRAM
+        except ModelError as e:
+            self.judged_on = f"onnxruntime's float simulation of QDQ (not the integer program: {e})"
+
+    @property
+    def on_program(self) -> bool:
+        return self.judged_on == PROGRAM
+
+    def outputs(self, model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+        """The model's first output on float inputs ``x``, dequantized, float64, one row per sample."""
+        if not self.on_program:
+            return self.ctx.outputs(model, x, int8=True)
+        prog = lower(model)
+        tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
+        q_in = QuantParams(tin.scale, tin.zero_point, "int8").quantize(np.asarray(x, np.float64))
+        q_out = prog.run(q_in.reshape(len(x), -1))
+        return ((q_out.astype(np.float64) - tout.zero_point) * tout.scale).reshape(len(x), -1)
