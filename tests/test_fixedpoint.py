@@ -130,6 +130,8 @@ def test_window_boundary_is_the_exact_rational_test(xs, n, a2):
 
 
 def test_batched_requantize_paths_equal_the_twin():
+    from repair.program.ir import requantize_array, requantize_float
+
     """requantize_array (int64, per-channel broadcast) and requantize_float (float64 where exact) give the same
     integers as requantize, the C twin, over the whole int32 input range and every shift."""
     rng = np.random.default_rng(11)
@@ -139,8 +141,8 @@ def test_batched_requantize_paths_equal_the_twin():
         m = int(rng.integers(fp.Q31_MIN, fp.Q31_MAX, endpoint=True)) if trial % 4 else fp.Q31_MIN
         s = int(rng.integers(-31, 31))
         want = fp.requantize(x, m, s)
-        np.testing.assert_array_equal(fp.requantize_array(x, m, s), want)
+        np.testing.assert_array_equal(requantize_array(x, m, s), want)
         small = x >> int(rng.integers(10, 31))  # inside the float path's exact range (|x·2^s| < 2^22)
-        got = fp.requantize_float(small.astype(np.float64), m, min(s, 0))
+        got = requantize_float(small.astype(np.float64), m, min(s, 0))
         np.testing.assert_array_equal(got, fp.requantize(small, m, min(s, 0)))
-    assert fp.requantize_float(np.array([float(1 << 22)]), 1 << 30, 0) is None  # refuses where it would round
+    assert requantize_float(np.array([float(1 << 22)]), 1 << 30, 0) is None  # refuses where it would round

@@ -25,7 +25,7 @@ from repair.repairs.in_model.equalization import (
     _out_ranges,
     equalize,
 )
-from repair.repairs.in_model.qdq import range_params
+from repair.repairs.in_model.parts import range_params
 from repair.repairs.in_model.thresholds import fit_thresholds
 
 from .conftest import make_float_model, quantize_model, real_model, task_files

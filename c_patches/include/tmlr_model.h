@@ -1,8 +1,8 @@
 /*
  * tmlrepair reference device: an int8 model as a table of layers over one arena, run with integer arithmetic
  * only (TFLite Micro / CMSIS-NN conventions: int32 accumulators, per-channel Q0.31 multiplier + shift, zero
- * points, fused ReLU/Clip as an output range). Written by `repair.intmodel.emit_c` from an int8 ONNX model;
- * its Python twin is repair/intmodel/program.py, bit for bit. No malloc, no float.
+ * points, fused ReLU/Clip as an output range). Written by `repair.codegen.model_c` from an int8 ONNX model;
+ * its Python twin is repair/program/ir.py, bit for bit. No malloc, no float.
  */
 #ifndef TMLR_MODEL_H
 #define TMLR_MODEL_H

@@ -1,4 +1,4 @@
-/* The reference device's int8 layers; Python twin: repair/intmodel/program.py. */
+/* The reference device's int8 layers; Python twin: repair/program/ir.py. */
 #include <string.h>
 
 #include "tmlr_fixedpoint.h"

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..fields import Fields
 from ..jsonio import dumps_stable
 
 SCHEMA = "tmlrepair.drift/1"
@@ -59,8 +60,6 @@ class DriftReport:
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             schema = d.get("schema") if isinstance(d, dict) else None
             raise DataError(f"report schema {schema!r} is not {SCHEMA!r}: regenerate it with this tmlrepair")
-        from ..plan.untrusted import check_drift_report
-
         check_drift_report(d, source)
         return cls(**{k: d[k] for k in ("schema", "tensors", "unmatched", "outputs", "pairing", "provenance")})
 
@@ -72,3 +71,25 @@ class DriftReport:
             raise DataError(f"{path} is not a readable JSON report ({type(exc).__name__})") from None
         return cls.from_dict(d, str(path))
 
+
+def check_drift_report(d, source: str) -> dict:
+    """``d`` (a parsed drift report) checked where ``check`` reads it; returns it."""
+    doc = Fields(source)
+    d = doc.obj(d, "the report")
+    for part in ("tensors", "unmatched", "outputs"):
+        if not isinstance(d.get(part), list):
+            doc.fail(part, "expected a list")
+    for part in ("pairing", "provenance"):
+        doc.obj(d.get(part), part)
+    for n, t in enumerate(d["tensors"]):
+        t = doc.obj(t, f"tensors[{n}]")
+        doc.text(t.get("float_name"), f"tensors[{n}].float_name")
+        doc.number(t.get("sqnr_db"), f"tensors[{n}].sqnr_db")
+    if not d["outputs"]:
+        doc.fail("outputs", "the report has no outputs")
+    for n, o in enumerate(d["outputs"]):
+        o = doc.obj(o, f"outputs[{n}]")
+        for key in ("accuracy_int8", "top1_agreement", "auroc_int8", "nll_int8", "ece_int8"):
+            if o.get(key) is not None:
+                doc.number(o[key], f"outputs[{n}].{key}")
+    return d

@@ -37,17 +37,20 @@ import numpy as np
 
 from ..errors import PairError
 from .graph import (
-    ACTIVATION_OPS,
-    FOLDABLE_OPS,
-    LAYOUT_OPS,
     QDQ_OPS,
     GraphIndex,
     QuantParams,
 )
 from .pair import ModelPair
-
-_AFFINE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
-_COMMUTATIVE = frozenset({"Add", "Mul", "Sum", "Max", "Min"})
+from .structure import (
+    _is_activation,
+    _is_passthrough,
+    _lineage,
+    _match_structure,
+    _same_lineage,
+    _source,
+)
+from .weights import weight_cosine
 
 
 @dataclass(frozen=True)
@@ -119,99 +122,6 @@ def _quantized_tensors(pair: ModelPair) -> list[_Quantized]:
         dqs = tuple(c.output[0] for c in ix.consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear")
         found.append(_Quantized(q.output[0], q.input[0], ix.quant_params(q), dqs))
     return found
-
-
-def _is_passthrough(ix: GraphIndex, node) -> bool:
-    if node.op_type in QDQ_OPS or node.op_type in LAYOUT_OPS or node.op_type in ACTIVATION_OPS \
-            or node.op_type in FOLDABLE_OPS:
-        return True
-    return node.op_type in _AFFINE_OPS and len(ix.activation_inputs(node)) == 1
-
-
-def _is_activation(node) -> bool:
-    """Activations are counted on both sides; a constant bias add is not (``Gemm`` holds its bias)."""
-    return node.op_type in ACTIVATION_OPS
-
-
-def _source(ix: GraphIndex, tensor: str) -> tuple[object, list]:
-    """Walk back through transparent nodes to the compute node or graph input; return it and the ops passed."""
-    chain = []
-    while True:
-        if tensor in ix.input_names:
-            return ("input", ix.input_names.index(tensor)), chain
-        node = ix.producer.get(tensor)
-        if node is None:
-            return None, chain
-        if not _is_passthrough(ix, node):
-            return ("node", node.name or node.output[0]), chain
-        if node.op_type not in QDQ_OPS:
-            chain.append(node)
-        acts = ix.activation_inputs(node)
-        if not acts:
-            return None, chain
-        tensor = acts[0]
-
-
-def _signature(ix: GraphIndex, node) -> tuple:
-    """Canonical op identity: Gemm and MatMul-with-constant are both Linear(out_features)."""
-    op = node.op_type
-    attrs = {a.name: a for a in node.attribute}
-
-    def ints(name):
-        return tuple(attrs[name].ints) if name in attrs else None
-
-    if op == "Conv":
-        w = ix.constant_value(node.input[1]) if len(node.input) > 1 else None
-        group = attrs["group"].i if "group" in attrs else 1
-        return ("Conv", group, None if w is None else tuple(w.shape))
-    if op == "Gemm" or (op == "MatMul" and ix.is_constant(node.input[1])):
-        w = ix.constant_value(node.input[1])
-        if w is None:
-            return ("Linear", None)
-        trans_b = op == "Gemm" and "transB" in attrs and attrs["transB"].i == 1
-        return ("Linear", int(w.shape[0] if trans_b else w.shape[-1]))
-    if op in ("AveragePool", "MaxPool"):
-        return (op, ints("kernel_shape"), ints("strides"))
-    return (op,)
-
-
-def _compute_nodes(ix: GraphIndex) -> list:
-    return [n for n in ix.nodes if not _is_passthrough(ix, n) and n.op_type != "Constant"]
-
-
-def _match_structure(fx: GraphIndex, qx: GraphIndex) -> tuple[dict, dict]:
-    """Pair compute nodes of the int8 graph with those of the float graph; returns (mapping, reasons)."""
-    mapping: dict = {("input", k): ("input", k) for k in range(len(qx.input_names))}
-    reasons: dict = {}
-    f_nodes = []
-    for n in _compute_nodes(fx):
-        srcs = tuple(_source(fx, t)[0] for t in fx.activation_inputs(n))
-        f_nodes.append((("node", n.name or n.output[0]), _signature(fx, n), srcs, n.op_type in _COMMUTATIVE))
-    used = set()
-    for n in _compute_nodes(qx):
-        key = ("node", n.name or n.output[0])
-        srcs = [_source(qx, t)[0] for t in qx.activation_inputs(n)]
-        if any(s not in mapping for s in srcs):
-            reasons[key] = "an input of this node has no float counterpart"
-            continue
-        want = tuple(mapping[s] for s in srcs)
-        sig = _signature(qx, n)
-        cands = [fk for fk, fsig, fsrcs, comm in f_nodes if fk not in used and fsig == sig and
-                 (sorted(map(str, fsrcs)) == sorted(map(str, want)) if comm else fsrcs == want)]
-        if len(cands) == 1:
-            mapping[key] = cands[0]
-            used.add(cands[0])
-        else:
-            reasons[key] = (f"{len(cands)} float nodes fit {sig[0]} here: ambiguous, not paired" if cands
-                            else f"no float node with op {sig} and the same inputs")
-    return mapping, reasons
-
-
-def match_compute_nodes(pair: ModelPair) -> tuple[dict[str, str], dict[str, str]]:
-    """int8 compute node → the float compute node it was quantized from (by structure), and why others are not."""
-    mapping, reasons = _match_structure(pair.float.index, pair.int8.index)
-    return ({q[1]: f[1] for q, f in mapping.items() if q[0] == "node"},
-            {q[1]: why for q, why in reasons.items()})
 
 
 def _float_chain(fx: GraphIndex, start: str) -> list[tuple[str, int, str | None]]:
@@ -337,7 +247,7 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
         else:
             unmatched.append(Unmatched(qt.int8_name, f"no float tensor after {node!r} with shape {list(shape)} "
                                                      f"and the same activations"))
-    pairs = [replace(p, weight_cosine=_weight_cosine(fx, qx, p)) for p in pairs]
+    pairs = [replace(p, weight_cosine=_layer_cosine(fx, qx, p)) for p in pairs]
     tmap = TensorMap(pairs, unmatched, strategy)
     weighted = [p for p in pairs if p.weight_cosine is not None]
     bad = tmap.weight_mismatches
@@ -354,64 +264,18 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
     return tmap
 
 
-def _lineage(ix: GraphIndex) -> dict:
-    """Digest of each compute node's signature and, recursively, of everything upstream of it.
-
-    Equal lineage means the same ops with the same attributes in the same arrangement
-    from the graph inputs down to that node, whatever the names.
-    """
-    import hashlib
-
-    memo: dict = {("input", k): f"input{k}" for k in range(len(ix.input_names))}
-    for n in ix.nodes:  # ONNX graphs are topologically sorted
-        if _is_passthrough(ix, n) or n.op_type == "Constant":
-            continue
-        srcs = [memo.get(_source(ix, t)[0], "?") for t in ix.activation_inputs(n)]
-        if n.op_type in _COMMUTATIVE:
-            srcs.sort()
-        memo[("node", n.name or n.output[0])] = hashlib.sha1(repr((_signature(ix, n), srcs)).encode()).hexdigest()
-    return memo
-
-
-def _same_lineage(fx: GraphIndex, qx: GraphIndex, f_lin: dict, q_lin: dict, f_name: str, q_name: str) -> str:
-    """'' if two same-named tensors come from identical upstream graphs, else why not.
-
-    Names alone never pair: two different networks exported by one tool share names.
-    """
-    fs, _ = _source(fx, f_name)
-    qs, _ = _source(qx, q_name)
-    if fs is None or qs is None or f_lin.get(fs) is None or f_lin.get(fs) != q_lin.get(qs):
-        return "same name, but the layers upstream of it differ between FLOAT and INT8"
-    return ""
-
-
 def _clip(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[:width - 1] + "…"
 
 
-def _weight_matrix(ix: GraphIndex, node) -> np.ndarray | None:
-    """The layer's weights as [out, -1] in float, or None for ops without constant weights."""
-    if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2 or not ix.is_constant(node.input[1]):
-        return None
-    w = np.asarray(ix.constant_value(node.input[1]), np.float64)
-    if node.op_type == "Conv":
-        return w.reshape(w.shape[0], -1)
-    trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in node.attribute)
-    return w if trans_b else w.reshape(-1, w.shape[-1]).T
-
-
-def _weight_cosine(fx: GraphIndex, qx: GraphIndex, p: TensorPair) -> float | None:
-    """Cosine between the float layer's weights and the int8 layer's dequantized weights."""
+def _layer_cosine(fx: GraphIndex, qx: GraphIndex, p: TensorPair) -> float | None:
+    """The weight cosine of a pair's layers (None when the tensor is not a layer's output)."""
     if not p.node:
         return None
     fs, _ = _source(fx, p.float_name)
     if fs is None or fs[0] != "node":
         return None
-    wf, wq = _weight_matrix(fx, fx.by_key[fs[1]]), _weight_matrix(qx, qx.by_key[p.node])
-    if wf is None or wq is None or wf.shape != wq.shape:
-        return None
-    den = np.linalg.norm(wf) * np.linalg.norm(wq)
-    return float((wf * wq).sum() / den) if den > 0 else None
+    return weight_cosine(fx, qx, fs[1], p.node)
 
 
 def _producer_op(ix: GraphIndex, src: tuple) -> str:

@@ -1,4 +1,4 @@
-"""Plans and drift reports read from disk are untrusted input: every field is checked before use.
+"""Plans read from disk are untrusted input: every field is checked before use.
 
 A hand-edited ``plan.json`` must never give a traceback, C that fails its own self-test, or a device run that
 "passes" with parameters no fit produced. ``check_plan`` and ``check_drift_report`` walk the whole document and
@@ -8,10 +8,8 @@ raise ``DataError`` naming the first bad field (``repairs[2].integer.thresholds_
 
 from __future__ import annotations
 
-import math
-
 from .. import fixedpoint as fp
-from ..errors import DataError
+from ..fields import Fields
 
 TASKS = ("classifier", "anomaly_scores", "anomaly_stream")
 CLASSIFIER = ("temperature", "vector_scaling", "class_thresholds")
@@ -20,64 +18,7 @@ INT16 = (-(1 << 15), (1 << 15) - 1)
 INT32 = (fp.Q31_MIN, fp.Q31_MAX)
 
 
-class _Doc:
-    """A path into the document, for messages: ``repairs[1].integer.shifts[0]``."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, what: str):
-        raise DataError(f"{self.source}: {where}: {what}: regenerate it with tmlrepair (hand edits are checked)")
-
-    def obj(self, v, where: str) -> dict:
-        if not isinstance(v, dict):
-            self.fail(where, f"expected an object, got {type(v).__name__}")
-        return v
-
-    def flag(self, v, where: str) -> bool:
-        if not isinstance(v, bool):
-            self.fail(where, f"expected true or false, got {v!r}")
-        return v
-
-    def text(self, v, where: str) -> str:
-        if not isinstance(v, str):
-            self.fail(where, f"expected text, got {type(v).__name__}")
-        return v
-
-    def integer(self, v, where: str, lo: int, hi: int) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.fail(where, f"expected an integer, got {v!r}")
-        if not lo <= v <= hi:
-            self.fail(where, f"{v} is outside [{lo}, {hi}]")
-        return v
-
-    def number(self, v, where: str, positive: bool = False) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            self.fail(where, f"expected a finite number, got {v!r}")
-        if positive and v <= 0:
-            self.fail(where, f"{v} must be positive")
-        return float(v)
-
-    def integers(self, v, where: str, lo: int, hi: int, length: int | None) -> list[int]:
-        if not isinstance(v, list):
-            self.fail(where, f"expected a list of integers, got {type(v).__name__}")
-        if length is not None and len(v) != length:
-            self.fail(where, f"has {len(v)} values; the model has {length} classes")
-        return [self.integer(x, f"{where}[{i}]", lo, hi) for i, x in enumerate(v)]
-
-    def finite_everywhere(self, v, where: str) -> None:
-        """No NaN or infinity anywhere (json.loads accepts NaN and Infinity literals)."""
-        if isinstance(v, float) and not math.isfinite(v):
-            self.fail(where, f"{v} is not a finite number")
-        if isinstance(v, dict):
-            for k, x in v.items():
-                self.finite_everywhere(x, f"{where}.{k}")
-        elif isinstance(v, list):
-            for i, x in enumerate(v):
-                self.finite_everywhere(x, f"{where}[{i}]")
-
-
-def _softmax(doc: _Doc, i: dict, where: str, k: int | None) -> None:
+def _softmax(doc: Fields, i: dict, where: str, k: int | None) -> None:
     m = doc.integer(i.get("softmax_multiplier"), f"{where}.softmax_multiplier", 0, fp.Q31_MAX)
     s = doc.integer(i.get("softmax_shift"), f"{where}.softmax_shift", 0, 30)
     d = doc.integer(i.get("softmax_diff_min"), f"{where}.softmax_diff_min", fp.Q31_MIN, 0)
@@ -87,7 +28,7 @@ def _softmax(doc: _Doc, i: dict, where: str, k: int | None) -> None:
         doc.fail(f"{where}.softmax_*", str(e))
 
 
-def _integer_params(doc: _Doc, name: str, i: dict, where: str, k: int | None) -> None:
+def _integer_params(doc: Fields, name: str, i: dict, where: str, k: int | None) -> None:
     """The C shim's parameters of a kept repair, in the ranges the C accepts."""
     if name == "temperature":
         _softmax(doc, i, where, k)
@@ -114,7 +55,7 @@ def _integer_params(doc: _Doc, name: str, i: dict, where: str, k: int | None) ->
 
 def check_plan(d, source: str) -> dict:
     """``d`` (a parsed plan.json) checked field by field; returns it. DataError names the first bad field."""
-    doc = _Doc(source)
+    doc = Fields(source)
     d = doc.obj(d, "the plan")
     doc.finite_everywhere(d, "plan")
     task = d.get("task")
@@ -151,7 +92,7 @@ def check_plan(d, source: str) -> dict:
     return d
 
 
-def _follows_from_fit(doc: _Doc, entry: dict, prov: dict, where: str) -> None:
+def _follows_from_fit(doc: Fields, entry: dict, prov: dict, where: str) -> None:
     """The C parameters must be what the fitted values give (a plan edited in one place but not the other, e.g.
     negated multipliers, is refused): recompute them from ``fitted`` and compare."""
     from ..repairs import from_dict
@@ -175,26 +116,3 @@ def _follows_from_fit(doc: _Doc, entry: dict, prov: dict, where: str) -> None:
         if got.get(key) != value:
             doc.fail(f"{where}.integer.{key}", f"{got.get(key)!r} is not what the fitted values give ({value!r}): "
                                                "the plan was edited")
-
-
-def check_drift_report(d, source: str) -> dict:
-    """``d`` (a parsed drift report) checked where ``check`` reads it; returns it."""
-    doc = _Doc(source)
-    d = doc.obj(d, "the report")
-    for part in ("tensors", "unmatched", "outputs"):
-        if not isinstance(d.get(part), list):
-            doc.fail(part, "expected a list")
-    for part in ("pairing", "provenance"):
-        doc.obj(d.get(part), part)
-    for n, t in enumerate(d["tensors"]):
-        t = doc.obj(t, f"tensors[{n}]")
-        doc.text(t.get("float_name"), f"tensors[{n}].float_name")
-        doc.number(t.get("sqnr_db"), f"tensors[{n}].sqnr_db")
-    if not d["outputs"]:
-        doc.fail("outputs", "the report has no outputs")
-    for n, o in enumerate(d["outputs"]):
-        o = doc.obj(o, f"outputs[{n}]")
-        for key in ("accuracy_int8", "top1_agreement", "auroc_int8", "nll_int8", "ece_int8"):
-            if o.get(key) is not None:
-                doc.number(o[key], f"outputs[{n}].{key}")
-    return d

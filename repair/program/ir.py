@@ -108,6 +108,65 @@ class IntProgram:
         return total
 
 
+def requantize_array(x, multiplier, shift) -> np.ndarray:
+    """``requantize`` for whole tensors, per-tensor or per-channel (``multiplier``/``shift`` broadcast against x):
+    the same integers in about a third of the numpy passes, for the batched integer program.
+
+    With p = x'·M (x' = x·2^max(shift, 0) saturated; |p| < 2^62) and r = max(−shift, 0):
+    SRDHM = sign(p)·⌊(|p| + 2^30 − [p < 0]) / 2^31⌋ (ties toward +∞), then the rounding divide by 2^r, ties away
+    from zero, = sign·⌊(m + ⌊2^r / 2⌋) / 2^r⌋ on the magnitude m. M = x' = −2^31 (SRDHM's one saturation) is
+    handled as ``sat_rounding_doubling_high_mul`` does.
+    """
+    s = np.asarray(shift, np.int64)
+    m = np.asarray(multiplier, np.int64)
+    a = fp.saturating_left_shift(x, np.maximum(s, 0)) if np.any(s > 0) else np.asarray(x, np.int64)
+    prod = a * m
+    neg = prod < 0
+    mag = np.abs(prod)
+    mag += 1 << 30
+    mag -= neg
+    mag >>= 31
+    right = np.maximum(-s, 0)
+    mag += (np.int64(1) << right) >> 1
+    mag >>= right
+    out = np.where(neg, -mag, mag)
+    if np.any(m == fp.Q31_MIN):
+        out = np.where((a == fp.Q31_MIN) & (m == fp.Q31_MIN), fp.rounding_divide_by_pot(fp.Q31_MAX, right), out)
+    return out
+
+
+FLOAT_EXACT_INPUT = 1 << 22  # |x'| < 2^22 and |M| ≤ 2^31 keep |x'·M| < 2^53: every step below is exact in float64
+
+
+def requantize_float(x: np.ndarray, multiplier, shift) -> np.ndarray | None:
+    """``requantize_array`` computed in float64, or None when the inputs are too large for it to be exact.
+
+    With integer-valued x' = x·2^max(shift, 0), |x'| < 2^22, and |M| ≤ 2^31: p = x'·M is an integer below 2^53,
+    so float64 holds it exactly; |p| + 2^30 too; multiplying by 2^−31 and 2^−r only moves the exponent; floor
+    of an exactly represented value is exact. Hence the same integers as the int64 path, with native float
+    multiplies (numpy has no vector 64-bit integer multiply on x86).
+    """
+    s = np.asarray(shift, np.int64)
+    xf = np.asarray(x, np.float64)
+    if np.any(s > 0):
+        xf = xf * np.exp2(np.maximum(s, 0))
+    if xf.size and max(-xf.min(), xf.max()) >= FLOAT_EXACT_INPUT:
+        return None
+    p = xf * np.asarray(multiplier, np.float64)  # a new array: the passes below work in place
+    neg = np.signbit(p)
+    np.abs(p, out=p)
+    p += 1 << 30
+    p -= neg
+    p *= 2.0 ** -31
+    np.floor(p, out=p)
+    right = np.maximum(-s, 0)
+    p += np.floor(np.exp2(right - 1.0))
+    p *= np.exp2(-right.astype(np.float64))
+    np.floor(p, out=p)
+    np.negative(p, out=p, where=neg)
+    return p
+
+
 def _finish(acc, p, axis=1) -> np.ndarray:
     """z_y + requantize(acc), clamped to [act_min, act_max]. ``acc`` holds integers (int64, or a float array of
     exact integers): requantized in float64 where that is exact (``fp.requantize_float``), else in int64."""
@@ -118,9 +177,9 @@ def _finish(acc, p, axis=1) -> np.ndarray:
         mult, shift = mult.reshape(shape), shift.reshape(shape)
     else:
         mult, shift = mult.reshape(()), shift.reshape(())
-    y = fp.requantize_float(acc, mult, shift)
+    y = requantize_float(acc, mult, shift)
     if y is None:
-        y = fp.requantize_array(np.asarray(acc).astype(np.int64), mult, shift)
+        y = requantize_array(np.asarray(acc).astype(np.int64), mult, shift)
     return np.clip(y + p["out_zp"], p["act_min"], p["act_max"]).astype(np.int64)
 
 

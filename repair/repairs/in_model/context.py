@@ -17,7 +17,7 @@ import onnx
 from ...errors import ModelError
 from ...models import ModelPair, build_tensor_map
 from ...models.pair import ort_session
-from ...models.tensormap import match_compute_nodes
+from ...models.structure import match_compute_nodes
 from .qdq import Layer, QdqModel
 
 #: Between a float layer and its pre-activation: a BatchNormalization an exporter left unfolded, a bias Add.

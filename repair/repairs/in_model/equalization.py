@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from .context import FitContext
-from .qdq import SAME_RANGE_OPS, Layer, QdqModel, range_params
+from .parts import Layer, range_params
+from .qdq import SAME_RANGE_OPS, QdqModel
 
 #: Activations that commute with a positive per-channel scale.
 HOMOGENEOUS = frozenset({"Relu", "LeakyRelu", "PRelu"})

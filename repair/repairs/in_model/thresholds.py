@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from .context import FitContext
-from .qdq import QdqModel, range_params
+from .parts import range_params
+from .qdq import QdqModel
 
 PERCENTILES = (99.0, 99.9, 99.99)
 MSE_FRACTIONS = np.linspace(0.06, 1.0, 48)

@@ -1,0 +1,65 @@
+"""The parts of an int8 QDQ graph the in-model repairs edit: a layer (Conv / Gemm / MatMul and the initializers
+holding its numbers), an activation (the Q and DQ nodes of one tensor, a same-range group), and the rule that
+turns a float range into an int8 scale and zero point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Layer:
+    """One Conv / Gemm / MatMul of the int8 graph and the initializers that hold its numbers."""
+
+    name: str  # node name (or first output when unnamed)
+    op: str
+    node: object  # the onnx NodeProto (of the edited copy)
+    input_dq: object  # DequantizeLinear giving the float view of the layer's input
+    weight_dq: object  # DequantizeLinear of the int8 weight initializer
+    bias_dq: object | None  # DequantizeLinear of the int32 bias initializer, or None
+    bias_add: object | None  # the Add after a MatMul that carries its bias
+    preact: str  # float pre-activation tensor: the layer's output (or its bias Add's output)
+    group: int = 1
+    trans_b: bool = False
+
+    @property
+    def out_axis(self) -> int:
+        """Axis of output channels in the weight tensor."""
+        if self.op == "Conv" or (self.op == "Gemm" and self.trans_b):
+            return 0
+        return 1
+
+    @property
+    def in_axis(self) -> int:
+        """Axis of input channels in the weight tensor (per group for a grouped Conv)."""
+        return 1 - self.out_axis if self.op != "Conv" else 1
+
+    @property
+    def preact_axis(self) -> int:
+        """Channel axis of the pre-activation tensor (batch first)."""
+        return -1 if self.op == "MatMul" else 1
+
+
+@dataclass
+class Activation:
+    """One quantized activation: the Q nodes writing it and the DQ nodes reading it (a same-range group)."""
+
+    key: str  # the first Q output of the group
+    q_nodes: list = field(default_factory=list)
+    dq_nodes: list = field(default_factory=list)
+    interface: str = ""  # why the group is a model input/output, if it is one
+
+
+
+
+def range_params(rmin: float, rmax: float, qmin: int = -128, qmax: int = 127) -> tuple[float, int]:
+    """Scale and zero point of an asymmetric int8 range, as ``onnxruntime.quantization`` computes them:
+    the range is widened to contain 0, scale = (rmax − rmin) / (qmax − qmin), zp = round(qmin − rmin / scale)."""
+    rmin, rmax = min(rmin, 0.0), max(rmax, 0.0)
+    if rmax == rmin:
+        return 1.0, 0
+    scale = (rmax - rmin) / (qmax - qmin)
+    zp = int(np.clip(np.rint(qmin - rmin / scale), qmin, qmax))
+    return float(scale), zp
