@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -83,6 +84,9 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
 @click.option("--shim-only", is_flag=True,
               help="sim/qemu: firmware without the model (onnxruntime computes the int8 outputs on the host).")
 @click.option("--resume", is_flag=True, help="Continue a run that was cut short (its journal is in the folder).")
+@click.option("--in-model/--no-in-model", default=None,
+              help="Repair the model itself first (equalization, activation ranges, bias correction), rebuild the "
+                   "firmware with it and fit the shims on its outputs (default: on sim and qemu).")
 @click.option("--ignore-weights", is_flag=True,
               help="Run even if INT8's weights do not match FLOAT's (you almost never want this).")
 @click.option("--progress/--no-progress", default=None, help="Progress (a bar on a terminal, lines in a log).")
@@ -90,8 +94,8 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
 @_link_options
 @click.pass_context
 def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_dir, repairs, target_far, anomaly_far,
-              anomaly_boundary, window, prefix, shim_only, resume, ignore_weights, progress, force, url, baud, timeout,
-              retries, trace_path):
+              anomaly_boundary, window, prefix, shim_only, resume, in_model, ignore_weights, progress, force, url, baud,
+              timeout, retries, trace_path):
     """Fit the repairs on the device's outputs, upload them, run the holdout through them, emit the C.
 
     With no FLOAT_MODEL/INT8_MODEL it runs a bundled task (--task); with no --serial, the virtual device.
@@ -101,7 +105,7 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     from ..codegen.cnames import check_prefix
     from ..codegen.emit import emit_files
     from ..data import load_calibration
-    from ..device.calibrate import run_calibrate
+    from ..device.calibrate import repair_in_model, run_calibrate
     from ..device.render import render_run
     from ..errors import DataError, Interrupted
     from ..jsonio import dumps_stable
@@ -127,23 +131,36 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     if not resume:
         check_outputs(out_dir, RUN_FILES, force)
         check_outputs(out_dir / "c", [f"{prefix.lower()}_params.h", f"{prefix.lower()}_shim.c"], force)
+    on_reference_device = url in ("sim", "qemu") and not shim_only
+    if in_model is None:
+        in_model = on_reference_device
+    if in_model and not on_reference_device:
+        raise DataError("in-model repairs change the model the board runs: run `tmlrepair fit` for "
+                        "repaired_int8.onnx, reflash the board with it, then `tmlrepair validate` (or use "
+                        "--serial sim / qemu, whose firmware calibrate rebuilds)")
     pair = load_pair(float_model, int8_model)
     calib, holdout = load_calibration(calib_path), load_calibration(holdout_path)
     if not ignore_weights:
         check_one_network(pair, calib.x)
     wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
-    program, model_c = _firmware_model(url, pair.int8.path, shim_only)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     if force and not resume:  # start over: an earlier run's journals (ours) go too
         for journal in journals:
             journal.unlink()
+    bar = Progress(enabled=_progress_wanted(progress), label="device ")
     try:
-        link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
-        run = run_calibrate(link, pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
-                            anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
-                            resume=resume, program=program, instructions_per_tick=40 if url == "qemu" else None,
-                            progress=Progress(enabled=_progress_wanted(progress), label="device "))
+        with tempfile.TemporaryDirectory() as scratch:
+            repaired = repair_in_model(pair, calib, holdout, Path(scratch), bar.enabled) if in_model else None
+            device_pair = repaired.pair if repaired else pair
+            program, model_c = _firmware_model(url, device_pair.int8.path, shim_only)
+            link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
+            run = run_calibrate(link, device_pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
+                                anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
+                                resume=resume, program=program, instructions_per_tick=40 if url == "qemu" else None,
+                                progress=bar)
+            if repaired:
+                repaired.record(run, pair)
     except KeyboardInterrupt:
         raise Interrupted(_journaled(out_dir)) from None
     except BaseException:
@@ -152,15 +169,18 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     text = render_run(run.report)
     files = {"plan.json": run.plan.to_json(), "report.json": dumps_stable(run.report),
              "report.md": "```\n" + text + "```\n"}
+    if repaired:
+        files["repaired_int8.onnx"] = repaired.model_bytes
     files.update({f"c/{name}": content for name, content in emit_files(run.plan, prefix).items()})
     write_files(out_dir, files, force=True)  # checked above (or a resumed run's own files)
     for journal in out_dir.glob(JOURNALS):
         journal.unlink()
-    click.echo(text + f"wrote {out_dir}/plan.json, report.json, report.md and the C shims in {out_dir}/c", nl=True)
+    click.echo(text + f"wrote {out_dir}/{', '.join(n for n in files if not n.startswith('c/'))} and the C shims in "
+               f"{out_dir}/c", nl=True)
     ctx.exit(0 if run.bit_exact else 1)
 
 
-RUN_FILES = ("plan.json", "report.json", "report.md")
+RUN_FILES = ("plan.json", "report.json", "report.md", "repaired_int8.onnx")
 JOURNALS = ".journal-*.jsonl"
 
 

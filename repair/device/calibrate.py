@@ -68,6 +68,49 @@ def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, hold
     return run
 
 
+@dataclass
+class InModelRepair:
+    """The in-model repairs ``calibrate`` fitted before talking to the device: the repaired model (as bytes and as
+    a pair loaded from a scratch file, for the firmware and the host runs) and what each repair did."""
+
+    pair: ModelPair
+    model_bytes: bytes
+    result: object  # repair.repairs.in_model.InModelResult
+
+    def record(self, run: DeviceRun, original: ModelPair) -> None:
+        """Into the run's plan and report: the repaired model the after-model repairs were fitted on."""
+        import hashlib
+
+        sha = hashlib.sha256(self.model_bytes).hexdigest()
+        run.plan.in_model = {**self.result.to_dict(), "model": {"path": "repaired_int8.onnx", "sha256": sha}}
+        run.plan.fitted_on(self.model_bytes, original={"path": str(original.int8.path), "sha256": original.int8.sha256})
+        h = self.result.holdout
+        run.report["in_model"] = {"kept": self.result.kept, "metric": h["metric"], "int8": h["int8"],
+                                  "repaired": h["repaired"], "judged_on": h.get("judged_on"),
+                                  "decided_by": h.get("decided_by"), "folds": h.get("folds"),
+                                  "model": {"path": "repaired_int8.onnx", "sha256": sha}}
+        m = run.report.get("metrics", {})
+        if h["metric"] == "accuracy" and "accuracy" in m.get("float", {}):
+            # the gap is the one the user had: the int8 model as given (program = device) to float
+            f, start, end = m["float"]["accuracy"], h["int8"], m["device_shims"]["accuracy"]
+            m["int8_as_given"] = {"accuracy": start}
+            m["gap_recovered"] = (end - start) / (f - start) if f - start > 1e-12 else None
+
+
+def repair_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, scratch: Path,
+                    progress: bool = False) -> InModelRepair:
+    """Fit the in-model repairs on the integer program (= the reference device's arithmetic) and load the repaired
+    model as a pair (written to ``scratch``), so the firmware is rebuilt from it and the shims fitted on it."""
+    from ..models import load_pair
+    from ..repairs.in_model import fit_in_model
+
+    result = fit_in_model(pair, calib, holdout, progress=progress)
+    raw = result.model.SerializeToString()
+    path = scratch / "repaired_int8.onnx"
+    path.write_bytes(raw)
+    return InModelRepair(load_pair(pair.float.path, path), raw, result)
+
+
 def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: CalibrationSet, zh: np.ndarray,
                     qh: np.ndarray, source: str, out_dir: Path, *, resume: bool, progress, command: str,
                     calib: CalibrationSet | None = None) -> DeviceRun:

@@ -14,6 +14,12 @@ def _num(v, fmt=".4f") -> str:
 def render_run(report: dict) -> str:
     lines = [f"tmlrepair {report['command']} on {report['device']['describe']}",
              f"raw outputs from {report['raw_outputs_from']}; plan {report['plan_sha256'][:16]}"]
+    im = report.get("in_model")
+    if im:
+        fmt = _pct if im["metric"] == "accuracy" else (lambda v: _num(v))
+        lines.append(f"in the model ({im['model']['path']}, the firmware rebuilt from it): kept "
+                     f"{', '.join(im['kept']) or 'nothing'} (decided by {im.get('folds')}-fold cross-validation on "
+                     f"the integer program); holdout {im['metric']} {fmt(im['int8'])} → {fmt(im['repaired'])}")
     d = report["drift"]["device_vs_float"]
     lines.append(f"drift, device vs float: output SQNR {_num(d['sqnr_db'], '.1f')} dB"
                  + (f", top-1 agreement {_pct(d['top1_agreement'])}" if "top1_agreement" in d else ""))
@@ -37,7 +43,9 @@ def render_run(report: dict) -> str:
     n = report["holdout"]["n"]
     if "accuracy" in m["float"]:
         f, r, s = m["float"], m["int8"], m["device_shims"]
-        lines.append(f"holdout ({n}): accuracy float {_pct(f['accuracy'])} | int8 {_pct(r['accuracy'])} → "
+        given = (f"int8 as given {_pct(m['int8_as_given']['accuracy'])} → repaired int8 on the device "
+                 if "int8_as_given" in m else "int8 ")
+        lines.append(f"holdout ({n}): accuracy float {_pct(f['accuracy'])} | {given}{_pct(r['accuracy'])} → "
                      f"with device shims {_pct(s['accuracy'])} (gap recovered {_pct(m['gap_recovered'])})")
         lines.append(f"  int8 probabilities (TFLM softmax → device shims): NLL {_num(r['nll'])} → {_num(s['nll'])}; ECE {_num(r['ece'])} → {_num(s['ece'])}"
                      + (f"; per-class false-accept (macro) {_pct(s['far_macro'])}" if "far_macro" in s else ""))

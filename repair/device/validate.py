@@ -17,6 +17,8 @@ from .link import DeviceLink
 def model_path(plan: RepairPlan, role: str, given: Path | None) -> Path:
     named = (plan.provenance.get("models") or {}).get(role) or {}
     path = Path(given) if given is not None else Path(named.get("path", ""))
+    if given is None and not path.is_absolute() and plan.origin is not None and (plan.origin / path).is_file():
+        path = plan.origin / path  # a repaired model written beside plan.json
     if not path.is_file():
         raise DataError(f"the {role} model {str(path) or '(not named in the plan)'} was not found: "
                         f"pass --{role} PATH")
@@ -31,7 +33,7 @@ def run_validate(link: DeviceLink, plan: RepairPlan, data: CalibrationSet, *, fl
     fitted = (plan.provenance.get("models") or {}).get("int8", {}).get("sha256")
     if fitted and fitted != pair.int8.sha256:
         raise DataError(f"{pair.int8.path} is not the int8 model the plan was fitted on (sha256 differs): "
-                        f"validate with that model, or refit the plan")
+                        f"validate with that model (by default the one the plan names), or refit the plan")
     n_classes = pair.float.outputs[0].shape[0] if plan.task == "classifier" else None
     data = check_fits(data, pair, n_classes)
     if check_weights:

@@ -105,6 +105,7 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     for order, (p, st) in enumerate(zip(tmap.pairs, stats)):
         tensors.append({"order": order, "float_name": p.float_name, "int8_name": p.int8_name, "op": p.op,
                         "node": p.node, "shape": list(p.shape), "paired_by": p.how, "weight_cosine": p.weight_cosine,
+                        "weight_sign_agreement": p.weight_signs,
                         "scale": p.quant.scale, "zero_point": p.quant.zero_point, "dtype": p.quant.dtype,
                         **st.to_dict()})
     output = {"float_name": f_out[0], "int8_name": q_out[0], "task": task,

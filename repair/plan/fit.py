@@ -120,6 +120,7 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
         plan.repaired_model = _with_folded_temperature(pair, plan, result.model)
         plan.in_model = {**result.to_dict(), "model": {"path": "repaired_int8.onnx",
                                                        "sha256": model_sha256(plan.repaired_model)}}
+        plan.fitted_on(plan.repaired_model.SerializeToString())
         return plan
     plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                       raw_outputs, source)
@@ -127,6 +128,7 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     if folded is not pair.int8.proto:
         plan.repaired_model = folded
         plan.in_model = {"repairs": [], "model": {"path": "repaired_int8.onnx", "sha256": model_sha256(folded)}}
+        plan.fitted_on(folded.SerializeToString())
     return plan
 
 

@@ -39,13 +39,15 @@ class RepairPlan:
     schema: str = SCHEMA
     #: the repaired int8 model (onnx.ModelProto) when in-model repairs ran; written beside plan.json, not in it
     repaired_model: object = field(default=None, repr=False, compare=False)
+    #: the folder the plan was read from: model paths in the plan that are relative are relative to it
+    origin: Path | None = field(default=None, repr=False, compare=False)
 
     def kept(self) -> list[dict]:
         return [r for r in self.repairs if r.get("kept")]
 
     def to_json(self) -> str:
-        d = asdict(replace(self, repaired_model=None))
-        del d["repaired_model"]
+        d = asdict(replace(self, repaired_model=None, origin=None))
+        del d["repaired_model"], d["origin"]
         d["provenance"] = {**d["provenance"], "tmlrepair_version": __version__}
         return dumps_stable(d)
 
@@ -66,4 +68,15 @@ class RepairPlan:
 
         check_plan(d, str(path))
         return cls(task=d["task"], repairs=d["repairs"], provenance=d.get("provenance", {}),
-                   in_model=d.get("in_model", {}))
+                   in_model=d.get("in_model", {}), origin=Path(path).resolve().parent)
+
+    def fitted_on(self, model_bytes: bytes, path: str = "repaired_int8.onnx", original: dict | None = None) -> None:
+        """Record that the after-model repairs were fitted on ``model_bytes`` (the repaired int8 model, written as
+        ``path`` beside plan.json): validate, check and calibrate --resume then use it by default. ``original``:
+        the int8 model it was repaired from (default: the one the provenance names now)."""
+        import hashlib
+
+        models = self.provenance.setdefault("models", {})
+        original = original or models.get("int8")
+        models["int8"] = {"path": path, "sha256": hashlib.sha256(model_bytes).hexdigest(),
+                          **({"repaired_from": original} if original else {})}

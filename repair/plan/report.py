@@ -23,6 +23,8 @@ SCHEMA = "tmlrepair.fit-report/1"
 
 def fit_report(plan: RepairPlan) -> dict:
     models = dict(plan.provenance.get("models", {}))
+    if "repaired_from" in models.get("int8", {}):  # the plan names the repaired model it was fitted on
+        models["int8"] = models["int8"]["repaired_from"]
     if plan.in_model:
         models["repaired"] = plan.in_model["model"]
     return {"schema": SCHEMA, "task": plan.task, "holdout": plan.in_model.get("holdout", {}),
