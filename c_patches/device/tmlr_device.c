@@ -316,7 +316,7 @@ static void cmd_hello(tmlr_device *dev, uint8_t seq)
     memset(p, 0, 64);
     p[0] = TMLR_PROTOCOL_VERSION;
     put_u16(p + 1, (uint16_t)TMLR_VERSION);
-    put_u32(p + 3, TMLR_CAP_SHIM | (dev->model ? TMLR_CAP_MODEL : 0u));
+    put_u32(p + 3, TMLR_CAP_SHIM | (dev->model ? TMLR_CAP_MODEL | TMLR_CAP_LOAD : 0u));
     put_u16(p + 7, (uint16_t)TMLR_DEV_MAX_PAYLOAD);
     put_u32(p + 9, tmlr_port_counter_hz());
     put_u32(p + 13, dev->shim.params_id);
@@ -378,12 +378,20 @@ static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
     tmlr_shim_params *s = &dev->shim;
     const int with_shim = s->params_id != 0 && s->kind == TMLR_SHIM_CLASSIFIER && (uint32_t)s->num_classes == m->out_size;
     const uint32_t out_len = 9 + m->out_size + (with_shim ? shim_out_bytes(s) : 0u);
-    if (n != m->in_size || m->in_size > TMLR_DEV_MAX_TENSOR || m->out_size > TMLR_DEV_MAX_TENSOR ||
+    const int staged = n == 2; /* the input was sent by LOAD; the payload is its CRC-16 */
+    if ((n != m->in_size && !staged) || m->in_size > TMLR_DEV_MAX_TENSOR || m->out_size > TMLR_DEV_MAX_TENSOR ||
         out_len > TMLR_DEV_MAX_PAYLOAD) {
         reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_INFER, m->in_size);
         return;
     }
-    memcpy(dev->tensor_in, p, n);
+    if (staged) {
+        if (crc16((const uint8_t *)dev->tensor_in, m->in_size) != get_u16(p)) {
+            reply_error(dev, seq, TMLR_E_STAGE, TMLR_CMD_INFER, 0);
+            return;
+        }
+    } else {
+        memcpy(dev->tensor_in, p, n);
+    }
     const uint64_t t0 = tmlr_port_counter();
     const int32_t rc = m->invoke(m->ctx, dev->tensor_in, dev->tensor_out);
     const uint64_t t1 = tmlr_port_counter();
@@ -454,6 +462,30 @@ static void cmd_bench(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
     reply(dev, TMLR_CMD_BENCH | 0x80, seq, 24);
 }
 
+/* LOAD: u32 offset, then bytes of the model input at that offset (idempotent: a retransmission rewrites the same
+ * bytes). Replies with the offset just past them. */
+static void cmd_load(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t n)
+{
+    const tmlr_model *m = dev->model;
+    if (m == NULL) {
+        reply_error(dev, seq, TMLR_E_NO_MODEL, TMLR_CMD_LOAD, 0);
+        return;
+    }
+    if (n < 4 || m->in_size > TMLR_DEV_MAX_TENSOR) {
+        reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_LOAD, m->in_size);
+        return;
+    }
+    const uint32_t offset = get_u32(p);
+    const uint32_t len = n - 4;
+    if (offset > m->in_size || len > m->in_size - offset) {
+        reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_LOAD, m->in_size);
+        return;
+    }
+    memcpy((uint8_t *)dev->tensor_in + offset, p + 4, len);
+    put_u32(dev->reply + 2, offset + len);
+    reply(dev, TMLR_CMD_LOAD | 0x80, seq, 4);
+}
+
 static void execute(tmlr_device *dev, uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t n)
 {
     switch (cmd) {
@@ -480,6 +512,9 @@ static void execute(tmlr_device *dev, uint8_t cmd, uint8_t seq, const uint8_t *p
         break;
     case TMLR_CMD_BENCH:
         cmd_bench(dev, seq, p, n);
+        break;
+    case TMLR_CMD_LOAD:
+        cmd_load(dev, seq, p, n);
         break;
     case TMLR_CMD_RESET:
         if (!(n == 1 && p[0] <= 2) && !(n == 5 && p[0] == 0)) {

@@ -30,7 +30,7 @@
 #define TMLR_DEV_MAX_WINDOW 1024
 #endif
 #ifndef TMLR_DEV_MAX_TENSOR
-#define TMLR_DEV_MAX_TENSOR 4096 /* largest model input or output, bytes */
+#define TMLR_DEV_MAX_TENSOR 4096 /* largest model input or output, bytes (the tool's builds set it per model) */
 #endif
 
 #define TMLR_DEV_FRAME_MAX (TMLR_DEV_MAX_PAYLOAD + 4)
@@ -43,6 +43,7 @@ enum tmlr_command {
     TMLR_CMD_SHIM = 0x04,       /* raw outputs -> corrected outputs, batched */
     TMLR_CMD_BENCH = 0x05,      /* run the shim chain k times on one sample, return counter ticks */
     TMLR_CMD_RESET = 0x06,      /* 0 [u32 pos]: clear shim state, next sample is pos; 1: forget parameters; 2: reboot */
+    TMLR_CMD_LOAD = 0x07,       /* u32 offset, bytes: part of a model input larger than one frame, staged for INFER */
     TMLR_CMD_ERROR = 0x7F
 };
 
@@ -57,13 +58,15 @@ enum tmlr_error {
     TMLR_E_STREAM_POS = 8,   /* stateful shim: the sample position is not the one expected (detail = expected) */
     TMLR_E_BAD_PARAMS = 9,   /* SET_PARAMS outside the shims' documented ranges */
     TMLR_E_MODEL_FAILED = 10, /* the model hook returned nonzero (detail = its code) */
-    TMLR_E_FAULT = 11         /* the CPU faulted (detail = the faulting PC); the device restarts */
+    TMLR_E_FAULT = 11,        /* the CPU faulted (detail = the faulting PC); the device restarts */
+    TMLR_E_STAGE = 12         /* INFER of a staged input whose CRC is not the host's (a restart lost it): LOAD again */
 };
 
 enum tmlr_shim_kind { TMLR_SHIM_CLASSIFIER = 1, TMLR_SHIM_THRESHOLD = 2, TMLR_SHIM_WINDOW = 3 };
 
 #define TMLR_CAP_SHIM 0x1u  /* SHIM, SET_PARAMS, BENCH */
 #define TMLR_CAP_MODEL 0x2u /* INFER */
+#define TMLR_CAP_LOAD 0x4u  /* LOAD: inputs larger than one frame */
 
 /* The model the device runs (issue: the device runs the model). invoke returns 0 on success. */
 typedef struct {

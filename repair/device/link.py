@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DeviceError
 from . import protocol as P
-from .framing import Deframer, FrameError, decode_frame, encode_frame
+from .framing import Deframer, FrameError, crc16, decode_frame, encode_frame
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class DeviceLink:
         self._seq = 0
         self._last_byte_at = 0.0
         self.max_payload: int | None = None  # known after hello()
+        self.capabilities: int | None = None
         self._link_errors: list[int] = []  # link-level error codes the device sent during the current request
         self.port.timeout = min(0.02, timeouts.inter_byte / 4)
 
@@ -173,7 +174,7 @@ class DeviceLink:
     # ------------------------------------------------------------------ commands
     def hello(self) -> P.Hello:
         h = P.parse_hello(self.request(P.HELLO))
-        self.max_payload = h.max_payload
+        self.max_payload, self.capabilities = h.max_payload, h.capabilities
         if h.protocol != P.PROTOCOL_VERSION:
             raise DeviceError(f"{self.name} speaks protocol {h.protocol}, this tmlrepair speaks "
                               f"{P.PROTOCOL_VERSION}: rebuild the firmware from this version's c_patches/")
@@ -191,8 +192,29 @@ class DeviceLink:
         return P.parse_shim_reply(shim, reply, pos, count)
 
     def infer(self, x: np.ndarray, out_size: int, shim=None) -> P.InferResult:
-        """Run the device's model on one int8 input; with classifier parameters loaded, its shims too."""
-        return P.parse_infer(self.request(P.INFER, np.asarray(x, np.int8).tobytes()), out_size, shim)
+        """Run the device's model on one int8 input; with classifier parameters loaded, its shims too.
+
+        An input larger than one frame goes up in LOAD chunks (each idempotent, retried like any request), then
+        INFER carries only its CRC-16: a device that restarted in between answers "staged input lost" and the
+        chunks are sent again, so a lost input is never inferred."""
+        raw = np.asarray(x, np.int8).tobytes()
+        limit = self.max_payload or P.DEFAULT_MAX_PAYLOAD
+        if len(raw) <= limit:
+            return P.parse_infer(self.request(P.INFER, raw), out_size, shim)
+        if self.capabilities is not None and not self.capabilities & P.CAP_LOAD:
+            raise DeviceError(f"the input is {len(raw)} B, more than one frame ({limit} B), and {self.name}'s "
+                              "firmware cannot take it in parts (no LOAD): rebuild it from this version's c_patches/")
+        crc = crc16(raw).to_bytes(2, "little")
+        step = limit - 4
+        for attempt in range(3):
+            for offset in range(0, len(raw), step):
+                self.request(P.LOAD, offset.to_bytes(4, "little") + raw[offset:offset + step])
+            try:
+                return P.parse_infer(self.request(P.INFER, crc), out_size, shim)
+            except DeviceError as e:
+                if e.code != P.E_STAGE or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def bench(self, shim, sample: np.ndarray, iterations: int) -> P.BenchResult:
         return P.parse_bench(self.request(P.BENCH, P.pack_bench(shim, sample, iterations)), iterations)

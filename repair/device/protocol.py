@@ -15,23 +15,24 @@ from ..plan.shims import AnomalyShim, ClassifierShim
 
 PROTOCOL_VERSION = 1
 
-HELLO, SET_PARAMS, INFER, SHIM, BENCH, RESET, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x7F
+HELLO, SET_PARAMS, INFER, SHIM, BENCH, RESET, LOAD, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x7F
 REPLY = 0x80
-COMMAND_NAMES = {HELLO: "hello", SET_PARAMS: "set-params", INFER: "infer", SHIM: "shim", BENCH: "bench",
+COMMAND_NAMES = {HELLO: "hello", SET_PARAMS: "set-params", INFER: "infer", SHIM: "shim", BENCH: "bench", LOAD: "load",
                  RESET: "reset", ERROR: "error"}
 
 # error codes (TMLR_E_*)
 E_UNKNOWN_COMMAND, E_BAD_LENGTH, E_OVERFLOW, E_FRAMING, E_CRC = 1, 2, 3, 4, 5
-E_NO_PARAMS, E_NO_MODEL, E_STREAM_POS, E_BAD_PARAMS, E_MODEL_FAILED, E_FAULT = 6, 7, 8, 9, 10, 11
+E_NO_PARAMS, E_NO_MODEL, E_STREAM_POS, E_BAD_PARAMS, E_MODEL_FAILED, E_FAULT, E_STAGE = 6, 7, 8, 9, 10, 11, 12
 ERROR_NAMES = {1: "unknown command", 2: "bad payload length", 3: "frame too long", 4: "bad framing",
                5: "CRC mismatch", 6: "no parameters uploaded", 7: "no model on the device",
                8: "unexpected stream position", 9: "parameters out of range", 10: "the model failed",
-               11: "the CPU faulted"}
+               11: "the CPU faulted", 12: "the staged input was lost"}
 LINK_ERRORS = frozenset({E_OVERFLOW, E_FRAMING, E_CRC})  # the request did not arrive intact: retransmit
 
 KIND_CLASSIFIER, KIND_THRESHOLD, KIND_WINDOW = 1, 2, 3
-CAP_SHIM, CAP_MODEL = 0x1, 0x2
+CAP_SHIM, CAP_MODEL, CAP_LOAD = 0x1, 0x2, 0x4
 RESET_STATE, RESET_PARAMS, RESET_REBOOT = 0, 1, 2
+DEFAULT_MAX_PAYLOAD = 2048  # TMLR_DEV_MAX_PAYLOAD's default, until hello says otherwise
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,27 @@ def _compiler_version(cc: str) -> str:
         raise DeviceError(f"cannot run the C compiler {cc!r} ({e}): install it or set CC") from None
 
 
+def model_build_flags(model_sources: tuple[Path, ...]) -> list[str]:
+    """Flags a generated model asks the device build for (its tensor staging size): lines marked
+    ``BUILD_FLAG_MARK`` in its first lines."""
+    from ..codegen.model_c import BUILD_FLAG_MARK
+
+    flags = []
+    for src in model_sources:
+        for line in Path(src).read_text().splitlines()[:5]:
+            if BUILD_FLAG_MARK in line:
+                flags += line.split(BUILD_FLAG_MARK, 1)[1].replace("*/", "").split()
+    bad = [f for f in flags if not re.fullmatch(r"-DTMLR_DEV_MAX_TENSOR=\d{1,7}", f)]
+    if bad:
+        raise DeviceError(f"a model source asks for build flags tmlrepair does not give: {bad}; regenerate it")
+    return flags
+
+
 def build(port: str, *, model_sources: tuple[Path, ...] = (), extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile the harness for ``port`` (cached); return the executable or ELF path."""
     root = library_dir()
     srcs = device_sources(port, model_sources)
+    extra_flags = (*extra_flags, *model_build_flags(model_sources))
     includes = [f"-I{root / 'include'}", f"-I{root / 'device'}"] + sorted({f"-I{s.parent}" for s in model_sources})
     if port == "posix":
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
