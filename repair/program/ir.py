@@ -144,7 +144,8 @@ def requantize_float(x: np.ndarray, multiplier, shift) -> np.ndarray | None:
     With integer-valued x' = x·2^max(shift, 0), |x'| < 2^22, and |M| ≤ 2^31: p = x'·M is an integer below 2^53,
     so float64 holds it exactly; |p| + 2^30 too; multiplying by 2^−31 and 2^−r only moves the exponent; floor
     of an exactly represented value is exact. Hence the same integers as the int64 path, with native float
-    multiplies (numpy has no vector 64-bit integer multiply on x86).
+    multiplies (numpy has no vector 64-bit integer multiply on x86). When |p| + 2^30 + ⌊2^r/2⌋·2^31 < 2^53 too
+    (typical accumulators), the two roundings fold into one exact division by 2^(31+r).
     """
     s = np.asarray(shift, np.int64)
     xf = np.asarray(x, np.float64)
@@ -152,16 +153,25 @@ def requantize_float(x: np.ndarray, multiplier, shift) -> np.ndarray | None:
         xf = xf * np.exp2(np.maximum(s, 0))
     if xf.size and max(-xf.min(), xf.max()) >= FLOAT_EXACT_INPUT:
         return None
-    p = xf * np.asarray(multiplier, np.float64)  # a new array: the passes below work in place
+    m = np.asarray(multiplier, np.float64)
+    right = np.maximum(-s, 0)
+    half = np.floor(np.exp2(right - 1.0))  # ⌊2^r / 2⌋: the rounding divide's nudge
+    p = xf * m  # a new array: the passes below work in place
     neg = np.signbit(p)
     np.abs(p, out=p)
-    p += 1 << 30
-    p -= neg
-    p *= 2.0 ** -31
-    np.floor(p, out=p)
-    right = np.maximum(-s, 0)
-    p += np.floor(np.exp2(right - 1.0))
-    p *= np.exp2(-right.astype(np.float64))
+    peak = (max(-xf.min(), xf.max()) if xf.size else 0.0) * float(np.abs(m).max())
+    if peak + (1 << 30) + float(np.max(half)) * 2.0 ** 31 < 2.0 ** 53:
+        # one floor: ⌊(⌊a⌋ + h) / 2^r⌋ = ⌊(a + h) / 2^r⌋ for integer h, so both roundings are one exact division
+        p += (1 << 30) + half * 2.0 ** 31
+        p -= neg
+        p *= np.exp2(-31.0 - right)
+    else:
+        p += 1 << 30
+        p -= neg
+        p *= 2.0 ** -31
+        np.floor(p, out=p)
+        p += half
+        p *= np.exp2(-right.astype(np.float64))
     np.floor(p, out=p)
     np.negative(p, out=p, where=neg)
     return p
