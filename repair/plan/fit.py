@@ -67,9 +67,7 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=No
         except ModelError:
             runner = None
         if runner is not None:
-            q = runner.program.run_tensors(runner.input_quant.quantize(np.asarray(x)).reshape(len(x), -1),
-                                           [runner.program.output])[runner.program.output]
-            q = q.reshape(len(x), *pair.int8.outputs[0].shape).astype(np.int64)
+            q = runner.output_integers(x).reshape(len(x), *pair.int8.outputs[0].shape)
             return quant.dequantize(q).astype(np.float64), q
     if model is None:
         sess = pair.int8.session(())

@@ -34,6 +34,17 @@ class ProgramRunner:
         except ModelError:
             return None
 
+    def output_integers(self, x: np.ndarray) -> np.ndarray:
+        """The program's int8 output on float inputs ``x``, one flat row per sample (int64)."""
+        q = self.input_quant.quantize(np.asarray(x)).reshape(len(x), -1)
+        out = self.program.output
+        return self.program.run_tensors(q, [out])[out].reshape(len(x), -1).astype(np.int64)
+
+    def output_values(self, x: np.ndarray) -> np.ndarray:
+        """The program's output on float inputs ``x``, dequantized (float64), one flat row per sample."""
+        t = self.program.tensors[self.program.output]
+        return (self.output_integers(x).astype(np.float64) - t.zero_point) * t.scale
+
     def run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """Arrays for ``names`` on float inputs ``x`` (the float model's feed), as onnxruntime would return them."""
         q = self.input_quant.quantize(np.asarray(x)).reshape(len(x), -1)

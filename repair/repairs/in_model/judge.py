@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 
 from ...errors import ModelError
-from ...models import ModelPair, QuantParams
+from ...models import ModelPair
 from ...program import lower
+from ...program.runner import ProgramRunner
 from .context import FitContext
 
 PROGRAM = "integer program (TFLite Micro arithmetic, as the device computes)"
@@ -48,8 +49,4 @@ class ModelJudge:
         """The model's first output on float inputs ``x``, dequantized, float64, one row per sample."""
         if not self.on_program:
             return self.ctx.outputs(model, x, int8=True)
-        prog = lower(model)
-        tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
-        q_in = QuantParams(tin.scale, tin.zero_point, "int8").quantize(np.asarray(x, np.float64))
-        q_out = prog.run(q_in.reshape(len(x), -1))
-        return ((q_out.astype(np.float64) - tout.zero_point) * tout.scale).reshape(len(x), -1)
+        return ProgramRunner(self.pair, lower(model)).output_values(x)
