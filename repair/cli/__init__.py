@@ -70,5 +70,11 @@ def main():
     """
 
 
+def parse_repairs(text: str | None) -> tuple[str, ...] | None:
+    """``--repairs a,b``: the names (unknown ones are refused where they are used), or None for all that apply."""
+    names = tuple(r.strip() for r in text.split(",") if r.strip()) if text else ()
+    return names or None
+
+
 # the commands register themselves on ``main`` when their modules load
 from . import commands, device  # noqa: E402,F401

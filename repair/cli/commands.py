@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..progress import progress_wanted as _progress_wanted
-from . import _PATH, main
+from . import _PATH, main, parse_repairs
 
 
 def _outputs_ok(paths, force: bool) -> None:
@@ -108,7 +108,7 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
 
     check_rate("--target-far", target_far)
     check_rate("--anomaly-far", anomaly_far)
-    wanted = tuple(r.strip() for r in repairs.split(",") if r.strip()) if repairs else None
+    wanted = parse_repairs(repairs)
     in_model = wanted is None or any(r in IN_MODEL_REPAIRS for r in wanted)
     names = ["plan.json", "report.md"] + (["report.json", "report.html", "repaired_int8.onnx"] if in_model else [])
     check_outputs(out_dir, names, force)

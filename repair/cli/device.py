@@ -10,7 +10,7 @@ import click
 
 from ..errors import DataError
 from ..progress import progress_wanted as _progress_wanted
-from . import _PATH, main
+from . import _PATH, main, parse_repairs
 
 
 def _link_options(f):
@@ -74,7 +74,9 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
               help="Bundled task to run when no models are given.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for plan.json, report.json/.md and c/ (created if missing).")
-@click.option("--repairs", help="Comma-separated subset of the after-model repairs (default: all that apply).")
+@click.option("--repairs", help="Comma-separated subset: in the model (equalization, activation_thresholds, "
+                                "bias_correction, logit_offset) and after it (temperature, vector_scaling, "
+                                "class_thresholds, score_threshold, window_boundary); default: all that apply.")
 @click.option("--target-far", type=float, default=0.01, show_default=True, help="Per-class false-accept target.")
 @click.option("--anomaly-far", type=float, default=0.1, show_default=True, help="Anomaly false-alarm target.")
 @click.option("--anomaly-boundary", type=click.Choice(["threshold", "window"]), default="threshold",
@@ -112,6 +114,7 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     from ..models import check_one_network, load_pair
     from ..progress import Progress
     from ..repairs.after_model.base import check_rate
+    from ..repairs.in_model import IN_MODEL_REPAIRS
     from ..resources import datasets_dir
 
     check_rate("--target-far", target_far)
@@ -142,7 +145,9 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     calib, holdout = load_calibration(calib_path), load_calibration(holdout_path)
     if not ignore_weights:
         check_one_network(pair, calib.x)
-    wanted = tuple(r.strip() for r in repairs.split(",")) if repairs else None
+    names = parse_repairs(repairs) or ()
+    in_names = tuple(r for r in names if r in IN_MODEL_REPAIRS) or None
+    wanted = tuple(r for r in names if r not in IN_MODEL_REPAIRS) or None
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     if force and not resume:  # start over: an earlier run's journals (ours) go too
@@ -151,7 +156,8 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     bar = Progress(enabled=_progress_wanted(progress), label="device ")
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            repaired = repair_in_model(pair, calib, holdout, Path(scratch), bar.enabled) if in_model else None
+            repaired = (repair_in_model(pair, calib, holdout, Path(scratch), bar.enabled, in_names) if in_model
+                        else None)
             device_pair = repaired.pair if repaired else pair
             program, model_c = _firmware_model(url, device_pair.int8.path, shim_only)
             link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)

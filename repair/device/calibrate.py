@@ -98,13 +98,13 @@ class InModelRepair:
 
 
 def repair_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, scratch: Path,
-                    progress: bool = False) -> InModelRepair:
+                    progress: bool = False, repairs: tuple[str, ...] | None = None) -> InModelRepair:
     """Fit the in-model repairs on the integer program (= the reference device's arithmetic) and load the repaired
     model as a pair (written to ``scratch``), so the firmware is rebuilt from it and the shims fitted on it."""
     from ..models import load_pair
     from ..repairs.in_model import fit_in_model
 
-    result = fit_in_model(pair, calib, holdout, progress=progress)
+    result = fit_in_model(pair, calib, holdout, repairs=repairs, progress=progress)
     raw = result.model.SerializeToString()
     path = scratch / "repaired_int8.onnx"
     path.write_bytes(raw)

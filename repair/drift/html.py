@@ -9,6 +9,17 @@ import io
 from .render import output_lines
 from .report import DriftReport
 
+PAGE_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
+              "td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:12px}")
+
+
+def page(title: str, body: list[str]) -> str:
+    """A self-contained HTML page (every report's skeleton): the title as <title> and <h1>, then ``body``."""
+    t = html.escape(title)
+    return "\n".join([f"<!doctype html><html><head><meta charset='utf-8'><title>{t}</title>",
+                      f"<style>{PAGE_STYLE}</style></head><body>", f"<h1>{t}</h1>", *body, "</body></html>\n"])
+
 
 def new_figure(width: float, height: float, cols: int = 1):
     """A matplotlib Figure and its axes, without pyplot: no global state, no backend switch in the caller's
@@ -91,11 +102,7 @@ def render_html(report: DriftReport) -> str:
     e = html.escape
     prov, p = report.provenance, report.pairing
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>tmlrepair drift report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
-        "td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:12px}</style></head><body>",
-        "<h1>tmlrepair drift report</h1><ul>",
+        "<ul>",
         f"<li>float model <code>{e(prov['models']['float']['path'])}</code></li>",
         f"<li>int8 model <code>{e(prov['models']['int8']['path'])}</code></li>",
         f"<li>data <code>{e(prov['data']['source'])}</code>: {prov['data']['n']} samples</li>",
@@ -121,5 +128,4 @@ def render_html(report: DriftReport) -> str:
         parts.append("<h2>Not paired</h2><table><tr><th>int8 tensor</th><th>reason</th></tr>")
         parts += [f"<tr><td><code>{e(u['int8_name'])}</code></td><td>{e(u['reason'])}</td></tr>" for u in report.unmatched]
         parts.append("</table>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return page("tmlrepair drift report", parts)

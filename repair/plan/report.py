@@ -120,12 +120,10 @@ def _metric_plot(report: dict) -> str:
 
 
 def render_html(report: dict) -> str:
+    from ..drift.html import page
+
     e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tmlrepair fit report</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
-             "code{font-size:12px}</style></head><body>",
-             f"<h1>tmlrepair fit report ({e(report['task'])})</h1><ul>"]
+    parts = ["<ul>"]
     parts += [f"<li>{e(k)} model <code>{e(m['path'])}</code> sha256 <code>{e(m['sha256'][:16])}</code></li>"
               for k, m in report["models"].items()]
     parts.append("</ul><table><tr><th>model</th><th>holdout metric</th><th>output SQNR vs float</th></tr>")
@@ -144,5 +142,5 @@ def render_html(report: dict) -> str:
     parts += [f"<li>{e(r['repair'])}: {'kept' if r.get('kept') else 'not kept'} — {e(r['reason'])}"
               + (f" <strong>WARNING: {e(r['warning'])}</strong>" if r.get("warning") else "") + "</li>"
               for r in report["after_model"]]
-    parts.append("</ul></body></html>\n")
-    return "\n".join(parts)
+    parts.append("</ul>")
+    return page(f"tmlrepair fit report ({report['task']})", parts)
