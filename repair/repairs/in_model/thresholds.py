@@ -26,8 +26,9 @@ from .qdq import QdqModel
 
 PERCENTILES = (99.0, 99.9, 99.99)
 MSE_FRACTIONS = np.linspace(0.06, 1.0, 48)
-#: Calibration samples used to score candidates (each candidate is one run of the whole model on them).
-SEARCH_SAMPLES = 256
+#: Calibration samples used to score candidates (each candidate is one run of the whole model on them): a proxy
+#: for the search only; whether the thresholds are kept is decided by cross-validation on the integer program.
+SEARCH_SAMPLES = 128
 
 
 def _fake_quant(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
