@@ -76,3 +76,32 @@ def test_bad_tflite_input_is_named(tmp_path):
     if flt.is_file():
         with pytest.raises(ModelError, match="float activations: a float or hybrid model"):
             lower_tflite(flt)
+
+
+def test_a_float_input_quantized_inside_the_model():
+    """float input → QUANTIZE → SOFTMAX: the program starts at the QUANTIZE output (the host quantizes)."""
+    from tflite_micro.python.tflite_micro import runtime
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as S
+
+    from .tflite_builder import ModelBuilder
+
+    b = ModelBuilder()
+    x = b.tensor([1, 12], 0)  # float32
+    q = b.tensor([1, 12], scale=0.05, zero_point=3)
+    y = b.tensor([1, 12], scale=1 / 256, zero_point=-128)
+    o = S.SoftmaxOptionsT()
+    o.beta = 1.0
+    model = b.build_ops([(S.BuiltinOperator.QUANTIZE, [x], q, 0, None),
+                         (S.BuiltinOperator.SOFTMAX, [q], y, S.BuiltinOptions.SoftmaxOptions, o)], x, y)
+    prog = lower_tflite(model)
+    rng = np.random.default_rng(5)
+    xf = rng.normal(0, 2, (20, 12)).astype(np.float32)
+    interp = runtime.Interpreter.from_bytes(model)
+    want = []
+    for s in xf:
+        interp.set_input(s[None], 0)
+        interp.invoke()
+        want.append(interp.get_output(0).reshape(-1).copy())
+    # TFLM quantizes with round half away from zero (random floats have no ties)
+    xq = np.clip(np.round(xf / np.float32(0.05)) + 3, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(prog.run(xq), np.array(want))

@@ -211,18 +211,13 @@ class _Lowering:
         scale, zp = self.out_params(o)
         if self.float_input is not None and i == self.float_input:  # the model quantizes its float input
             self.float_input = None
-            return self._register_input_as(o, scale, zp)
+            return self._register_input(o)  # the host quantizes; the program starts at the int8 tensor
         src = self.act_tensor(i)
         m, s = fp.quantize_multiplier(float(np.float64(src.scale) / np.float64(scale)))
         out = self.new(o, src.shape, scale, zp)
         self.layer("requant", [self.env[i]], out, {"in_zp": src.zero_point, "out_zp": zp, "act_min": -128,
                                                     "act_max": 127, "mult": [m], "shift": [s]})
         return None
-
-    def _register_input_as(self, o: int, scale: float, zp: int) -> str:
-        t = self.t(o)
-        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
-        return self._register_input(o)
 
     def op_DEQUANTIZE(self, op):
         i, o = int(op.inputs[0]), int(op.outputs[0])
