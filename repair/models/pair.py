@@ -115,6 +115,12 @@ def load_model(path: str | Path, role: str) -> LoadedModel:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{role} model {p}: no such file; check the path")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        raise ModelError(f"{role} model {p} is a TFLite flatbuffer: the commands take ONNX pairs so far (the integer "
+                         "program reads .tflite itself: repair.program.lower_tflite); convert the pair with tf2onnx "
+                         "for now")
     try:
         model = onnx.load(str(p))
     except Exception as exc:  # protobuf raises several types for corrupt bytes
