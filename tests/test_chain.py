@@ -48,3 +48,28 @@ def test_calibrate_repairs_the_model_on_the_device_then_validate_and_check(tmp_p
 def test_in_model_repairs_on_a_board_ask_for_a_reflash(tmp_path):
     r = _run("calibrate", "--serial", "loop://", "--in-model", "-o", str(tmp_path / "run"))
     assert r.returncode == 2 and "reflash" in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_firmware_with_the_wrong_input_zero_point_stops_before_any_sample(tmp_path):
+    """The I/O glue check: firmware whose input quantization is off by 128 (uint8 glue on an int8 model) is named
+    in one line, exit 2 at the CLI, before a single sample is sent."""
+    from dataclasses import replace
+
+    import pytest
+
+    from repair import load_calibration, load_pair
+    from repair.device.calibrate import run_calibrate
+    from repair.device.targets import model_source, open_link
+    from repair.errors import DeviceError
+    from repair.program import lower
+
+    f = task_files("digits")
+    pair = load_pair(f["float"], f["int8"])
+    prog = lower(pair.int8.proto)
+    t = prog.tensors[prog.input]
+    prog.tensors[prog.input] = replace(t, zero_point=t.zero_point + 128 if t.zero_point < 0 else t.zero_point - 128)
+    calib, holdout = load_calibration(f["calib"]), load_calibration(f["holdout"])
+    with open_link("sim", model_c=model_source(prog, "wrong zero point")) as link:
+        with pytest.raises(DeviceError, match=r"firmware quantizes its input with zero point .*the model expects .*uint8"):
+            run_calibrate(link, pair, calib, holdout, tmp_path)
+        assert link.stats.requests == 1  # hello only: no sample spent

@@ -49,6 +49,29 @@ def device_inputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> np.nda
     return feed.astype(np.int8)
 
 
+def check_io(hello: Hello, pair: ModelPair) -> None:
+    """The I/O glue, before any sample: the firmware's input and output quantization (from hello) must be the model
+    file's. A zero point off by 128 (uint8 glue), a wrong scale or size is named in one line (DeviceError)."""
+    import math
+
+    ix = pair.int8.index
+    want = {"input": ix.input_quant(pair.int8.inputs[0].name) or pair.int8.inputs[0].quant,
+            "output": pair.int8.outputs[0].quant}
+    for role, info in (("input", hello.model_input), ("output", hello.model_output)):
+        q = want[role]
+        if q is None or info is None:
+            continue
+        if info.zero_point != q.zero_point:
+            raise DeviceError(f"the firmware quantizes its {role} with zero point {info.zero_point}; the model expects "
+                              f"{q.zero_point}" + (" (uint8 glue code on an int8 model?)"
+                                                   if abs(info.zero_point - q.zero_point) == 128 else "")
+                              + ": fix the firmware's quantization of the model's " + role + ", or flash the firmware "
+                              "built for this model")
+        if not math.isclose(info.scale, q.scale, rel_tol=1e-6):
+            raise DeviceError(f"the firmware's {role} scale is {info.scale:.9g}; the model's is {q.scale:.9g}: fix the "
+                              f"firmware's {role} quantization, or flash the firmware built for this model")
+
+
 def raw_outputs(link: DeviceLink, hello: Hello, pair: ModelPair, data: CalibrationSet, *, phase: str,
                 journal_dir: Path | None, resume: bool, progress=None) -> dict:
     """The int8 model's output on ``data``: the device's when its firmware runs the model, else onnxruntime's.
@@ -59,6 +82,7 @@ def raw_outputs(link: DeviceLink, hello: Hello, pair: ModelPair, data: Calibrati
     z_host, q_host = int8_outputs(pair, data.x, runtime="onnxruntime")  # the device is compared with ORT too
     if not hello.has_model:
         return {"z": z_host, "q": q_host, "source": "onnxruntime (shim-only firmware)"}
+    check_io(hello, pair)
     x = device_inputs(pair, data, hello)
     out_info = hello.model_output
     if out_info.size != q_host.reshape(len(data), -1).shape[1]:
