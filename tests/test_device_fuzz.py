@@ -75,7 +75,7 @@ class Model:
             rows = b"".join(np.asarray(pr, np.int8).tobytes() + struct.pack("<h", int(dc))
                             for pr, dc in zip(out["probs"], out["decision"]))
             return encode_frame(cmd | P.REPLY, seq, struct.pack("<IH", (pos + count) & 0xFFFFFFFF, count) + rows)
-        if cmd in (P.INFER, P.LOAD):  # shim-only firmware: no model to run or to load an input for
+        if cmd in (P.INFER, P.LOAD, P.PROBE):  # shim-only firmware: no model to run, load or probe
             return _error(seq, P.E_NO_MODEL, cmd)
         return _error(seq, P.E_UNKNOWN_COMMAND, cmd)
 

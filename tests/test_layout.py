@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import ROOT
 
-COMMANDS = ("info", "drift", "fit", "fit-scores", "emit", "check", "calibrate", "validate", "hello")
+COMMANDS = ("info", "drift", "fit", "fit-scores", "emit", "check", "calibrate", "validate", "hello", "diagnose")
 
 
 def _lint(cwd, extra_path=None):

@@ -316,7 +316,8 @@ static void cmd_hello(tmlr_device *dev, uint8_t seq)
     memset(p, 0, 64);
     p[0] = TMLR_PROTOCOL_VERSION;
     put_u16(p + 1, (uint16_t)TMLR_VERSION);
-    put_u32(p + 3, TMLR_CAP_SHIM | (dev->model ? TMLR_CAP_MODEL | TMLR_CAP_LOAD : 0u));
+    put_u32(p + 3, TMLR_CAP_SHIM | (dev->model ? TMLR_CAP_MODEL | TMLR_CAP_LOAD : 0u) |
+                       (dev->model && dev->model->probe ? TMLR_CAP_PROBE : 0u));
     put_u16(p + 7, (uint16_t)TMLR_DEV_MAX_PAYLOAD);
     put_u32(p + 9, tmlr_port_counter_hz());
     put_u32(p + 13, dev->shim.params_id);
@@ -368,6 +369,75 @@ static void cmd_shim(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t n
     reply(dev, TMLR_CMD_SHIM | 0x80, seq, 6 + count * shim_out_bytes(s));
 }
 
+/* The model input of INFER or PROBE into dev->tensor_in: the payload itself, or (2 bytes) the CRC-16 of an input
+ * sent by LOAD, checked against the staged bytes. Returns 0 after replying with the error. */
+static int take_input(tmlr_device *dev, uint8_t seq, uint8_t cmd, const uint8_t *p, uint32_t n)
+{
+    const tmlr_model *m = dev->model;
+    const int staged = n == 2 && m->in_size != 2u;
+    if ((n != m->in_size && !staged) || m->in_size > TMLR_DEV_MAX_TENSOR || m->out_size > TMLR_DEV_MAX_TENSOR) {
+        reply_error(dev, seq, TMLR_E_BAD_LENGTH, cmd, m->in_size);
+        return 0;
+    }
+    if (staged) {
+        if (crc16((const uint8_t *)dev->tensor_in, m->in_size) != get_u16(p)) {
+            reply_error(dev, seq, TMLR_E_STAGE, cmd, 0);
+            return 0;
+        }
+    } else {
+        memcpy(dev->tensor_in, p, n);
+    }
+    return 1;
+}
+
+typedef struct {
+    uint8_t *out;     /* next 4-byte record of the reply */
+    uint32_t layers;  /* records written */
+    uint32_t room;    /* records that fit */
+} probe_digest;
+
+/* PROBE's layer hook: CRC-16, min and max of one layer's output. */
+static void digest_layer(void *ctx, int32_t layer, const int8_t *data, int32_t size)
+{
+    probe_digest *d = (probe_digest *)ctx;
+    int8_t lo = 127, hi = -128;
+    (void)layer;
+    if (d->layers >= d->room) {
+        return;
+    }
+    for (int32_t i = 0; i < size; i++) {
+        lo = data[i] < lo ? data[i] : lo;
+        hi = data[i] > hi ? data[i] : hi;
+    }
+    put_u16(d->out, crc16((const uint8_t *)data, (uint32_t)size));
+    d->out[2] = (uint8_t)lo;
+    d->out[3] = (uint8_t)hi;
+    d->out += 4;
+    d->layers++;
+}
+
+/* PROBE: run the model on an input and reply with every layer's digest: u16 count, count x (u16 CRC, i8 min,
+ * i8 max). One round trip per input finds the first layer that differs from the host's integer program. */
+static void cmd_probe(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t n)
+{
+    const tmlr_model *m = dev->model;
+    if (m == NULL || m->probe == NULL) {
+        reply_error(dev, seq, TMLR_E_NO_MODEL, TMLR_CMD_PROBE, 0);
+        return;
+    }
+    if (!take_input(dev, seq, TMLR_CMD_PROBE, p, n)) {
+        return;
+    }
+    probe_digest d = {dev->reply + 4, 0, (TMLR_DEV_MAX_PAYLOAD - 2u) / 4u};
+    const int32_t rc = m->probe(m->ctx, dev->tensor_in, dev->tensor_out, digest_layer, &d);
+    if (rc != 0) {
+        reply_error(dev, seq, TMLR_E_MODEL_FAILED, TMLR_CMD_PROBE, (uint32_t)rc);
+        return;
+    }
+    put_u16(dev->reply + 2, (uint16_t)d.layers);
+    reply(dev, TMLR_CMD_PROBE | 0x80, seq, 2u + 4u * d.layers);
+}
+
 static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t n)
 {
     const tmlr_model *m = dev->model;
@@ -378,19 +448,12 @@ static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
     tmlr_shim_params *s = &dev->shim;
     const int with_shim = s->params_id != 0 && s->kind == TMLR_SHIM_CLASSIFIER && (uint32_t)s->num_classes == m->out_size;
     const uint32_t out_len = 9 + m->out_size + (with_shim ? shim_out_bytes(s) : 0u);
-    const int staged = n == 2; /* the input was sent by LOAD; the payload is its CRC-16 */
-    if ((n != m->in_size && !staged) || m->in_size > TMLR_DEV_MAX_TENSOR || m->out_size > TMLR_DEV_MAX_TENSOR ||
-        out_len > TMLR_DEV_MAX_PAYLOAD) {
+    if (out_len > TMLR_DEV_MAX_PAYLOAD) {
         reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_INFER, m->in_size);
         return;
     }
-    if (staged) {
-        if (crc16((const uint8_t *)dev->tensor_in, m->in_size) != get_u16(p)) {
-            reply_error(dev, seq, TMLR_E_STAGE, TMLR_CMD_INFER, 0);
-            return;
-        }
-    } else {
-        memcpy(dev->tensor_in, p, n);
+    if (!take_input(dev, seq, TMLR_CMD_INFER, p, n)) {
+        return;
     }
     const uint64_t t0 = tmlr_port_counter();
     const int32_t rc = m->invoke(m->ctx, dev->tensor_in, dev->tensor_out);
@@ -515,6 +578,9 @@ static void execute(tmlr_device *dev, uint8_t cmd, uint8_t seq, const uint8_t *p
         break;
     case TMLR_CMD_LOAD:
         cmd_load(dev, seq, p, n);
+        break;
+    case TMLR_CMD_PROBE:
+        cmd_probe(dev, seq, p, n);
         break;
     case TMLR_CMD_RESET:
         if (!(n == 1 && p[0] <= 2) && !(n == 5 && p[0] == 0)) {

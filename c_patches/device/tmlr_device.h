@@ -44,6 +44,7 @@ enum tmlr_command {
     TMLR_CMD_BENCH = 0x05,      /* run the shim chain k times on one sample, return counter ticks */
     TMLR_CMD_RESET = 0x06,      /* 0 [u32 pos]: clear shim state, next sample is pos; 1: forget parameters; 2: reboot */
     TMLR_CMD_LOAD = 0x07,       /* u32 offset, bytes: part of a model input larger than one frame, staged for INFER */
+    TMLR_CMD_PROBE = 0x08,      /* input (or its CRC, staged) -> per layer: CRC-16, min, max of its output */
     TMLR_CMD_ERROR = 0x7F
 };
 
@@ -67,6 +68,7 @@ enum tmlr_shim_kind { TMLR_SHIM_CLASSIFIER = 1, TMLR_SHIM_THRESHOLD = 2, TMLR_SH
 #define TMLR_CAP_SHIM 0x1u  /* SHIM, SET_PARAMS, BENCH */
 #define TMLR_CAP_MODEL 0x2u /* INFER */
 #define TMLR_CAP_LOAD 0x4u  /* LOAD: inputs larger than one frame */
+#define TMLR_CAP_PROBE 0x8u /* PROBE: per-layer digests */
 
 /* The model the device runs (issue: the device runs the model). invoke returns 0 on success. */
 typedef struct {
@@ -79,6 +81,11 @@ typedef struct {
     int32_t out_zero_point;
     int32_t (*invoke)(void *ctx, const int8_t *input, int8_t *output);
     void *ctx;
+    /* Optional (PROBE): invoke, calling hook(hook_ctx, layer, output bytes, size) after every layer. A TFLM
+     * firmware can give it by running the interpreter with preserved tensors and walking the operators. */
+    int32_t (*probe)(void *ctx, const int8_t *input, int8_t *output,
+                     void (*hook)(void *hook_ctx, int32_t layer, const int8_t *data, int32_t size), void *hook_ctx);
+    int32_t num_layers;
 } tmlr_model;
 
 typedef struct {

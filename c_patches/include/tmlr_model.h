@@ -54,4 +54,12 @@ typedef struct {
 /* Copy input into the arena, run every layer, copy the output out. */
 tmlr_status tmlr_net_run(const tmlr_net *net, const int8_t *input, int8_t *output);
 
+/* Called after each layer with its index and its output bytes (for on-device diagnosis: the device digests
+ * every layer's output so the host can find the first layer that differs from the integer program). */
+typedef void (*tmlr_layer_hook)(void *ctx, int32_t layer, const int8_t *data, int32_t size);
+
+/* tmlr_net_run, calling hook (when not NULL) after every layer. */
+tmlr_status tmlr_net_run_hooked(const tmlr_net *net, const int8_t *input, int8_t *output, tmlr_layer_hook hook,
+                                void *hook_ctx);
+
 #endif /* TMLR_MODEL_H */

@@ -4,10 +4,25 @@
 #include "tmlr_fixedpoint.h"
 #include "tmlr_model.h"
 
+#ifdef TMLR_FAULT_SINGLE_ROUNDING
+/* A deliberately faulty build (tests of `tmlrepair diagnose`): one rounding of acc·M / 2^(31−s), as kernels that
+ * skip the doubling high multiply do, instead of TFLM's two. */
+static int32_t faulty_requantize(int32_t acc, int32_t mult, int32_t shift)
+{
+    const int32_t total = 31 - shift;
+    const int64_t p = (int64_t)acc * (int64_t)mult;
+    const int64_t half = (int64_t)1 << (total - 1);
+    return (int32_t)(p >= 0 ? (p + half) >> total : -((-p + half) >> total));
+}
+#define TMLR_MODEL_REQUANTIZE faulty_requantize
+#else
+#define TMLR_MODEL_REQUANTIZE tmlr_requantize
+#endif
+
 static int8_t finish(int32_t acc, const tmlr_layer *l, int32_t c)
 {
     const int32_t i = l->per_channel ? c : 0;
-    int32_t y = tmlr_requantize(acc, l->mult[i], l->shift[i]) + l->out_zp;
+    int32_t y = TMLR_MODEL_REQUANTIZE(acc, l->mult[i], l->shift[i]) + l->out_zp;
     if (y < l->act_min) {
         y = l->act_min;
     }
@@ -180,6 +195,12 @@ static void transpose(const tmlr_layer *l, const int8_t *x, int8_t *y)
 
 tmlr_status tmlr_net_run(const tmlr_net *net, const int8_t *input, int8_t *output)
 {
+    return tmlr_net_run_hooked(net, input, output, NULL, NULL);
+}
+
+tmlr_status tmlr_net_run_hooked(const tmlr_net *net, const int8_t *input, int8_t *output, tmlr_layer_hook hook,
+                                void *hook_ctx)
+{
     if (net == NULL || input == NULL || output == NULL) {
         return TMLR_ERR_ARG;
     }
@@ -228,6 +249,9 @@ tmlr_status tmlr_net_run(const tmlr_net *net, const int8_t *input, int8_t *outpu
             break;
         default:
             return TMLR_ERR_ARG;
+        }
+        if (hook != NULL) {
+            hook(hook_ctx, i, y, l->size);
         }
     }
     memcpy(output, arena + net->output_offset, (size_t)net->output_size);

@@ -67,6 +67,7 @@ def main():
     calibrate   fit the repairs on a device's outputs, upload them, judge them on the device, emit the C
     validate    a plan's shims on the device vs the Python reference, bit for bit, with the task metrics
     hello       what the device on a serial link is (firmware, limits, model)
+    diagnose    the first layer where the device's model departs from the integer program
     """
 
 

@@ -279,3 +279,47 @@ def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_onl
                     force=True)
     click.echo(text, nl=False)
     ctx.exit(0 if run.bit_exact else 1)
+
+
+@main.command()
+@click.argument("int8_model", type=_PATH)
+@click.option("--data", "data_path", type=_PATH, required=True, help="Inputs to probe with (as the float model takes them).")
+@click.option("--samples", type=click.IntRange(1, 100000), default=32, show_default=True,
+              help="How many inputs of --data to probe.")
+@click.option("--json", "json_path", type=_PATH, help="Write the per-layer result as JSON.")
+@click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
+@_link_options
+@click.pass_context
+def diagnose(ctx, int8_model, data_path, samples, json_path, force, url, baud, timeout, retries, trace_path):
+    """Find the first layer where the device's model stops computing what the integer program says.
+
+    Each input is run once on the device (PROBE: a CRC, min and max of every layer's output) and on the host.
+    Exit 0 when every layer equals the program, 1 when a layer differs.
+    """
+    from ..atomic import check_writable, write_atomic
+    from ..data import load_calibration
+    from ..device.diagnose import diagnose as run_diagnose
+    from ..jsonio import dumps_stable
+    from ..models import QuantParams
+
+    if json_path:
+        check_writable(json_path, force)
+    program, model_c = _firmware_model(url, int8_model, shim_only=False)
+    if program is None:
+        from ..program import lower
+
+        program = lower(int8_model)
+    data = load_calibration(data_path)
+    t = program.tensors[program.input]
+    x = QuantParams(t.scale, t.zero_point, "int8").quantize(data.x[:samples]).reshape(min(samples, len(data)), -1)
+    link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
+    hello = link.hello()
+    if hello.model_input is None or hello.model_input.size != x.shape[1]:
+        raise DataError(f"the device's model takes {None if hello.model_input is None else hello.model_input.size} "
+                        f"inputs, {int8_model} {x.shape[1]}: flash the firmware built for this model")
+    result = run_diagnose(link, program, x)
+    click.echo(result.summary())
+    if json_path:
+        write_atomic(json_path, dumps_stable(result.to_dict()), force)
+    ctx.exit(0 if result.first_divergent is None else 1)
+

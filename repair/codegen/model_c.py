@@ -129,9 +129,12 @@ def emit_model_c(prog: IntProgram, *, title: str = "model") -> str:
                % (len(rows), offsets[prog.input], offsets[prog.output], tin.size, tout.size))
     out.append("static int32_t invoke(void *ctx, const int8_t *input, int8_t *output)\n{\n"
                "    (void)ctx;\n    return tmlr_net_run(&net, input, output) == TMLR_OK ? 0 : 1;\n}\n\n")
-    out.append("static const tmlr_model model = {%d, %d, %s, %s, %d, %d, %du, %d, %du, %d, invoke, 0};\n\n"
+    out.append("static int32_t probe(void *ctx, const int8_t *input, int8_t *output, tmlr_layer_hook hook, "
+               "void *hook_ctx)\n{\n    (void)ctx;\n"
+               "    return tmlr_net_run_hooked(&net, input, output, hook, hook_ctx) == TMLR_OK ? 0 : 1;\n}\n\n")
+    out.append("static const tmlr_model model = {%d, %d, %s, %s, %d, %d, %du, %d, %du, %d, invoke, 0, probe, %d};\n\n"
                % (len(tin.shape), len(tout.shape), dims4(tin.shape), dims4(tout.shape), tin.size, tout.size,
-                  _scale_bits(tin.scale), tin.zero_point, _scale_bits(tout.scale), tout.zero_point))
+                  _scale_bits(tin.scale), tin.zero_point, _scale_bits(tout.scale), tout.zero_point, len(prog.layers)))
     out.append("const tmlr_model *tmlr_port_model(void);\n\n"
                "const tmlr_model *tmlr_port_model(void) { return &model; }\n")
     return "".join(out)

@@ -198,9 +198,21 @@ class DeviceLink:
         INFER carries only its CRC-16: a device that restarted in between answers "staged input lost" and the
         chunks are sent again, so a lost input is never inferred."""
         raw = np.asarray(x, np.int8).tobytes()
+        return P.parse_infer(self._with_input(P.INFER, raw), out_size, shim)
+
+    def probe(self, x: np.ndarray) -> np.ndarray:
+        """Run the device's model on one int8 input and return every layer's (CRC-16, min, max) digest."""
+        if self.capabilities is not None and not self.capabilities & P.CAP_PROBE:
+            raise DeviceError(f"{self.name}'s firmware cannot probe its layers (no PROBE): add the probe hook "
+                              "(docs/protocol.md) or rebuild it from this version's c_patches/")
+        return P.parse_probe(self._with_input(P.PROBE, np.asarray(x, np.int8).tobytes()))
+
+    def _with_input(self, cmd: int, raw: bytes) -> bytes:
+        """Send ``cmd`` with a model input: in the frame when it fits, else LOAD chunks then the input's CRC-16
+        (re-sent when the device lost the staged input)."""
         limit = self.max_payload or P.DEFAULT_MAX_PAYLOAD
         if len(raw) <= limit:
-            return P.parse_infer(self.request(P.INFER, raw), out_size, shim)
+            return self.request(cmd, raw)
         if self.capabilities is not None and not self.capabilities & P.CAP_LOAD:
             raise DeviceError(f"the input is {len(raw)} B, more than one frame ({limit} B), and {self.name}'s "
                               "firmware cannot take it in parts (no LOAD): rebuild it from this version's c_patches/")
@@ -210,7 +222,7 @@ class DeviceLink:
             for offset in range(0, len(raw), step):
                 self.request(P.LOAD, offset.to_bytes(4, "little") + raw[offset:offset + step])
             try:
-                return P.parse_infer(self.request(P.INFER, crc), out_size, shim)
+                return self.request(cmd, crc)
             except DeviceError as e:
                 if e.code != P.E_STAGE or attempt == 2:
                     raise

@@ -15,9 +15,9 @@ from ..plan.shims import AnomalyShim, ClassifierShim
 
 PROTOCOL_VERSION = 1
 
-HELLO, SET_PARAMS, INFER, SHIM, BENCH, RESET, LOAD, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x7F
+HELLO, SET_PARAMS, INFER, SHIM, BENCH, RESET, LOAD, PROBE, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x7F
 REPLY = 0x80
-COMMAND_NAMES = {HELLO: "hello", SET_PARAMS: "set-params", INFER: "infer", SHIM: "shim", BENCH: "bench", LOAD: "load",
+COMMAND_NAMES = {HELLO: "hello", SET_PARAMS: "set-params", INFER: "infer", SHIM: "shim", BENCH: "bench", LOAD: "load", PROBE: "probe",
                  RESET: "reset", ERROR: "error"}
 
 # error codes (TMLR_E_*)
@@ -30,7 +30,7 @@ ERROR_NAMES = {1: "unknown command", 2: "bad payload length", 3: "frame too long
 LINK_ERRORS = frozenset({E_OVERFLOW, E_FRAMING, E_CRC})  # the request did not arrive intact: retransmit
 
 KIND_CLASSIFIER, KIND_THRESHOLD, KIND_WINDOW = 1, 2, 3
-CAP_SHIM, CAP_MODEL, CAP_LOAD = 0x1, 0x2, 0x4
+CAP_SHIM, CAP_MODEL, CAP_LOAD, CAP_PROBE = 0x1, 0x2, 0x4, 0x8
 RESET_STATE, RESET_PARAMS, RESET_REBOOT = 0, 1, 2
 DEFAULT_MAX_PAYLOAD = 2048  # TMLR_DEV_MAX_PAYLOAD's default, until hello says otherwise
 
@@ -196,3 +196,15 @@ def parse_error(p: bytes) -> tuple[int, int, int]:
         return (0, 0, 0)
     code, cmd, detail = struct.unpack("<BBI", p)
     return code, cmd, detail
+
+
+def parse_probe(p: bytes) -> np.ndarray:
+    """PROBE reply → an array [layers, 3] of (CRC-16, min, max) of every layer's output."""
+    if len(p) < 2:
+        raise ValueError("probe reply too short")
+    n = struct.unpack_from("<H", p)[0]
+    if len(p) != 2 + 4 * n:
+        raise ValueError(f"probe reply of {len(p)} B for {n} layers")
+    rec = np.frombuffer(p, np.uint8, offset=2).reshape(n, 4)
+    crc = rec[:, 0].astype(np.int64) | (rec[:, 1].astype(np.int64) << 8)
+    return np.stack([crc, rec[:, 2].view(np.int8).astype(np.int64), rec[:, 3].view(np.int8).astype(np.int64)], 1)

@@ -181,17 +181,20 @@ def model_source(program, title: str) -> Path:
 
 
 def open_link(url: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, retries: int = 8, trace=None,
-              baudrate: int = 115200, model_c: Path | None = None) -> DeviceLink:
+              baudrate: int = 115200, model_c: Path | None = None,
+              build_flags: tuple[str, ...] = ()) -> DeviceLink:
     """A DeviceLink to ``url``: ``sim``, ``qemu``, or any pyserial URL (/dev/ttyACM0, socket://h:p, loop://).
 
     ``model_c``: for sim and qemu, firmware that runs this model (``model_source``); else shim-only firmware.
+    ``build_flags``: extra compiler flags for that firmware (e.g. a deliberately faulty variant,
+    ``-DTMLR_FAULT_SINGLE_ROUNDING``, to test ``diagnose``).
     """
     import serial
 
     if url in ("sim", "qemu"):
         models = (model_c,) if model_c else ()
-        proc = (start_sim(build("posix", model_sources=models)) if url == "sim"
-                else start_qemu(build("mps2-an386", model_sources=models)))
+        proc = (start_sim(build("posix", model_sources=models, extra_flags=build_flags)) if url == "sim"
+                else start_qemu(build("mps2-an386", model_sources=models, extra_flags=build_flags)))
         try:
             port = serial.Serial(proc.tty_path, baudrate, timeout=0.02)
         except (serial.SerialException, OSError) as e:
