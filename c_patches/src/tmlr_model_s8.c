@@ -193,67 +193,86 @@ static void transpose(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
+/* One layer of the net, its input and output in the arena. */
+static tmlr_status run_layer(const tmlr_net *net, const tmlr_layer *l)
+{
+    int8_t *arena = net->arena;
+    const int8_t *x = arena + l->in0;
+    int8_t *y = arena + l->out;
+    switch (l->op) {
+    case TMLR_LAYER_CONV:
+        conv(l, x, y);
+        break;
+    case TMLR_LAYER_FC:
+        fc(l, x, y);
+        break;
+    case TMLR_LAYER_AVGPOOL:
+    case TMLR_LAYER_MAXPOOL:
+        pool(l, x, y, l->op == TMLR_LAYER_MAXPOOL);
+        break;
+    case TMLR_LAYER_REQUANT:
+        for (int32_t k = 0; k < l->size; k++) {
+            y[k] = finish((int32_t)x[k] - l->in_zp, l, 0);
+        }
+        break;
+    case TMLR_LAYER_ADD:
+        add(l, x, arena + l->in1, y);
+        break;
+    case TMLR_LAYER_SOFTMAX: {
+        const tmlr_status st = tmlr_softmax_s8(x, l->in_c, l->in_w, l->sm_mult, l->sm_shift, l->sm_diff_min, y);
+        if (st != TMLR_OK) {
+            return st;
+        }
+        break;
+    }
+    case TMLR_LAYER_TRANSPOSE:
+        transpose(l, x, y);
+        break;
+    case TMLR_LAYER_AVGPOOL_TFLM:
+        avgpool_tflm(l, x, y);
+        break;
+    case TMLR_LAYER_RESHAPE:
+        if (x != y) {
+            memmove(y, x, (size_t)l->size);
+        }
+        break;
+    default:
+        return TMLR_ERR_ARG;
+    }
+    return TMLR_OK;
+}
+
 tmlr_status tmlr_net_run(const tmlr_net *net, const int8_t *input, int8_t *output)
 {
-    return tmlr_net_run_hooked(net, input, output, NULL, NULL);
+    if (net == NULL || input == NULL || output == NULL) {
+        return TMLR_ERR_ARG;
+    }
+    memcpy(net->arena + net->input_offset, input, (size_t)net->input_size);
+    for (int32_t i = 0; i < net->num_layers; i++) {
+        const tmlr_status st = run_layer(net, &net->layers[i]);
+        if (st != TMLR_OK) {
+            return st;
+        }
+    }
+    memcpy(output, net->arena + net->output_offset, (size_t)net->output_size);
+    return TMLR_OK;
 }
 
 tmlr_status tmlr_net_run_hooked(const tmlr_net *net, const int8_t *input, int8_t *output, tmlr_layer_hook hook,
                                 void *hook_ctx)
 {
-    if (net == NULL || input == NULL || output == NULL) {
+    if (net == NULL || input == NULL || output == NULL || hook == NULL) {
         return TMLR_ERR_ARG;
     }
-    int8_t *arena = net->arena;
-    memcpy(arena + net->input_offset, input, (size_t)net->input_size);
+    memcpy(net->arena + net->input_offset, input, (size_t)net->input_size);
     for (int32_t i = 0; i < net->num_layers; i++) {
         const tmlr_layer *l = &net->layers[i];
-        const int8_t *x = arena + l->in0;
-        int8_t *y = arena + l->out;
-        switch (l->op) {
-        case TMLR_LAYER_CONV:
-            conv(l, x, y);
-            break;
-        case TMLR_LAYER_FC:
-            fc(l, x, y);
-            break;
-        case TMLR_LAYER_AVGPOOL:
-        case TMLR_LAYER_MAXPOOL:
-            pool(l, x, y, l->op == TMLR_LAYER_MAXPOOL);
-            break;
-        case TMLR_LAYER_REQUANT:
-            for (int32_t k = 0; k < l->size; k++) {
-                y[k] = finish((int32_t)x[k] - l->in_zp, l, 0);
-            }
-            break;
-        case TMLR_LAYER_ADD:
-            add(l, x, arena + l->in1, y);
-            break;
-        case TMLR_LAYER_SOFTMAX: {
-            const tmlr_status st = tmlr_softmax_s8(x, l->in_c, l->in_w, l->sm_mult, l->sm_shift, l->sm_diff_min, y);
-            if (st != TMLR_OK) {
-                return st;
-            }
-            break;
+        const tmlr_status st = run_layer(net, l);
+        if (st != TMLR_OK) {
+            return st;
         }
-        case TMLR_LAYER_TRANSPOSE:
-            transpose(l, x, y);
-            break;
-        case TMLR_LAYER_AVGPOOL_TFLM:
-            avgpool_tflm(l, x, y);
-            break;
-        case TMLR_LAYER_RESHAPE:
-            if (x != y) {
-                memmove(y, x, (size_t)l->size);
-            }
-            break;
-        default:
-            return TMLR_ERR_ARG;
-        }
-        if (hook != NULL) {
-            hook(hook_ctx, i, y, l->size);
-        }
+        hook(hook_ctx, i, net->arena + l->out, l->size);
     }
-    memcpy(output, arena + net->output_offset, (size_t)net->output_size);
+    memcpy(output, net->arena + net->output_offset, (size_t)net->output_size);
     return TMLR_OK;
 }
