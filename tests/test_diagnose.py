@@ -54,3 +54,13 @@ def test_diagnose_command_on_the_virtual_device(tmp_path):
                                   "--json", str(tmp_path / "d.json")])
     assert r.exit_code == 0 and "every layer equals the program on all 8 inputs" in r.output
     assert '"first_divergent_layer": null' in (tmp_path / "d.json").read_text()
+
+
+def test_a_depthwise_kernel_reading_channels_in_the_wrong_order_is_found_at_the_first_depthwise_layer():
+    prog, x = _case()
+    first_dw = next(i for i, layer in enumerate(prog.layers) if layer.op == "conv" and layer.p["group"] > 1)
+    with open_link("sim", model_c=model_source(prog, "digits"), build_flags=("-DTMLR_FAULT_DEPTHWISE_ORDER",)) as link:
+        link.hello()
+        d = diagnose(link, prog, x)
+    assert first_dw > 0 and d.first_divergent == first_dw
+    assert all(row["differ"] == 0 for row in d.layers[:first_dw])  # every layer before it is proven equal

@@ -74,7 +74,14 @@ static void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
     const int32_t taps = l->kh * l->kw;
     for (int32_t oc = 0; oc < l->out_c; oc++) {
         const int32_t g = oc / cout_g;
+#ifdef TMLR_FAULT_DEPTHWISE_ORDER
+        /* A deliberately faulty build (tests of `tmlrepair diagnose`): a depthwise kernel that reads its weights in
+         * reversed channel order, as a layout mix-up between NHWC and NCHW weights does. */
+        const int32_t wc_index = (cin_g == 1 && l->group > 1) ? l->out_c - 1 - oc : oc;
+        const int8_t *w = l->weights + (size_t)wc_index * (size_t)(cin_g * taps);
+#else
         const int8_t *w = l->weights + (size_t)oc * (size_t)(cin_g * taps);
+#endif
         const int8_t *xg = x + (size_t)(g * cin_g) * (size_t)(l->in_h * l->in_w);
         for (int32_t oy = 0; oy < l->out_h; oy++) {
             const int32_t iy0 = oy * l->sh - l->pad_t;
