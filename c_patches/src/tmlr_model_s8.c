@@ -265,6 +265,9 @@ tmlr_status tmlr_net_run(const tmlr_net *net, const int8_t *input, int8_t *outpu
     return TMLR_OK;
 }
 
+/* Its own loop, not tmlr_net_run's with a hook check: measured on the Cortex-M4 build (-Os, digits, QEMU), one
+ * shared loop costs 6% more instructions per normal inference (5.89 M against 5.55 M): GCC then inlines the layer
+ * dispatch and the kernels differently. */
 tmlr_status tmlr_net_run_hooked(const tmlr_net *net, const int8_t *input, int8_t *output, tmlr_layer_hook hook,
                                 void *hook_ctx)
 {
