@@ -64,3 +64,17 @@ def test_a_depthwise_kernel_reading_channels_in_the_wrong_order_is_found_at_the_
         d = diagnose(link, prog, x)
     assert first_dw > 0 and d.first_divergent == first_dw
     assert all(row["differ"] == 0 for row in d.layers[:first_dw])  # every layer before it is proven equal
+
+
+@pytest.mark.parametrize("flag,op", [("-DTMLR_FAULT_AVGPOOL_ZERO_POINT", "avgpool"), ("-DTMLR_FAULT_ACC16", "conv")])
+def test_more_faulty_kernels_are_found_at_their_layer(flag, op):
+    """An average pool that forgets the zero point, and a 16-bit saturating accumulator: diagnose names the first
+    layer of that kind whose output changes, with every layer before it equal."""
+    prog, x = _case()
+    with open_link("sim", model_c=model_source(prog, "digits"), build_flags=(flag,)) as link:
+        link.hello()
+        d = diagnose(link, prog, x)
+    assert d.first_divergent is not None and prog.layers[d.first_divergent].op == op
+    if op == "avgpool":
+        assert d.first_divergent == next(i for i, layer in enumerate(prog.layers) if layer.op == "avgpool")
+    assert all(row["differ"] == 0 for row in d.layers[:d.first_divergent])

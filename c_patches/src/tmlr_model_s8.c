@@ -22,6 +22,10 @@ static int32_t faulty_requantize(int32_t acc, int32_t mult, int32_t shift)
 static int8_t finish(int32_t acc, const tmlr_layer *l, int32_t c)
 {
     const int32_t i = l->per_channel ? c : 0;
+#ifdef TMLR_FAULT_ACC16
+    /* faulty build: a 16-bit saturating accumulator, as a kernel that accumulates in int16 lanes */
+    acc = acc > 32767 ? 32767 : (acc < -32768 ? -32768 : acc);
+#endif
     int32_t y = TMLR_MODEL_REQUANTIZE(acc, l->mult[i], l->shift[i]) + l->out_zp;
     if (y < l->act_min) {
         y = l->act_min;
@@ -135,7 +139,11 @@ static void pool(const tmlr_layer *l, const int8_t *x, int8_t *y, int is_max)
                         if (is_max) {
                             acc = v > acc ? v : acc;
                         } else {
+#ifdef TMLR_FAULT_AVGPOOL_ZERO_POINT
+                            acc += v; /* faulty build: TFLM's raw sum where this layer needs the zero point taken off */
+#else
                             acc += v - l->in_zp;
+#endif
                         }
                     }
                 }
