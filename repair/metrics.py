@@ -42,6 +42,14 @@ def as_probabilities(out: np.ndarray) -> np.ndarray:
     return softmax(out)
 
 
+INT8_PROBABILITY_FLOOR = 1 / 512  # an int8 probability of 0 (q = -128) counts as half its step in NLL
+
+
+def int8_probabilities(q) -> np.ndarray:
+    """An int8 softmax's outputs (scale 1/256, zero point −128) as probabilities (q + 128) / 256."""
+    return (np.asarray(q, np.float64) + 128.0) / 256.0
+
+
 def nll(probs: np.ndarray, y: np.ndarray) -> float:
     """Mean negative log-likelihood −(1/n) Σ log p(y_i), probabilities floored at 1e-12."""
     p = np.asarray(probs, np.float64)[np.arange(len(y)), y]

@@ -170,7 +170,7 @@ def test_an_internal_error_exits_3_with_the_traceback_saved(monkeypatch, tmp_pat
     os.unlink(saved)
 
 
-def test_bad_input_is_2_and_a_regression_is_1(tmp_path):
+def test_a_missing_model_is_bad_input_exit_2(tmp_path):
     f = task_files("digits")
     r = CliRunner().invoke(main, ["drift", str(f["float"]), str(tmp_path / "missing.onnx"), "--data", str(f["holdout"])])
     assert r.exit_code == 2

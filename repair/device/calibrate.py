@@ -79,11 +79,9 @@ class InModelRepair:
 
     def record(self, run: DeviceRun, original: ModelPair) -> None:
         """Into the run's plan and report: the repaired model the after-model repairs were fitted on."""
-        import hashlib
-
-        sha = hashlib.sha256(self.model_bytes).hexdigest()
-        run.plan.in_model = {**self.result.to_dict(), "model": {"path": "repaired_int8.onnx", "sha256": sha}}
         run.plan.fitted_on(self.model_bytes, original={"path": str(original.int8.path), "sha256": original.int8.sha256})
+        sha = run.plan.provenance["models"]["int8"]["sha256"]
+        run.plan.in_model = {**self.result.to_dict(), "model": {"path": "repaired_int8.onnx", "sha256": sha}}
         h = self.result.holdout
         run.report["in_model"] = {"kept": self.result.kept, "metric": h["metric"], "int8": h["int8"],
                                   "repaired": h["repaired"], "judged_on": h.get("judged_on"),

@@ -22,8 +22,6 @@ from .link import DeviceLink
 from .protocol import Hello
 from .stream import InferStream, ShimStream, shim_inputs
 
-PROBABILITY_FLOOR = 1 / 512  # an int8 probability of 0 (q = -128) counts as half its step in NLL
-
 
 def float_outputs(pair: ModelPair, x: np.ndarray, batch: int = 256) -> np.ndarray:
     sess = pair.float.session(())
@@ -155,14 +153,14 @@ def classifier_metrics(y: np.ndarray, z_float: np.ndarray, z_raw: np.ndarray, q_
     from .. import fixedpoint as fp
 
     q_probs = fp.softmax_s8(q_raw.reshape(len(y), -1), *fp.softmax_params(1.0, out_scale))
-    p_raw = (q_probs.astype(np.float64) + 128.0) / 256.0
-    p_dev = (np.asarray(device["probs"], np.float64) + 128.0) / 256.0
+    p_raw = M.int8_probabilities(q_probs)
+    p_dev = M.int8_probabilities(device["probs"])
     acc_f = float((z_float.argmax(1) == y).mean())
     acc_r = float((z_raw.argmax(1) == y).mean())
     acc_d = float((p_dev.argmax(1) == y).mean())
     out = {"float": {"accuracy": acc_f, "nll": M.nll(M.as_probabilities(z_float), y)},
-           "int8": {"accuracy": acc_r, "nll": M.nll(np.maximum(p_raw, PROBABILITY_FLOOR), y), "ece": M.ece(p_raw, y)},
-           "device_shims": {"accuracy": acc_d, "nll": M.nll(np.maximum(p_dev, PROBABILITY_FLOOR), y),
+           "int8": {"accuracy": acc_r, "nll": M.nll(np.maximum(p_raw, M.INT8_PROBABILITY_FLOOR), y), "ece": M.ece(p_raw, y)},
+           "device_shims": {"accuracy": acc_d, "nll": M.nll(np.maximum(p_dev, M.INT8_PROBABILITY_FLOOR), y),
                             "ece": M.ece(p_dev, y)},
            "gap_recovered": (acc_d - acc_r) / (acc_f - acc_r) if acc_f - acc_r > 1e-12 else None}
     if "decision" in device:

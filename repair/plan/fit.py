@@ -337,7 +337,7 @@ def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) ->
 
 def _int8_probabilities(q: np.ndarray) -> np.ndarray:
     """int8 softmax outputs (scale 1/256, zero point −128) as probabilities, 0 floored at half a step."""
-    return np.maximum((np.asarray(q, np.float64) + 128.0) / 256.0, 1.0 / 512)
+    return np.maximum(M.int8_probabilities(q), M.INT8_PROBABILITY_FLOOR)
 
 
 def calibrated_probs(entries: list[dict], z: np.ndarray) -> np.ndarray:

@@ -151,7 +151,8 @@ def requantize_float(x: np.ndarray, multiplier, shift) -> np.ndarray | None:
     xf = np.asarray(x, np.float64)
     if np.any(s > 0):
         xf = xf * np.exp2(np.maximum(s, 0))
-    if xf.size and max(-xf.min(), xf.max()) >= FLOAT_EXACT_INPUT:
+    amax = max(-xf.min(), xf.max()) if xf.size else 0.0
+    if amax >= FLOAT_EXACT_INPUT:
         return None
     m = np.asarray(multiplier, np.float64)
     right = np.maximum(-s, 0)
@@ -159,7 +160,7 @@ def requantize_float(x: np.ndarray, multiplier, shift) -> np.ndarray | None:
     p = xf * m  # a new array: the passes below work in place
     neg = np.signbit(p)
     np.abs(p, out=p)
-    peak = (max(-xf.min(), xf.max()) if xf.size else 0.0) * float(np.abs(m).max())
+    peak = amax * float(np.abs(m).max())
     if peak + (1 << 30) + float(np.max(half)) * 2.0 ** 31 < 2.0 ** 53:
         # one floor: ⌊(⌊a⌋ + h) / 2^r⌋ = ⌊(a + h) / 2^r⌋ for integer h, so both roundings are one exact division
         p += (1 << 30) + half * 2.0 ** 31
