@@ -20,6 +20,8 @@ def describe(float_path, int8_path, data_path=None) -> str:
     for role, m in (("float", pair.float), ("int8", pair.int8)):
         ix = m.index
         kind = "QOperator" if ix.is_qoperator else ("QDQ" if ix.has_qdq else "float")
+        if m.format == "tflite":
+            kind = f"TFLite {'int8' if ix.has_qdq else 'float'}, read as its ONNX graph: ops below"
         lines.append(f"{role} model  {m.path}  ({kind}, sha256 {m.sha256[:16]})")
         lines.append("  ops: " + ", ".join(f"{op}×{n}" for op, n in ix.op_counts.items()))
         lines.append("  inputs:")

@@ -25,6 +25,8 @@ import numpy as np
 
 from ..errors import ModelError, PairError
 from .graph import INT_DTYPES, GraphIndex, QuantParams
+from .tflite_file import is_hybrid, is_tflite, read_tflite
+from .tflite_onnx import tflite_to_onnx
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,19 @@ class TensorSpec:
 
 @dataclass
 class LoadedModel:
-    """One ONNX model file, parsed and indexed."""
+    """One model file (ONNX, or .tflite read as its ONNX graph), parsed and indexed."""
 
     path: Path
     sha256: str
     index: GraphIndex
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    tflite: bytes | None = None  # the file's bytes when it is a .tflite (``proto`` is then its ONNX graph)
     _sessions: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def format(self) -> str:
+        return "tflite" if self.tflite is not None else "onnx"
 
     @property
     def proto(self):
@@ -94,10 +101,6 @@ def ort_session(model, optimize: bool = False):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _per_sample(shape: list) -> tuple:
     return tuple(shape[1:]) if shape else ()
 
@@ -109,23 +112,22 @@ def _dtype_name(elem_type: int) -> str:
 
 
 def load_model(path: str | Path, role: str) -> LoadedModel:
-    """Parse and check one ONNX file; ``role`` ("FLOAT" or "INT8") names it in messages."""
+    """Parse and check one ONNX or .tflite file; ``role`` ("FLOAT" or "INT8") names it in messages."""
     import onnx
 
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"{role} model {p}: no such file; check the path")
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if head[4:8] == b"TFL3":
-        raise ModelError(f"{role} model {p} is a TFLite flatbuffer: the commands take ONNX pairs so far (the integer "
-                         "program reads .tflite itself: repair.program.lower_tflite); convert the pair with tf2onnx "
-                         "for now")
-    try:
-        model = onnx.load(str(p))
-    except Exception as exc:  # protobuf raises several types for corrupt bytes
-        raise ModelError(f"{role} model {p} is not a readable ONNX file ({type(exc).__name__}): "
-                         "it may be truncated or not ONNX; re-export it") from None
+    raw = p.read_bytes()
+    tflite = raw if is_tflite(raw) else None
+    if tflite is not None:
+        model = tflite_model(raw, p, role)
+    else:
+        try:
+            model = onnx.load_from_string(raw)
+        except Exception as exc:  # protobuf raises several types for corrupt bytes
+            raise ModelError(f"{role} model {p} is not a readable ONNX or TFLite file ({type(exc).__name__}): "
+                             "it may be truncated or another format; re-export it") from None
     if not model.graph.node:
         raise ModelError(f"{role} model {p} has no nodes: it is empty or not an ONNX model; re-export it")
     try:
@@ -138,7 +140,18 @@ def load_model(path: str | Path, role: str) -> LoadedModel:
               for n in index.input_names]
     outputs = [TensorSpec(n, _per_sample(index.io_shape(n)), _dtype_name(index.elem_type(n)), index.output_quant(n))
                for n in index.output_names]
-    return LoadedModel(p, _sha256(p), index, inputs, outputs)
+    return LoadedModel(p, hashlib.sha256(raw).hexdigest(), index, inputs, outputs, tflite=tflite)
+
+
+def tflite_model(raw: bytes, path: Path, role: str):
+    """The ONNX graph of a .tflite file (``tflite_onnx``), refusing a dynamic-range ("hybrid") model as INT8."""
+    model_t = read_tflite(raw, name=f"{role} model {path}")
+    if role == "INT8" and is_hybrid(model_t):
+        raise ModelError(f"INT8 model {path} is a hybrid (dynamic-range) model: int8 weights but float "
+                         "activations, which TFLite Micro does not run; give the fully int8 model (full-integer "
+                         "quantization with a representative dataset)")
+    return tflite_to_onnx(model_t, str(path), role)
+
 
 
 def _shapes_fit(a: tuple, b: tuple) -> bool:

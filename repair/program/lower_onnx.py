@@ -23,6 +23,7 @@ from .onnx_layers import LayerParams, multiplier
 
 SUPPORTED = ("Conv (incl. depthwise/grouped, 1-D and 2-D)", "Gemm", "MatMul (+ Add bias)", "Add", "Relu", "Clip",
              "AveragePool", "GlobalAveragePool", "MaxPool", "Reshape", "Flatten", "Transpose", "Softmax",
+             "Mul (a Softmax's beta)",
              "QuantizeLinear", "DequantizeLinear")
 
 
@@ -259,14 +260,24 @@ class _Lowering(LayerParams):
             self.fail(node, "MaxPool with indices is not supported")
         self._pool(node, "maxpool", False)
 
+    def op_Mul(self, node):
+        """Only softmax(β·x): a scalar constant times a dequantized int8 tensor that a Softmax reads (the form of
+        a .tflite SOFTMAX's ``beta``, see ``models.tflite_onnx``)."""
+        beta = self.inits.get(node.input[1])
+        users = [n for n in self.g.node if node.output[0] in n.input]
+        if beta is None or beta.size != 1 or len(users) != 1 or users[0].op_type != "Softmax":
+            self.fail(node, "only a scalar constant Mul in front of a Softmax (its beta) is supported")
+        self.env[node.output[0]] = ("dq_beta", self.view(node.input[0], node), float(beta.reshape(-1)[0]))
+
     def op_Softmax(self, node):
         v = self.env.get(node.input[0])
         scaled = v[2] if v is not None and v[0] == "dq_scaled" else None  # β·s folded into the input's scale
-        x = v[1] if scaled is not None else self.view(node.input[0], node)
+        beta = v[2] if v is not None and v[0] == "dq_beta" else 1.0  # TFLM: β · s_in, in double
+        x = v[1] if v is not None and v[0] in ("dq_scaled", "dq_beta") else self.view(node.input[0], node)
         axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
         if axis not in (-1, len(self.tensors[x].shape)):
             self.fail(node, "Softmax must be over the last axis")
-        self.env[node.output[0]] = ("pending", _Pending("softmax", node, [x], input_scale=scaled))
+        self.env[node.output[0]] = ("pending", _Pending("softmax", node, [x], input_scale=scaled, beta=beta))
 
     def _layout(self, node, new_shape, op="reshape", **p):
         v = self.env.get(node.input[0])
@@ -345,7 +356,7 @@ class _Lowering(LayerParams):
             if not (math.isclose(scale, 1 / 256, rel_tol=1e-6) and zp == -128):
                 self.fail(node, f"Softmax output must be quantized with scale 1/256 and zero point -128 "
                                 f"(TFLite Micro's int8 softmax); it is {scale:.6g}, {zp}")
-            mult, shift, diff_min = fp.softmax_params(1.0, pend.p.get("input_scale") or src.scale)
+            mult, shift, diff_min = fp.softmax_params(pend.p["beta"], pend.p.get("input_scale") or src.scale)
             p, shape = {"mult": mult, "shift": shift, "diff_min": diff_min}, src.shape
         else:  # pragma: no cover - every _Pending op is handled above
             raise AssertionError(pend.op)

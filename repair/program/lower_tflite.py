@@ -1,6 +1,6 @@
 """Lower an int8 .tflite model (as TensorFlow Lite Micro runs it) straight to the integer program.
 
-The flatbuffer is read with TFLite's schema (``schema_py_generated`` of the ``tflite-micro`` wheel, object API);
+The flatbuffer is read with TFLite's schema (``models.tflite_file``: the ``tflite-micro`` wheel's, object API);
 no TensorFlow, no detour through ONNX. Every supported operator becomes the layer TFLM's reference kernels
 compute, with the parameters TFLM's Prepare derives:
 
@@ -31,43 +31,23 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ..errors import ModelError
+from ..models.tflite_file import (
+    ACT_NONE,
+    ACT_RELU,
+    ACT_RELU6,
+    ACT_RELU_N1_TO_1,
+    FLOAT32,
+    INT8,
+    INT32,
+    UINT8,
+    op_name,
+    read_tflite,
+    tensor_data,
+)
 from .ir import ADD_LEFT_SHIFT, IntProgram, Layer, QTensor
 
-INT8, FLOAT32, INT32, UINT8, INT16 = 9, 0, 2, 3, 7
-ACT_NONE, ACT_RELU, ACT_RELU_N1_TO_1, ACT_RELU6 = 0, 1, 2, 3
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE",
              "SOFTMAX", "QUANTIZE", "DEQUANTIZE")
-
-
-def _schema():
-    try:
-        from tflite_micro.tensorflow.lite.micro.python import (
-            schema_py_generated as schema,
-        )
-    except ImportError:  # pragma: no cover - tflite-micro is a dependency
-        raise ModelError("reading .tflite needs the tflite-micro package: pip install tflite-micro") from None
-    return schema
-
-
-def read_tflite(source: str | Path | bytes):
-    """The flatbuffer's ``ModelT`` (object API); ModelError for a file that is not a TFLite model."""
-    schema = _schema()
-    raw = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
-    name = "the model" if isinstance(source, (bytes, bytearray)) else str(source)
-    if len(raw) < 8 or raw[4:8] != b"TFL3":
-        raise ModelError(f"{name} is not a TFLite flatbuffer (no TFL3 identifier): give the .tflite the "
-                         "converter wrote")
-    try:
-        return schema.ModelT.InitFromPackedBuf(bytes(raw), 0)
-    except Exception as exc:  # a truncated or damaged flatbuffer fails anywhere inside the generated reader
-        raise ModelError(f"{name} is a damaged TFLite flatbuffer ({type(exc).__name__}): re-export it") from None
-
-
-def op_name(model, op) -> str:
-    code = model.operatorCodes[op.opcodeIndex]
-    value = max(code.builtinCode, code.deprecatedBuiltinCode)
-    names = {v: k for k, v in vars(_schema().BuiltinOperator).items() if not k.startswith("_")}
-    return names.get(value, f"builtin {value}")
 
 
 class _Lowering:
@@ -87,11 +67,7 @@ class _Lowering:
         return self.g.tensors[i]
 
     def data(self, i: int) -> np.ndarray | None:
-        buf = self.m.buffers[self.t(i).buffer].data
-        if buf is None or len(buf) == 0:
-            return None
-        dtype = {INT8: np.int8, INT32: np.int32, FLOAT32: np.float32, UINT8: np.uint8, INT16: np.int16}
-        return np.frombuffer(bytes(bytearray(buf)), dtype[self.t(i).type]).reshape(list(self.t(i).shape))
+        return tensor_data(self.m, self.t(i))
 
     def quant(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         q = self.t(i).quantization

@@ -29,7 +29,8 @@ from .parts import Activation, Layer
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 #: Ops through which a QDQ quantizer keeps one scale and zero point (output range = input range).
-SAME_RANGE_OPS = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Identity"})
+SAME_RANGE_OPS = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "AveragePool",
+                            "Identity"})
 INT32_MAX = 2 ** 31 - 1
 INT32_MIN = -2 ** 31
 

@@ -1,0 +1,72 @@
+"""Reading a .tflite flatbuffer: TFLite's schema (``schema_py_generated`` of the ``tflite-micro`` wheel, object
+API), the operator names, a tensor's constant data. No TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+
+#: TensorType values of the TFLite schema used here.
+FLOAT32, INT32, UINT8, INT16, INT8 = 0, 2, 3, 7, 9
+NUMPY_TYPE = {INT8: np.int8, INT32: np.int32, FLOAT32: np.float32, UINT8: np.uint8, INT16: np.int16}
+#: Fused activations: NONE, RELU, RELU_N1_TO_1, RELU6.
+ACT_NONE, ACT_RELU, ACT_RELU_N1_TO_1, ACT_RELU6 = 0, 1, 2, 3
+
+
+def schema():
+    try:
+        from tflite_micro.tensorflow.lite.micro.python import (
+            schema_py_generated as generated,
+        )
+    except ImportError:  # pragma: no cover - tflite-micro is a dependency
+        raise ModelError("reading .tflite needs the tflite-micro package: pip install tflite-micro") from None
+    return generated
+
+
+def is_tflite(raw: bytes) -> bool:
+    """The flatbuffer file identifier TFLite writes at bytes 4..8."""
+    return len(raw) >= 8 and raw[4:8] == b"TFL3"
+
+
+def read_tflite(source: str | Path | bytes, name: str | None = None):
+    """The flatbuffer's ``ModelT`` (object API); ModelError for a file that is not a TFLite model."""
+    raw = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    name = name or ("the model" if isinstance(source, (bytes, bytearray)) else str(source))
+    if not is_tflite(raw):
+        raise ModelError(f"{name} is not a TFLite flatbuffer (no TFL3 identifier): give the .tflite the "
+                         "converter wrote")
+    try:
+        return schema().ModelT.InitFromPackedBuf(bytes(raw), 0)
+    except Exception as exc:  # a truncated or damaged flatbuffer fails anywhere inside the generated reader
+        raise ModelError(f"{name} is a damaged TFLite flatbuffer ({type(exc).__name__}): re-export it") from None
+
+
+def op_name(model, op) -> str:
+    """The builtin operator's name (``CONV_2D``), or ``builtin N`` for one this schema does not name."""
+    code = model.operatorCodes[op.opcodeIndex]
+    value = max(code.builtinCode, code.deprecatedBuiltinCode)
+    names = {v: k for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(value, f"builtin {value}")
+
+
+def tensor_data(model, tensor) -> np.ndarray | None:
+    """A constant tensor's values in its shape, or None for an activation (empty buffer)."""
+    buf = model.buffers[tensor.buffer].data
+    if buf is None or len(buf) == 0 or tensor.type not in NUMPY_TYPE:
+        return None
+    return np.frombuffer(bytes(bytearray(buf)), NUMPY_TYPE[tensor.type]).reshape([int(d) for d in tensor.shape])
+
+
+def tensor_name(tensor, index: int) -> str:
+    return tensor.name.decode(errors="replace") if tensor.name else f"t{index}"
+
+
+def is_hybrid(model) -> bool:
+    """A dynamic-range ("hybrid") model: int8 constant weights, float activations everywhere."""
+    g = model.subgraphs[0]
+    outs = [g.tensors[int(o)] for op in g.operators for o in op.outputs]
+    consts = [t for t in g.tensors if tensor_data(model, t) is not None]
+    return bool(outs) and all(t.type == FLOAT32 for t in outs) and any(t.type == INT8 for t in consts)
