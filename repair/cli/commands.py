@@ -79,7 +79,8 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
 @click.option("--data", "calib_path", type=_PATH, required=True, help="Calibration split: repairs are fitted on it.")
 @click.option("--holdout", "holdout_path", type=_PATH, required=True, help="Holdout split: repairs are judged on it.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for plan.json, repaired_int8.onnx and report.{json,md,html} (created if missing).")
+              help="Folder for plan.json, the repaired model (repaired_int8.onnx, or repaired_int8.tflite with "
+                   "model_data.cc/.h) and report.{json,md,html} (created if missing).")
 @click.option("--repairs", help="Comma-separated subset. In the model: equalization, activation_thresholds, "
                                 "bias_correction, logit_offset; after it: temperature, vector_scaling, "
                                 "class_thresholds, score_threshold, window_boundary (default: all that apply).")
@@ -110,9 +111,11 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
     check_rate("--anomaly-far", anomaly_far)
     wanted = parse_repairs(repairs)
     in_model = wanted is None or any(r in IN_MODEL_REPAIRS for r in wanted)
-    names = ["plan.json", "report.md"] + (["report.json", "report.html", "repaired_int8.onnx"] if in_model else [])
-    check_outputs(out_dir, names, force)
     pair = load_pair(float_model, int8_model)
+    model_files = (["repaired_int8.tflite", "model_data.cc", "model_data.h"] if pair.int8.format == "tflite"
+                   else ["repaired_int8.onnx"])
+    names = ["plan.json", "report.md"] + (["report.json", "report.html", *model_files] if in_model else [])
+    check_outputs(out_dir, names, force)
     plan = fit_plan(pair, load_calibration(calib_path), load_calibration(holdout_path), repairs=wanted,
                     target_far=target_far, anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
                     in_model=in_model, metric=metric, check_weights=not ignore_weights,
@@ -120,16 +123,24 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
     text = render_plan(plan)
     if not plan.in_model.get("holdout"):  # after-model repairs only (a temperature may be folded into the model)
         files = {"plan.json": plan.to_json(), "report.md": "```\n" + text + "```\n"}
-        if plan.repaired_model is not None:
-            files["repaired_int8.onnx"] = plan.repaired_model.SerializeToString()
     else:
         report = fit_report(plan)
-        files = {"repaired_int8.onnx": plan.repaired_model.SerializeToString(), "plan.json": plan.to_json(),
-                 "report.json": report_json(report), "report.md": render_markdown(report),
+        files = {"plan.json": plan.to_json(), "report.json": report_json(report), "report.md": render_markdown(report),
                  "report.html": render_html(report)}
+    files.update(repaired_files(plan, Path(int8_model).stem))
     write_files(out_dir, files, force)
     click.echo(text, nl=False)
     click.echo(f"wrote {', '.join(files)} to {out_dir}")
+
+
+def repaired_files(plan, stem: str) -> dict[str, bytes | str]:
+    """The repaired model file of ``plan`` (if any) and, for a .tflite, the C array TFLM firmware compiles."""
+    from ..codegen.model_data import model_data_files
+
+    f = plan.repaired_file
+    if f is None:
+        return {}
+    return {f.name: f.data, **(model_data_files(f.data, stem, f.name) if f.is_tflite else {})}
 
 
 @main.command("fit-scores")

@@ -24,6 +24,7 @@ from ..atomic import write_files
 from ..plan.plan import RepairPlan
 from ..plan.shims import ClassifierShim, shim_from_plan
 from ..resources import c_library_dir as library_dir
+from .c_array import c_array
 from .cnames import c_identifier, c_string, check_prefix
 
 SELFTEST_VECTORS = 64
@@ -36,10 +37,7 @@ def _banner(plan: RepairPlan, what: str) -> str:
 
 
 def _array(ctype: str, name: str, values) -> str:
-    vals = [int(v) for v in np.asarray(values).ravel()]
-    rows = [", ".join(str(v) for v in vals[i:i + 16]) for i in range(0, len(vals), 16)]
-    body = ",\n    ".join(rows) if rows else "0"
-    return f"static const {ctype} {name}[{max(len(vals), 1)}] = {{\n    {body}\n}};\n"
+    return c_array(ctype, name, values, per_row=16)
 
 
 def _names_block(plan: RepairPlan, P: str) -> str:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
 from ..program.ir import OPS, IntProgram
+from .c_array import c_array
 
 _OPS = {op: i + 1 for i, op in enumerate(OPS)}  # TMLR_LAYER_* in c_patches/include/tmlr_model.h
 
@@ -46,9 +45,7 @@ def plan_arena(prog: IntProgram) -> tuple[dict[str, int], int]:
 
 
 def _array(ctype: str, name: str, values) -> str:
-    vals = [int(v) for v in np.asarray(values).reshape(-1)]
-    rows = [", ".join(str(v) for v in vals[i:i + 24]) for i in range(0, len(vals), 24)]
-    return f"static const {ctype} {name}[{max(1, len(vals))}] = {{\n    " + ",\n    ".join(rows or ["0"]) + "\n};\n"
+    return c_array(ctype, name, values, per_row=24)
 
 
 def _dims(shape) -> tuple[int, int, int]:

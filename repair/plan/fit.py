@@ -36,6 +36,7 @@ from ..repairs import (
 )
 from ..repairs.in_model.fit import cv_decision, cv_folds
 from .entry import WHY_ARGMAX, WHY_SCORES, WHY_THRESHOLD, agreement, plan_entry
+from .model_file import repaired_model_file
 from .model_softmax import (
     find_model_softmax,
     fold_temperature,
@@ -47,6 +48,7 @@ from .plan import RepairPlan
 CLASSIFIER_REPAIRS = ("temperature", "vector_scaling", "class_thresholds")
 
 ANOMALY_REPAIRS = ("score_threshold", "window_boundary")
+REPAIRED = "the repaired int8 model (repaired_int8.onnx or .tflite)"
 
 
 def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=None,
@@ -116,19 +118,22 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
                               progress=progress)
         plan = _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                             result)
-        plan.repaired_model = _with_folded_temperature(pair, plan, result.model)
-        plan.in_model = {**result.to_dict(), "model": {"path": "repaired_int8.onnx",
-                                                       "sha256": model_sha256(plan.repaired_model)}}
-        plan.fitted_on(plan.repaired_model.SerializeToString())
+        _set_repaired(plan, pair, _with_folded_temperature(pair, plan, result.model), holdout, result.to_dict())
         return plan
     plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                       raw_outputs, source)
     folded = _with_folded_temperature(pair, plan, pair.int8.proto)
     if folded is not pair.int8.proto:
-        plan.repaired_model = folded
-        plan.in_model = {"repairs": [], "model": {"path": "repaired_int8.onnx", "sha256": model_sha256(folded)}}
-        plan.fitted_on(folded.SerializeToString())
+        _set_repaired(plan, pair, folded, holdout, {"repairs": []})
     return plan
+
+
+def _set_repaired(plan: RepairPlan, pair: ModelPair, model, holdout: CalibrationSet, in_model: dict) -> None:
+    """The repaired model into the plan: as a graph, as the file to deploy (checked), and in the provenance."""
+    plan.repaired_model = model
+    plan.repaired_file = repaired_model_file(pair, model, holdout.x)
+    plan.in_model = {**in_model, "model": {"path": plan.repaired_file.name, "sha256": plan.repaired_file.sha256}}
+    plan.fitted_on(plan.repaired_file.data, path=plan.repaired_file.name)
 
 
 def _with_folded_temperature(pair: ModelPair, plan: RepairPlan, model):
@@ -139,13 +144,6 @@ def _with_folded_temperature(pair: ModelPair, plan: RepairPlan, model):
     return fold_temperature(model, find_model_softmax(pair), kept["temperature"]["fitted"]["temperature_"])
 
 
-def model_sha256(model) -> str:
-    """sha256 of the serialized model: what ``repaired_int8.onnx`` on disk hashes to."""
-    import hashlib
-
-    return hashlib.sha256(model.SerializeToString()).hexdigest()
-
-
 def _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, result):
     """The after-model repairs on the repaired model's outputs; without labels, none (the plan says why)."""
     if repairs == () or calib.y is None or holdout.y is None:
@@ -153,10 +151,10 @@ def _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly
                "the calibration or holdout split has no labels: after-model repairs need them")
         return RepairPlan(task="classifier" if detect_task(pair) == "classifier" else "anomaly_scores",
                           repairs=[], provenance={"after_model": f"not fitted: {why}",
-                                                  **_provenance(pair, calib, holdout, "repaired_int8.onnx")})
+                                                  **_provenance(pair, calib, holdout, REPAIRED)})
     raw = tuple(int8_outputs(pair, d.x, model=result.model)[1] for d in (calib, holdout))
     plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, raw,
-                      "repaired_int8.onnx (integer program)", model=result.model)
+                      f"{REPAIRED} (integer program)", model=result.model)
     if plan.task == "classifier" and "model_softmax" not in plan.provenance:
         z = pair.int8.outputs[0].quant.dequantize(raw[1]).astype(np.float64)
         result.holdout["accuracy_with_after_model"] = float((calibrated_probs(plan.repairs, z).argmax(1) ==

@@ -10,7 +10,7 @@ JSON schema ``tmlrepair.plan/1``: everything needed to emit C without the models
                 reached), ``int_agreement`` (share of holdout decisions where the integer
                 reference equals the float one, and the count that differ)
 ``provenance``  inputs (paths, sha256), settings, tool version
-``in_model``    the in-model repairs behind ``repaired_int8.onnx`` (its sha256, each repair with its per-layer
+``in_model``    the in-model repairs behind ``repaired_int8.onnx`` / ``.tflite`` (its sha256, each repair with its per-layer
                 decisions and holdout effect); empty when the plan repairs after the model only
 
 ``sha256()`` hashes the canonical JSON; the emitted C carries it.
@@ -39,6 +39,8 @@ class RepairPlan:
     schema: str = SCHEMA
     #: the repaired int8 model (onnx.ModelProto) when in-model repairs ran; written beside plan.json, not in it
     repaired_model: object = field(default=None, repr=False, compare=False)
+    #: that model as the file to deploy (``model_file.ModelFile``: repaired_int8.onnx or repaired_int8.tflite)
+    repaired_file: object = field(default=None, repr=False, compare=False)
     #: the folder the plan was read from: model paths in the plan that are relative are relative to it
     origin: Path | None = field(default=None, repr=False, compare=False)
 
@@ -46,8 +48,8 @@ class RepairPlan:
         return [r for r in self.repairs if r.get("kept")]
 
     def to_json(self) -> str:
-        d = asdict(replace(self, repaired_model=None, origin=None))
-        del d["repaired_model"], d["origin"]
+        d = asdict(replace(self, repaired_model=None, repaired_file=None, origin=None))
+        del d["repaired_model"], d["repaired_file"], d["origin"]
         d["provenance"] = {**d["provenance"], "tmlrepair_version": __version__}
         return dumps_stable(d)
 

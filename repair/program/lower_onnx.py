@@ -173,13 +173,12 @@ class _Lowering(LayerParams):
     def _bias(self, name, node):
         c = self.env.get(name)
         if c is None:
-            if name in self.inits:
-                return self.inits[name].astype(np.float64)
+            if name in self.inits:  # a float bias
+                return {"real": self.inits[name].astype(np.float64)}
             self.fail(node, f"bias {name!r} is not a constant")
         if c[0] != "const":
             self.fail(node, f"bias {name!r} is not a constant")
-        c = c[1]
-        return (c["q"].astype(np.float64) - c["zp"].astype(np.float64)) * c["scale"]
+        return c[1]
 
     def op_Conv(self, node):
         x = self.view(node.input[0], node)

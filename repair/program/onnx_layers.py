@@ -29,7 +29,14 @@ class LayerParams:
         if bias is None:
             return [0] * n_out
         ws = np.broadcast_to(w_scale, (n_out,))
-        b = np.rint(np.asarray(bias, np.float64).reshape(-1) / (src_scale * ws))
+        if "real" not in bias:
+            q = np.broadcast_to(bias["q"].reshape(-1), (n_out,))
+            if bias["q"].dtype == np.int32 and not np.any(bias["zp"]) and \
+                    np.allclose(np.broadcast_to(bias["scale"].reshape(-1), (n_out,)), src_scale * ws, rtol=1e-6, atol=0):
+                return q.astype(np.int64).tolist()  # int32 at scale s_x·s_w: the integers TFLM adds, as they are
+        real = bias["real"] if "real" in bias else (bias["q"].astype(np.float64) - bias["zp"].astype(np.float64)) * \
+            bias["scale"]
+        b = np.rint(np.asarray(real, np.float64).reshape(-1) / (src_scale * ws))
         if np.any(np.abs(b) > 2 ** 31 - 1):
             self.fail(node, "a bias does not fit int32 at scale s_x·s_w")
         return b.astype(np.int64).tolist()

@@ -12,7 +12,7 @@ input of the ``Add`` after a MatMul. The bias scale is always ``input_scale · w
 to keep its real value.
 
 An **activation** is one quantized tensor: the int8 output of an activation ``QuantizeLinear`` with
-every ``DequantizeLinear`` that reads it. Tensors that a layout op or max pooling passes through with
+every ``DequantizeLinear`` that reads it. Tensors that a layout op or pooling passes through with
 identical parameters (``DQ → Flatten → Q``) form one group and change together, or the op in between
 would clip. The model's input and output groups are its interface with the firmware and are never
 changed.
@@ -145,13 +145,23 @@ class QdqModel:
             node = todo.pop()
             act.q_nodes.append(node)
             self.group_of[node.output[0]] = act.key
-            for c in self.consumers.get(node.output[0], []):
-                if c.op_type != "DequantizeLinear":
-                    continue
+            for c in self._int8_readers(node.output[0]):
                 act.dq_nodes.append(c)
                 for follower in self._same_range_followers(c):
                     if follower.output[0] not in self.group_of:
                         todo.append(follower)
+
+    def _int8_readers(self, tensor: str) -> list:
+        """The DequantizeLinear nodes reading an int8 tensor, directly or through layout ops applied to the int8
+        values (``Q → Reshape → DQ``, as tf2onnx and ``models.tflite_onnx`` write)."""
+        out, frontier = [], [tensor]
+        while frontier:
+            for c in self.consumers.get(frontier.pop(), []):
+                if c.op_type == "DequantizeLinear":
+                    out.append(c)
+                elif c.op_type in SAME_RANGE_OPS and c.op_type not in ("MaxPool", "AveragePool"):
+                    frontier.append(c.output[0])
+        return out
 
     def _same_range_followers(self, dq) -> list:
         """Q nodes after ``dq → same-range op`` that requantize with exactly ``dq``'s parameters."""
@@ -171,14 +181,7 @@ class QdqModel:
                                                                               onnx.TensorProto.UINT8):
                 continue
             act = Activation(gi.name, interface="the model's integer input")
-            frontier = [gi.name]
-            while frontier:
-                t = frontier.pop()
-                for c in self.consumers.get(t, []):
-                    if c.op_type == "DequantizeLinear":
-                        act.dq_nodes.append(c)
-                    elif c.op_type in SAME_RANGE_OPS:
-                        frontier.append(c.output[0])
+            act.dq_nodes.extend(self._int8_readers(gi.name))
             self.activations[act.key] = act
             self.group_of[gi.name] = act.key
 

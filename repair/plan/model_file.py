@@ -1,0 +1,52 @@
+"""The repaired int8 model as the file the user deploys: ``repaired_int8.onnx`` for an ONNX model, or
+``repaired_int8.tflite`` — the user's own .tflite with the repaired numbers written in (``models.tflite_write``)
+— for a TFLite one.
+
+A .tflite is checked before it leaves: the integer program lowered from the written file must give the same
+output integers as the program of the repaired graph the repairs were fitted and judged on, on every check
+input (the holdout). A difference is a bug in the writer, reported as such, never a silent change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models import ModelPair
+from ..models.tflite_write import repaired_tflite
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str  # file name beside plan.json
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def is_tflite(self) -> bool:
+        return self.name.endswith(".tflite")
+
+
+def repaired_model_file(pair: ModelPair, model, check_x: np.ndarray | None = None) -> ModelFile:
+    """``model`` (the repaired ONNX graph of ``pair.int8``) in the format ``pair.int8`` came in."""
+    if pair.int8.format != "tflite":
+        return ModelFile("repaired_int8.onnx", model.SerializeToString())
+    raw = repaired_tflite(pair.int8.tflite, model)
+    if check_x is not None and len(check_x):
+        from ..program import lower
+        from ..program.lower_tflite import lower_tflite
+        from ..program.runner import ProgramRunner
+
+        want = ProgramRunner(pair, lower(model)).output_integers(check_x)
+        got = ProgramRunner(pair, lower_tflite(raw)).output_integers(check_x)
+        differ = int(np.any(want.reshape(len(check_x), -1) != got.reshape(len(check_x), -1), axis=1).sum())
+        if differ:
+            raise ModelError(f"internal error: the written repaired_int8.tflite computes other outputs than the "
+                             f"repaired model on {differ} of {len(check_x)} holdout inputs; please report it")
+    return ModelFile("repaired_int8.tflite", raw)
