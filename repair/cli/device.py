@@ -70,8 +70,9 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
 @click.argument("int8_model", type=_PATH, required=False)
 @click.option("--data", "calib_path", type=_PATH, help="Calibration split (default: the bundled task's).")
 @click.option("--holdout", "holdout_path", type=_PATH, help="Holdout split (default: the bundled task's).")
-@click.option("--task", type=click.Choice(["digits", "motions", "ecg"]), default="digits", show_default=True,
-              help="Bundled task to run when no models are given.")
+@click.option("--task", type=click.Choice(["digits", "motions", "ecg", "digits_tflite"]), default="digits",
+              show_default=True, help="Bundled task to run when no models are given (digits_tflite: the digits "
+                                      "pair as .tflite files).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for plan.json, report.json/.md and c/ (created if missing).")
 @click.option("--repairs", help="Comma-separated subset: in the model (equalization, activation_thresholds, "
@@ -124,7 +125,8 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
         raise DataError("give both FLOAT_MODEL and INT8_MODEL, or neither (a bundled task)")
     if float_model is None:
         base = datasets_dir() / task
-        float_model, int8_model = base / "float.onnx", base / "int8.onnx"
+        ext = ".tflite" if (base / "int8.tflite").is_file() else ".onnx"
+        float_model, int8_model = base / f"float{ext}", base / f"int8{ext}"
         calib_path, holdout_path = calib_path or base / "calib.npz", holdout_path or base / "holdout.npz"
     if calib_path is None or holdout_path is None:
         raise DataError("--data and --holdout are required with your own models")
@@ -139,7 +141,7 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
         in_model = on_reference_device
     if in_model and not on_reference_device:
         raise DataError("in-model repairs change the model the board runs: run `tmlrepair fit` for "
-                        "repaired_int8.onnx, reflash the board with it, then `tmlrepair validate` (or use "
+                        "repaired_int8.onnx or .tflite, reflash the board with it, then `tmlrepair validate` (or use "
                         "--serial sim / qemu, whose firmware calibrate rebuilds)")
     pair = load_pair(float_model, int8_model)
     calib, holdout = load_calibration(calib_path), load_calibration(holdout_path)
@@ -176,7 +178,9 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     files = {"plan.json": run.plan.to_json(), "report.json": dumps_stable(run.report),
              "report.md": "```\n" + text + "```\n"}
     if repaired:
-        files["repaired_int8.onnx"] = repaired.model_bytes
+        from ..codegen.model_data import deployable_files
+
+        files.update(deployable_files(repaired.file, Path(int8_model).stem))
     files.update({f"c/{name}": content for name, content in emit_files(run.plan, prefix).items()})
     write_files(out_dir, files, force=True)  # checked above (or a resumed run's own files)
     for journal in out_dir.glob(JOURNALS):
@@ -186,7 +190,8 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     ctx.exit(0 if run.bit_exact else 1)
 
 
-RUN_FILES = ("plan.json", "report.json", "report.md", "repaired_int8.onnx")
+RUN_FILES = ("plan.json", "report.json", "report.md", "repaired_int8.onnx", "repaired_int8.tflite", "model_data.cc",
+             "model_data.h")
 JOURNALS = ".journal-*.jsonl"
 
 

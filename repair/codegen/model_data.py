@@ -36,3 +36,9 @@ def model_data_files(data: bytes, stem: str, source: str, base: str = "model_dat
                    "#define TMLR_MODEL_ALIGN __attribute__((aligned(16)))\n#endif\n\n"
                    + array + f"const unsigned int {sym}_len = {len(data)};\n")
     return {f"{base}.cc": source_file, f"{base}.h": header}
+
+
+def deployable_files(file, stem: str) -> dict[str, bytes | str]:
+    """A repaired model file (``plan.model_file.ModelFile``) and, for a .tflite, the C array TFLM firmware
+    compiles (named after ``stem``, the user's model file)."""
+    return {file.name: file.data, **(model_data_files(file.data, stem, file.name) if file.is_tflite else {})}

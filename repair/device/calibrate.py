@@ -20,6 +20,7 @@ from ..data import CalibrationSet
 from ..models import ModelPair
 from ..models.task import anomaly_scores, detect_task
 from ..plan.fit import fit_plan
+from ..plan.model_file import ModelFile, repaired_model_file
 from ..plan.plan import RepairPlan
 from ..plan.shims import ClassifierShim, shim_from_plan
 from ..repairs import ScoreThreshold
@@ -70,23 +71,23 @@ def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, hold
 
 @dataclass
 class InModelRepair:
-    """The in-model repairs ``calibrate`` fitted before talking to the device: the repaired model (as bytes and as
-    a pair loaded from a scratch file, for the firmware and the host runs) and what each repair did."""
+    """The in-model repairs ``calibrate`` fitted before talking to the device: the repaired model (as the file to
+    deploy, and as a pair loaded from a scratch copy, for the firmware and the host runs) and what each did."""
 
     pair: ModelPair
-    model_bytes: bytes
+    file: ModelFile  # repaired_int8.onnx, or repaired_int8.tflite for a .tflite model
     result: object  # repair.repairs.in_model.InModelResult
 
     def record(self, run: DeviceRun, original: ModelPair) -> None:
         """Into the run's plan and report: the repaired model the after-model repairs were fitted on."""
-        run.plan.fitted_on(self.model_bytes, original={"path": str(original.int8.path), "sha256": original.int8.sha256})
-        sha = run.plan.provenance["models"]["int8"]["sha256"]
-        run.plan.in_model = {**self.result.to_dict(), "model": {"path": "repaired_int8.onnx", "sha256": sha}}
+        run.plan.fitted_on(self.file.data, path=self.file.name,
+                           original={"path": str(original.int8.path), "sha256": original.int8.sha256})
+        model = {"path": self.file.name, "sha256": self.file.sha256}
+        run.plan.in_model = {**self.result.to_dict(), "model": model}
         h = self.result.holdout
         run.report["in_model"] = {"kept": self.result.kept, "metric": h["metric"], "int8": h["int8"],
                                   "repaired": h["repaired"], "judged_on": h.get("judged_on"),
-                                  "decided_by": h.get("decided_by"), "folds": h.get("folds"),
-                                  "model": {"path": "repaired_int8.onnx", "sha256": sha}}
+                                  "decided_by": h.get("decided_by"), "folds": h.get("folds"), "model": model}
         m = run.report.get("metrics", {})
         if h["metric"] == "accuracy" and "accuracy" in m.get("float", {}):
             # the gap is the one the user had: the int8 model as given (program = device) to float
@@ -103,10 +104,10 @@ def repair_in_model(pair: ModelPair, calib: CalibrationSet, holdout: Calibration
     from ..repairs.in_model import fit_in_model
 
     result = fit_in_model(pair, calib, holdout, repairs=repairs, progress=progress)
-    raw = result.model.SerializeToString()
-    path = scratch / "repaired_int8.onnx"
-    path.write_bytes(raw)
-    return InModelRepair(load_pair(pair.float.path, path), raw, result)
+    file = repaired_model_file(pair, result.model, holdout.x)
+    path = scratch / file.name
+    path.write_bytes(file.data)
+    return InModelRepair(load_pair(pair.float.path, path), file, result)
 
 
 def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: CalibrationSet, zh: np.ndarray,

@@ -70,3 +70,12 @@ def is_hybrid(model) -> bool:
     outs = [g.tensors[int(o)] for op in g.operators for o in op.outputs]
     consts = [t for t in g.tensors if tensor_data(model, t) is not None]
     return bool(outs) and all(t.type == FLOAT32 for t in outs) and any(t.type == INT8 for t in consts)
+
+
+def pad_amounts(model, op) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of a PAD of an NHWC tensor's H and W (its paddings input: int32 [4, 2]), or None
+    when it pads anything else or its amounts are not constant and non-negative."""
+    pads = tensor_data(model, model.subgraphs[0].tensors[int(op.inputs[1])]) if len(op.inputs) > 1 else None
+    if pads is None or pads.shape != (4, 2) or np.any(pads[0] != 0) or np.any(pads[3] != 0) or np.any(pads < 0):
+        return None
+    return int(pads[1][0]), int(pads[2][0]), int(pads[1][1]), int(pads[2][1])

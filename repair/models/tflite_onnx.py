@@ -34,13 +34,14 @@ from .tflite_file import (
     INT32,
     UINT8,
     op_name,
+    pad_amounts,
     tensor_data,
     tensor_name,
 )
 
 OPSET = 13
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE",
-             "SOFTMAX", "QUANTIZE", "DEQUANTIZE")
+             "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "PAD (of H and W, before a VALID convolution)")
 NCHW_TO_NHWC, NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
 
@@ -54,6 +55,7 @@ class _Bridge:
         self.inits: list = []
         self.value: dict[int, str] = {}  # tflite tensor → ONNX tensor (4-D held NCHW); int8 or float
         self.dq: dict[int, str] = {}  # tflite int8 tensor → its DequantizeLinear output
+        self.padded: dict[int, tuple[int, int, int, int]] = {}  # PAD output → (top, left, bottom, right)
         self.names: set[str] = set()
         self.k = -1
         self.opname = ""
@@ -103,15 +105,17 @@ class _Bridge:
                 self.fail("float activations inside an int8 model: a hybrid model; give the fully int8 model")
             self.fail(f"tensor type {t.type} where {'int8' if self.quantized else 'float32'} activations are expected")
 
-    def source(self, i: int) -> str:
+    def source(self, i: int, padded_ok: bool = False) -> str:
         """Activation i as computed (int8 or float; 4-D ones NCHW)."""
+        if i in self.padded and not padded_ok:
+            self.fail("reads the output of a PAD: only a VALID CONV_2D / DEPTHWISE_CONV_2D may")
         if i not in self.value:
             self.fail(f"reads tensor {tensor_name(self.t(i), i)!r}, which no supported operator produced")
         return self.value[i]
 
-    def read(self, i: int) -> str:
+    def read(self, i: int, padded_ok: bool = False) -> str:
         """The float view of activation i: its DequantizeLinear (int8) or the tensor itself (float)."""
-        self.source(i)
+        self.source(i, padded_ok)
         if not self.quantized:
             return self.value[i]
         if i not in self.dq:
@@ -278,9 +282,22 @@ class _Bridge:
                         f"op{self.k}", out=self.unique(tensor_name(self.t(o), o)))
         self.value[o] = self.layout(out, NHWC_TO_NCHW, "nchw") if len(shape) == 4 else out
 
+    def op_PAD(self, op):
+        i, o = int(op.inputs[0]), int(op.outputs[0])
+        self.source(i)
+        pads = pad_amounts(self.m, op)
+        if pads is None:
+            self.fail("PAD must pad only H and W of a 4-D tensor, by constant non-negative amounts")
+        self.padded[o] = pads
+        if self.quantized and [q.tolist() for q in self.quant(o)[:2]] != [q.tolist() for q in self.quant(i)[:2]]:
+            self.fail("PAD must keep its input's scale and zero point")
+        self.value[o] = self.value[i]
+        if i in self.dq:
+            self.dq[o] = self.dq[i]
+
     def _conv(self, op, depthwise: bool):
         i, wi, o = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
-        x = self.read(i)
+        x = self.read(i, padded_ok=True)
         opts = op.builtinOptions
         w = tensor_data(self.m, self.t(wi))
         if w is None or w.ndim != 4 or self.rank(i) != 4:
@@ -296,7 +313,9 @@ class _Bridge:
         oh, ow = [int(d) for d in self.t(o).shape[1:3]]
         sh, sw = opts.strideH, opts.strideW
         dh, dw = opts.dilationHFactor or 1, opts.dilationWFactor or 1
-        pads = [0, 0, 0, 0]
+        pads = list(self.padded.get(i, (0, 0, 0, 0)))  # PAD + VALID convolution: its explicit padding
+        if opts.padding == 0 and i in self.padded:
+            self.fail("a SAME convolution after a PAD: only VALID ones take an explicit padding")
         if opts.padding == 0:  # SAME, as TFLM's ComputePaddingHeightWidth
             th = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
             tw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0)

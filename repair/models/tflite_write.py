@@ -114,8 +114,8 @@ def find_edits(model_t, edited: onnx.ModelProto) -> TfliteEdits:
         if node.op_type == "QuantizeLinear" and node.name.startswith("t") and node.name.endswith("/q"):
             i = int(node.name[1:-2])
             set_quant(i, inits[node.input[1]], inits[node.input[2]])
-    for op in g.operators:  # RESHAPE and pools keep their input's quantization (TFLM requires it of pools)
-        if op_name(model_t, op) in ("RESHAPE", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
+    for op in g.operators:  # RESHAPE, PAD and pools keep their input's quantization (TFLM requires it of pools)
+        if op_name(model_t, op) in ("RESHAPE", "PAD", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
             i, o = int(op.inputs[0]), int(op.outputs[0])
             if g.tensors[i].quantization is not None and g.tensors[o].quantization is not None:
                 set_quant(o, *quant_of(i))

@@ -11,6 +11,7 @@ Anything else is refused with the op and node named.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,6 +19,7 @@ from onnx import numpy_helper
 
 from .. import fixedpoint as fp
 from ..errors import ModelError
+from ..models.tflite_file import is_tflite
 from .ir import ADD_LEFT_SHIFT, IntProgram, Layer, QTensor
 from .onnx_layers import LayerParams, multiplier
 
@@ -364,11 +366,17 @@ class _Lowering(LayerParams):
         return out
 
 
-def lower(model: onnx.ModelProto | str) -> IntProgram:
-    """The integer program of an int8 QDQ model (see module docstring); ModelError names what is unsupported."""
+def lower(model: onnx.ModelProto | str | Path) -> IntProgram:
+    """The integer program of an int8 QDQ model (see module docstring), or of the int8 .tflite or ONNX file at a
+    path; ModelError names what is unsupported."""
     name = "the int8 model" if isinstance(model, onnx.ModelProto) else str(model)
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
+        raw = Path(model).read_bytes()
+        if is_tflite(raw):
+            from .lower_tflite import lower_tflite
+
+            return lower_tflite(raw, name)
+        model = onnx.load_from_string(raw)
     try:
         return _Lowering(model).run()
     except ModelError as e:

@@ -11,6 +11,8 @@ compute, with the parameters TFLM's Prepare derives:
 * AVERAGE_POOL_2D: raw sum / count rounded half away from zero (input and output share quantization);
   MAX_POOL_2D: the max, clamped; no padded windows;
 * SOFTMAX: ``softmax_params(beta, s_in)`` (``PreprocessSoftmaxScaling``, ``CalculateInputRadius``);
+* PAD of H and W feeding a VALID CONV_2D / DEPTHWISE_CONV_2D: the convolution's padding (TFLM pads int8 with
+  the zero point, which the convolution subtracts: the same sums);
 * RESHAPE: the same bytes (in NHWC order); QUANTIZE int8→int8: a requantize; QUANTIZE of a float input and
   DEQUANTIZE of the output: the program's edges;
 * fused RELU / RELU6 / RELU_N1_TO_1: ``CalculateActivationRangeQuantized`` (f / scale in float32, rounded half
@@ -41,13 +43,14 @@ from ..models.tflite_file import (
     INT32,
     UINT8,
     op_name,
+    pad_amounts,
     read_tflite,
     tensor_data,
 )
 from .ir import ADD_LEFT_SHIFT, IntProgram, Layer, QTensor
 
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE",
-             "SOFTMAX", "QUANTIZE", "DEQUANTIZE")
+             "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "PAD (of H and W, before a VALID convolution)")
 
 
 class _Lowering:
@@ -57,6 +60,7 @@ class _Lowering:
         self.tensors: dict[str, QTensor] = {}
         self.layers: list[Layer] = []
         self.env: dict[int, str] = {}  # tflite tensor index → program tensor (4-D ones held as C, H, W)
+        self.padded: dict[int, tuple[int, int, int, int]] = {}  # PAD output → (top, left, bottom, right)
         self.k = 0
 
     # ------------------------------------------------------------------ helpers
@@ -75,8 +79,10 @@ class _Lowering:
             self.fail(f"tensor {self.t(i).name.decode(errors='replace')!r} is not quantized")
         return np.asarray(q.scale, np.float32), np.asarray(q.zeroPoint, np.int64)
 
-    def act_tensor(self, i: int) -> QTensor:
+    def act_tensor(self, i: int, padded_ok: bool = False) -> QTensor:
         t = self.t(i)
+        if i in self.padded and not padded_ok:
+            self.fail("reads the output of a PAD: only a VALID CONV_2D / DEPTHWISE_CONV_2D may")
         if t.type == UINT8:
             self.fail("uint8 (legacy) quantization: requantize the model to int8 (the converter's default now)")
         if t.type == FLOAT32:
@@ -246,9 +252,20 @@ class _Lowering:
                  for s in w_scales]
         return [m for m, _ in pairs], [s for _, s in pairs]
 
+    def op_PAD(self, op):
+        i, o = int(op.inputs[0]), int(op.outputs[0])
+        src = self.act_tensor(i)
+        pads = pad_amounts(self.m, op)
+        if pads is None:
+            self.fail("PAD must pad only H and W of a 4-D tensor, by constant non-negative amounts")
+        self.padded[o] = pads
+        if self.out_params(o) != (src.scale, src.zero_point):
+            self.fail("PAD must keep its input's scale and zero point")
+        self.env[o] = self.env[i]
+
     def _conv(self, op, depthwise: bool):
         i, wi, o = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
-        src = self.act_tensor(i)
+        src = self.act_tensor(i, padded_ok=True)
         opts = op.builtinOptions
         w = self.data(wi)
         if w is None or w.ndim != 4:
@@ -270,8 +287,10 @@ class _Lowering:
         sh, sw = opts.strideH, opts.strideW
         dh, dw = opts.dilationHFactor or 1, opts.dilationWFactor or 1
         oh, ow = [int(d) for d in self.t(o).shape][1:3]
-        pads = [0, 0, 0, 0]
+        pads = list(self.padded.get(i, (0, 0, 0, 0)))
         if opts.padding == 0:  # SAME
+            if i in self.padded:
+                self.fail("a SAME convolution after a PAD: only VALID ones take an explicit padding")
             th = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
             tw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
             pads = [th // 2, tw // 2, th - th // 2, tw - tw // 2]
@@ -361,7 +380,7 @@ class _Lowering:
                                             "mult": mult, "shift": shift, "diff_min": diff_min})
 
 
-def lower_tflite(source: str | Path | bytes) -> IntProgram:
+def lower_tflite(source: str | Path | bytes, name: str | None = None) -> IntProgram:
     """The integer program of an int8 .tflite model (see the module docstring)."""
-    name = "the model" if isinstance(source, (bytes, bytearray)) else str(source)
-    return _Lowering(read_tflite(source), name).run()
+    name = name or ("the model" if isinstance(source, (bytes, bytearray)) else str(source))
+    return _Lowering(read_tflite(source, name), name).run()

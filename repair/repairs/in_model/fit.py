@@ -142,6 +142,14 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
         rows = _FIT[name](ctx, trial)
         bar.advance(1)
         changed = trial.differs_from(qm)  # decided from the model, not from a message
+        refused = judge.why_not_runnable(trial.to_model()) if changed else None
+        if refused:
+            bar.finish()
+            entries.append({"repair": name, "stage": "in_model", "kept": False, "judged_on": judge.judged_on,
+                            "reason": f"not kept: the repaired model could not run on the device ({refused})",
+                            "holdout": {"metric": metric, "before": best_metric, "after": best_metric,
+                                        "sqnr_before_db": best_sqnr, "sqnr_after_db": best_sqnr}, "details": rows})
+            continue
         trials, fold_after = [], []
         for k, ((_, held), sub) in enumerate(zip(folds, fold_ctx)):
             if not changed:  # nothing to decide: the folds are not fitted
@@ -149,7 +157,12 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
             t = fold_models[k].copy()
             _FIT[name](sub, t)
             trials.append(t)
-            fold_after.append(score(t.to_model(), held)[0] if t.differs_from(fold_models[k]) else fold_before[k])
+            if not t.differs_from(fold_models[k]):
+                fold_after.append(fold_before[k])
+            elif judge.why_not_runnable(t.to_model()):  # this fold's fit the device could not run: a loss
+                fold_after.append(-np.inf)
+            else:
+                fold_after.append(score(t.to_model(), held)[0])
             bar.advance(1)
         bar.finish()
         after, after_sqnr = score(trial.to_model(), None, on_holdout=True) if changed else (best_metric, best_sqnr)

@@ -45,6 +45,17 @@ class ModelJudge:
     def on_program(self) -> bool:
         return self.judged_on == PROGRAM
 
+    def why_not_runnable(self, model: onnx.ModelProto) -> str | None:
+        """Why the device could not run ``model`` (an edited candidate), or None: a repair whose model the
+        integer program refuses (an int32 bias or accumulator that could overflow, …) is never kept."""
+        if not self.on_program:
+            return None
+        try:
+            lower(model)
+        except ModelError as e:
+            return str(e)
+        return None
+
     def outputs(self, model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         """The model's first output on float inputs ``x``, dequantized, float64, one row per sample."""
         if not self.on_program:
