@@ -136,3 +136,35 @@ def random_op_model(kind: str, rng) -> tuple[bytes, tuple[int, ...], str]:
 
 
 KINDS = ("conv", "depthwise", "fc", "add", "avgpool", "maxpool", "softmax", "quantize")
+
+
+def with_softmax(raw: bytes) -> bytes:
+    """A classifier .tflite with a SOFTMAX (beta 1) appended to its output, as the converter writes a Keras model
+    ending in softmax: int8 probabilities at scale 1/256, zero point −128 (TFLM's), or float ones."""
+    import flatbuffers
+
+    from repair.models.tflite_file import read_tflite
+
+    m = read_tflite(raw)
+    g = m.subgraphs[0]
+    logits = g.tensors[g.outputs[0]]
+    t = S.TensorT()
+    t.shape, t.type, t.buffer, t.name = list(logits.shape), logits.type, 0, b"probabilities"
+    if logits.type == INT8:
+        q = S.QuantizationParametersT()
+        q.scale, q.zeroPoint = [1 / 256], [-128]
+        t.quantization = q
+    g.tensors.append(t)
+    code = S.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = S.BuiltinOperator.SOFTMAX
+    code.version = 1
+    m.operatorCodes.append(code)
+    op = S.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(m.operatorCodes) - 1, [g.outputs[0]], [len(g.tensors) - 1]
+    op.builtinOptionsType, op.builtinOptions = S.BuiltinOptions.SoftmaxOptions, S.SoftmaxOptionsT()
+    op.builtinOptions.beta = 1.0
+    g.operators.append(op)
+    g.outputs = [len(g.tensors) - 1]
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())

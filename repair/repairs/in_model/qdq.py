@@ -177,8 +177,7 @@ class QdqModel:
     def _int8_input_groups(self) -> None:
         """An int8 graph input is quantized outside the model: its DQ readers form a fixed group."""
         for gi in self.model.graph.input:
-            if gi.name in self.inits or gi.type.tensor_type.elem_type not in (onnx.TensorProto.INT8,
-                                                                              onnx.TensorProto.UINT8):
+            if gi.name in self.inits or gi.type.tensor_type.elem_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
                 continue
             act = Activation(gi.name, interface="the model's integer input")
             act.dq_nodes.extend(self._int8_readers(gi.name))
