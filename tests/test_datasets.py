@@ -16,7 +16,7 @@ from .conftest import DATASETS, TASKS, task_files
 def test_manifest_matches_every_bundled_file():
     manifest = json.loads((DATASETS / "manifest.json").read_text())
     listed = set(manifest["files"])
-    present = {str(p.relative_to(DATASETS)) for p in DATASETS.glob("*/*") if p.suffix in (".onnx", ".npz")}
+    present = {str(p.relative_to(DATASETS)) for p in DATASETS.glob("*/*") if p.suffix in (".onnx", ".npz", ".tflite")}
     assert listed == present
     for rel, meta in manifest["files"].items():
         raw = (DATASETS / rel).read_bytes()

@@ -233,6 +233,17 @@ def test_calibrate_on_the_bundled_tflite_pair_carries_the_repairs_to_the_device(
     assert report["model_on_device"]["bit_exact_vs_python_reference"]["differ"] == 0
     assert report["metrics"]["device_shims"]["accuracy"] >= 0.94  # the ONNX route reaches 94.4 % (test_device)
     assert (tmp_path / "repaired_int8.tflite").is_file() and (tmp_path / "model_data.cc").is_file()
+    # the CI gate after it: the equalized tensors are compared in float units (the plan says how), so the
+    # repaired model passes against the original's baseline; without the plan's factors they look broken
+    base, hold = tmp_path / "base.json", str(DIGITS / "holdout.npz")
+    r = CliRunner().invoke(main, ["drift", str(DIGITS / "float.tflite"), str(DIGITS / "int8.tflite"), "--data", hold,
+                                  "--json", str(base)])
+    assert r.exit_code == 0, r.output
+    args = ["check", str(base), str(tmp_path / "repaired_int8.tflite"), "--data", hold]
+    assert CliRunner().invoke(main, args + ["--plan", str(tmp_path / "plan.json")]).exit_code == 0
+    r = CliRunner().invoke(main, ["drift", str(DIGITS / "float.tflite"), str(DIGITS / "int8.tflite"), "--data", hold,
+                                  "--plan", str(tmp_path / "plan.json")])
+    assert r.exit_code == 2 and "did not repair" in r.stderr
 
 
 # ----------------------------------------------------------------------------- bad input: one line, exit 2

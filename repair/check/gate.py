@@ -116,8 +116,11 @@ def run_check(baseline: DriftReport, pair: ModelPair, data: CalibrationSet, tol:
     if base_float and base_float != pair.float.sha256:
         raise DataError(f"the baseline's float model (sha256 {base_float[:12]}) is not {pair.float.path} "
                         f"({pair.float.sha256[:12]}): pass the float model the baseline was measured with")
+    factors = None  # the plan's repaired (equalized) model: its equalized tensors compared in float units
+    if plan is not None and plan.in_model.get("model", {}).get("sha256") == pair.int8.sha256:
+        factors = plan.in_model.get("equalized") or None
     report, outputs = measure_drift(pair, data, batch_size=batch_size, return_outputs=True,
-                                    check_weights=check_weights)
+                                    check_weights=check_weights, channel_factors=factors)
     result = CheckResult(report=report)
     bo, no = baseline.outputs[0], report.outputs[0]
     for c in (_drop_check("accuracy", bo.get("accuracy_int8"), no.get("accuracy_int8"), tol.max_accuracy_drop, 100,

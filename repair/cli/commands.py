@@ -44,10 +44,13 @@ def info(float_model, int8_model, data_path):
 @click.option("--top", type=click.IntRange(1), default=15, show_default=True, help="Rows in the terminal table.")
 @click.option("--ignore-weights", is_flag=True,
               help="Measure even if the layers' weights show INT8 was not quantized from FLOAT (flagged in the report).")
+@click.option("--plan", "plan_path", type=_PATH,
+              help="The plan that repaired INT8 (fit/calibrate): its equalized tensors are compared in the float "
+                   "model's units.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 def drift(float_model, int8_model, data_path, json_path, md_path, html_path, strategy, task, batch_size, top,
-          ignore_weights, progress, force):
+          ignore_weights, plan_path, progress, force):
     """Measure where and how much INT8_MODEL departs from FLOAT_MODEL on --data."""
     from ..atomic import write_atomic
     from ..data import load_calibration
@@ -59,9 +62,19 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
     _outputs_ok((json_path, md_path, html_path), force)
     pair = load_pair(float_model, int8_model)
     data = load_calibration(data_path)
+    factors = None
+    if plan_path is not None:
+        from ..errors import DataError
+        from ..plan import RepairPlan
+
+        model = RepairPlan.from_json(plan_path).in_model
+        if model.get("model", {}).get("sha256") != pair.int8.sha256:
+            raise DataError(f"{plan_path} did not repair {int8_model} (sha256 differs): give the plan whose "
+                            "repaired model this is, or no --plan")
+        factors = model.get("equalized") or None
     bar = Progress(enabled=_progress_wanted(progress), label="drift ")
     report = measure_drift(pair, data, strategy=strategy, task=task, batch_size=batch_size,
-                           check_weights=not ignore_weights, progress=bar)
+                           check_weights=not ignore_weights, progress=bar, channel_factors=factors)
     click.echo(render_terminal(report, top), nl=False)
     if json_path:
         write_atomic(json_path, report.to_json(), force)

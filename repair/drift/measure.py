@@ -26,7 +26,8 @@ TASKS = ("auto", "classifier", "reconstruction", "score", "tensor")
 
 def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "auto", task: str = "auto",
                   batch_size: int = 256, bootstrap: int = 200, seed: int = 0, check_weights: bool = True,
-                  progress: Progress | None = None, return_outputs: bool = False, int8_runtime: str = "program"):
+                  progress: Progress | None = None, return_outputs: bool = False, int8_runtime: str = "program",
+                  channel_factors: dict[str, list[float]] | None = None):
     """Measure how far ``pair.int8`` departs from ``pair.float`` on ``data``.
 
     Per paired tensor: SQNR, cosine, MAE, max abs error, per-channel mean error,
@@ -37,6 +38,8 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     ``int8_runtime``: "program" (default: the int8 tensors as the device computes them, the integer program,
     bit-exact with TFLite Micro) or "onnxruntime" (its float simulation of QDQ, to compare with ORT's tools);
     QOperator models and models the program cannot express always run on onnxruntime, and the report says which.
+    ``channel_factors``: int8 tensor → per-channel factors of an equalized model (a plan's ``in_model.equalized``):
+    those tensors are compared with the float model in its units (``TensorStats``).
 
     Returns the ``DriftReport``; with ``return_outputs``, ``(report, {"float": …, "int8": …})``
     holding what the pass collected per sample — dequantized outputs (classifier, tensor) or
@@ -70,7 +73,8 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     program = (None if pair.int8.index.is_qoperator or int8_runtime == "onnxruntime" else
                ProgramRunner.for_pair(pair))
     q_sess = pair.int8.session(q_names) if program is None else None
-    stats = [TensorStats(p.quant, p.channel_axis) for p in tmap.pairs]
+    factors = channel_factors or {}
+    stats = [TensorStats(p.quant, p.channel_axis, factors.get(p.int8_name)) for p in tmap.pairs]
     f_pos = {n: i for i, n in enumerate(f_names)}
     q_pos = {n: i for i, n in enumerate(q_names)}
 
@@ -121,7 +125,8 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
                  "weight_mismatches": len(tmap.weight_mismatches)},
         provenance={"models": pair.to_dict(), "data": data.summary(),
                     "settings": {"batch_size": batch_size, "bootstrap": bootstrap, "seed": seed,
-                                 "strategy": strategy, "task": task, "check_weights": check_weights},
+                                 "strategy": strategy, "task": task, "check_weights": check_weights,
+                                 "equalized_tensors": sorted(set(factors) & {p.int8_name for p in tmap.pairs})},
                     "int8_computed_by": COMPUTED_BY if program is not None else
                     "onnxruntime's float simulation of QDQ" + (" (asked for)" if int8_runtime == "onnxruntime" else
                                                                " (the integer program cannot express this model)")},

@@ -10,6 +10,9 @@ the count of integers at a clipping limit, from which:
   bias correction adds back (Nagel et al. 2019, "Data-Free Quantization", §4.2);
 * saturation = share of integers at qmin or qmax, not counting a limit equal to the
   zero point (there it encodes 0.0, e.g. the floor of a folded ReLU, not clipping).
+
+An equalized tensor holds float/s_c in channel c (cross-layer equalization, Nagel et al. 2019 §4.1):
+with ``channel_factors`` s, q is compared as s_c·q, in the float model's units.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from ..models.graph import QuantParams
 class TensorStats:
     """Accumulates error statistics of one float/int8 tensor pair over batches."""
 
-    def __init__(self, quant: QuantParams | None, channel_axis: int | None):
+    def __init__(self, quant: QuantParams | None, channel_axis: int | None, channel_factors: np.ndarray | None = None):
         self.quant = quant
         self.axis = channel_axis
+        self.factors = None if channel_factors is None else np.asarray(channel_factors, np.float32)
         self.n = 0
         self.ff = self.qq = self.fq = self.dd = self.abs_sum = 0.0
         self.max_abs = 0.0
@@ -47,6 +51,11 @@ class TensorStats:
         q = k.astype(np.float32)  # the one buffer this batch allocates; dequantized and reused in place
         q -= np.float32(zp)
         q *= np.float32(self.quant.scale)
+        if self.factors is not None and self.axis is not None and q.ndim > self.axis and \
+                q.shape[self.axis] == self.factors.size:
+            shape = [1] * q.ndim
+            shape[self.axis] = -1
+            q *= self.factors.reshape(shape)
         self._accumulate(np.ascontiguousarray(f, np.float32), q)
 
     def update_values(self, f: np.ndarray, q: np.ndarray) -> None:

@@ -62,7 +62,12 @@ def check_plan(d, source: str) -> dict:
     if task not in TASKS:
         doc.fail("task", f"{task!r} is not one of {', '.join(TASKS)}")
     prov = doc.obj(d.get("provenance", {}), "provenance")
-    doc.obj(d.get("in_model", {}), "in_model")
+    in_model = doc.obj(d.get("in_model", {}), "in_model")
+    for name, factors in doc.obj(in_model.get("equalized", {}), "in_model.equalized").items():
+        if not isinstance(factors, list) or not 0 < len(factors) <= 65536:
+            doc.fail(f"in_model.equalized.{name}", "expected a list of per-channel factors")
+        for c, v in enumerate(factors):
+            doc.number(v, f"in_model.equalized.{name}[{c}]", positive=True)
     repairs = d.get("repairs")
     if not isinstance(repairs, list):
         doc.fail("repairs", "expected a list of repairs")

@@ -51,8 +51,13 @@ class InModelResult:
     def kept(self) -> list[str]:
         return [e["repair"] for e in self.entries if e["kept"]]
 
+    #: int8 tensor → per-channel factors s of an equalized activation (it holds float/s): drift and check
+    #: compare it in the float model's units
+    equalized: dict = field(default_factory=dict)
+
     def to_dict(self) -> dict:
-        return {"repairs": self.entries, "holdout": self.holdout, "calibration": self.calibration}
+        return {"repairs": self.entries, "holdout": self.holdout, "calibration": self.calibration,
+                "equalized": self.equalized}
 
 
 def _metric_of(metric: str, task: str, x: np.ndarray, y, out: np.ndarray, ref: np.ndarray) -> float:
@@ -186,7 +191,9 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
                "sqnr_int8_db": int8_sqnr, "sqnr_repaired_db": best_sqnr, "n": len(holdout),
                "gap_recovered": gap_recovered(float_metric, int8_metric, best_metric), "judged_on": judge.judged_on,
                "folds": len(folds), "decided_by": decide_by}
-    return InModelResult(qm.to_model(), entries, summary, {"n": len(calib), "source": calib.source})
+    equalized = {q.output[0]: [float(v) for v in qm.equalized[key]] for key, act in qm.activations.items()
+                 if key in qm.equalized for q in act.q_nodes}
+    return InModelResult(qm.to_model(), entries, summary, {"n": len(calib), "source": calib.source}, equalized)
 
 
 def decision_metric(metric: str, calib: CalibrationSet) -> str:
