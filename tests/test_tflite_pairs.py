@@ -23,7 +23,7 @@ from repair.program import lower
 from repair.program.lower_tflite import lower_tflite
 
 from .conftest import DATASETS, REAL
-from .tflite_builder import S, ModelBuilder, with_softmax
+from .tflite_builder import ModelBuilder, S, with_softmax
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime", reason="tflite-micro is not installed")
 
@@ -255,42 +255,54 @@ def _one_line_error(args) -> str:
     return lines[0]
 
 
-def test_bad_tflite_input_gets_one_line_each(tmp_path):
-    f = str(DIGITS / "float.tflite")
-    # an operator outside the set: named, with its index
+def _tanh(tmp_path):
     b = ModelBuilder()
     x, y = b.tensor([1, 4], scale=0.1, zero_point=0), b.tensor([1, 4], scale=1 / 128, zero_point=0)
-    (tmp_path / "tanh.tflite").write_bytes(b.build(S.BuiltinOperator.TANH, [x], y))
-    assert "operator 0 (TANH)" in _one_line_error(["info", f, str(tmp_path / "tanh.tflite")])
-    # uint8 (legacy) quantization
+    return b.build(S.BuiltinOperator.TANH, [x], y)
+
+
+def _uint8(tmp_path):
     b = ModelBuilder()
     x, y = b.tensor([1, 4], 3, scale=0.1, zero_point=128), b.tensor([1, 4], 3, scale=0.1, zero_point=128)
-    (tmp_path / "u8.tflite").write_bytes(b.build(S.BuiltinOperator.RESHAPE, [x], y))
-    assert "uint8" in _one_line_error(["info", f, str(tmp_path / "u8.tflite")])
-    # the float .tflite given as the int8 one
-    assert "looks like a float model" in _one_line_error(["info", f, f])
-    # truncated, and not a TFLite file at all, each with a .tflite suffix
+    return b.build(S.BuiltinOperator.RESHAPE, [x], y)
+
+
+def _truncated(tmp_path):
     raw = (DIGITS / "int8.tflite").read_bytes()
-    (tmp_path / "cut.tflite").write_bytes(raw[: len(raw) // 2])
-    assert "damaged TFLite" in _one_line_error(["info", f, str(tmp_path / "cut.tflite")])
-    (tmp_path / "text.tflite").write_text("not a model")
-    assert "not a readable ONNX or TFLite" in _one_line_error(["info", f, str(tmp_path / "text.tflite")])
-    # a pair that is not one network: the digits float model against the sww int8 model's shapes, and a
-    # network with the same shapes but other weights
-    other = tmp_path / "other.tflite"
-    m = read_tflite(raw)
-    g = m.subgraphs[0]
-    for op in g.operators:
-        t = g.tensors[op.inputs[1]] if len(op.inputs) == 3 else None  # the weights of a convolution or FC
-        if t is not None and t.buffer and m.buffers[t.buffer].data is not None:
-            m.buffers[t.buffer].data = np.random.default_rng(0).permutation(np.asarray(m.buffers[t.buffer].data))
+    return raw[: len(raw) // 2]
+
+
+def _other_weights(tmp_path):
+    """The digits int8 network with its convolution and FC weights shuffled: same shapes, another network."""
     import flatbuffers
 
+    m = read_tflite((DIGITS / "int8.tflite").read_bytes())
+    g = m.subgraphs[0]
+    for op in g.operators:
+        t = g.tensors[op.inputs[1]] if len(op.inputs) == 3 else None
+        if t is not None and t.buffer and m.buffers[t.buffer].data is not None:
+            m.buffers[t.buffer].data = np.random.default_rng(0).permutation(np.asarray(m.buffers[t.buffer].data))
     fb = flatbuffers.Builder(1024)
     fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
-    other.write_bytes(bytes(fb.Output()))
-    msg = _one_line_error(["drift", f, str(other), "--data", str(DIGITS / "holdout.npz")])
-    assert "weights" in msg
+    return bytes(fb.Output())
+
+
+BAD_INT8 = {"an operator outside the set": (_tanh, "operator 0 (TANH)"),
+            "uint8 (legacy) quantization": (_uint8, "uint8"),
+            "the float model given as the int8 one": (lambda _: (DIGITS / "float.tflite").read_bytes(),
+                                                      "looks like a float model"),
+            "a truncated file": (_truncated, "damaged TFLite"),
+            "not a TFLite file at all": (lambda _: b"not a model", "not a readable ONNX or TFLite"),
+            "a pair that is not one network": (_other_weights, "weights")}
+
+
+@pytest.mark.parametrize("case", list(BAD_INT8))
+def test_bad_tflite_input_gets_one_line(case, tmp_path):
+    make, says = BAD_INT8[case]
+    bad = tmp_path / "int8.tflite"
+    bad.write_bytes(make(tmp_path))
+    assert says in _one_line_error(["drift", str(DIGITS / "float.tflite"), str(bad), "--data",
+                                    str(DIGITS / "holdout.npz")])
 
 
 def test_a_hybrid_model_given_as_int8_is_refused():
