@@ -92,14 +92,16 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
              target_far: float = 0.01, anomaly_far: float = 0.1, anomaly_boundary: str = "threshold",
              window: int = 32, raw_outputs: tuple[np.ndarray, np.ndarray] | None = None,
              source: str = "integer program", in_model: bool = False, metric: str | None = None,
-             check_weights: bool = True, progress: bool = False) -> RepairPlan:
+             check_weights: bool = True, progress: bool = False, field: CalibrationSet | None = None) -> RepairPlan:
     """Fit the repairs that apply to ``pair``'s task; return the plan with holdout results.
 
     ``raw_outputs``: the int8 output integers on calib and holdout as a device produced them (``calibrate``);
     by default the integer program runs the int8 model (the device's arithmetic). ``source`` says which, in the plan's provenance.
     ``in_model``: run the in-model repairs first (all of them unless ``repairs`` names some); ``metric``,
     ``check_weights`` and ``progress`` go to ``fit_in_model``. Without labels (``metric="sqnr"``) only the
-    in-model repairs are fitted.
+    in-model repairs are fitted. ``field``: unlabelled inputs as the deployed device sees them (logged from it);
+    the in-model repairs are then fitted on them, and decided by output SQNR against the float model on their
+    folds (no labels needed), while the after-model repairs keep the labelled calibration split.
     """
     from ..repairs.in_model import IN_MODEL_REPAIRS, fit_in_model
 
@@ -114,8 +116,8 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     if in_model:
         if raw_outputs is not None:
             raise DataError("in-model repairs change the model: fit them on onnxruntime outputs, not a device's")
-        result = fit_in_model(pair, calib, holdout, repairs=in_names, metric=metric, check_weights=check_weights,
-                              progress=progress)
+        result = fit_in_model(pair, calib if field is None else field, holdout, repairs=in_names, metric=metric,
+                              check_weights=check_weights, progress=progress)
         plan = _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                             result)
         _set_repaired(plan, pair, _with_folded_temperature(pair, plan, result.model), holdout, result.to_dict())

@@ -192,12 +192,23 @@ class FitContext:
         todo = [n for n in dict.fromkeys(names) if (kind, n) not in self._float_cache]
         if todo:
             parts: dict[str, list] = {n: [] for n in todo}
-            for outs in self.run(self.pair.float.proto, todo, self.calib_x, int8=False):
+            for outs in self._float_batches(todo):
                 for n in todo:
                     parts[n].append(per_batch(outs[n], n))
             for n in todo:
                 self._float_cache[(kind, n)] = combine(parts[n])
         return {n: self._float_cache[(kind, n)] for n in names}
+
+
+    def _float_batches(self, names: list[str]):
+        """Float model tensors ``names`` batch by batch on calib; the model's input is the data itself."""
+        model_names = [n for n in names if n != self.float_input]
+        if not model_names:
+            for i in range(0, len(self.calib_x), self.batch):
+                yield {self.float_input: self.calib_x[i:i + self.batch]}
+            return
+        for i, outs in enumerate(self.run(self.pair.float.proto, model_names, self.calib_x, int8=False)):
+            yield {**outs, self.float_input: self.calib_x[i * self.batch:(i + 1) * self.batch]}
 
 
 def require_layers(qm: QdqModel) -> None:

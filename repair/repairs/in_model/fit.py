@@ -21,6 +21,7 @@ import onnx
 
 from ... import metrics as M
 from ...data import CalibrationSet, check_fits
+from ...data.outliers import discount_outliers
 from ...errors import DataError, ModelError
 from ...models import ModelPair
 from ...models.task import anomaly_scores, detect_task
@@ -99,7 +100,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
         raise DataError(f"unknown in-model repair(s) {unknown}; choose from {', '.join(IN_MODEL_REPAIRS)}")
     task = detect_task(pair)
     n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else None
-    calib = check_fits(calib, pair, n_classes)
+    calib, discounted = discount_outliers(check_fits(calib, pair, n_classes))
     holdout = check_fits(holdout, pair, n_classes)
     if len(calib) < 2:
         raise DataError(f"{calib.source} has {len(calib)} sample(s): bias correction averages over the calibration "
@@ -190,7 +191,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     summary = {"metric": metric, "float": float_metric, "int8": int8_metric, "repaired": best_metric,
                "sqnr_int8_db": int8_sqnr, "sqnr_repaired_db": best_sqnr, "n": len(holdout),
                "gap_recovered": gap_recovered(float_metric, int8_metric, best_metric), "judged_on": judge.judged_on,
-               "folds": len(folds), "decided_by": decide_by}
+               "folds": len(folds), "decided_by": decide_by, "discounted_samples": discounted}
     equalized = {q.output[0]: [float(v) for v in qm.equalized[key]] for key, act in qm.activations.items()
                  if key in qm.equalized for q in act.q_nodes}
     return InModelResult(qm.to_model(), entries, summary, {"n": len(calib), "source": calib.source}, equalized)

@@ -49,7 +49,8 @@ class Activation:
     key: str  # the first Q output of the group
     q_nodes: list = field(default_factory=list)
     dq_nodes: list = field(default_factory=list)
-    interface: str = ""  # why the group is a model input/output, if it is one
+    interface: str = ""  # why the group is a model input/output that must not change, if it is one
+    model_input: bool = False  # quantizes the model's float input (float I/O: the quantization is inside the model)
 
 
 

@@ -14,8 +14,9 @@ to keep its real value.
 An **activation** is one quantized tensor: the int8 output of an activation ``QuantizeLinear`` with
 every ``DequantizeLinear`` that reads it. Tensors that a layout op or pooling passes through with
 identical parameters (``DQ → Flatten → Q``) form one group and change together, or the op in between
-would clip. The model's input and output groups are its interface with the firmware and are never
-changed.
+would clip. The model's int8 input and int8 output are its interface with the firmware and are never changed;
+a float input's quantization and a float output's (float I/O: both inside the model) are ranges like any other
+(the plan takes the output's from the repaired model).
 """
 
 from __future__ import annotations
@@ -189,9 +190,9 @@ class QdqModel:
         inputs = {i.name for i in self.model.graph.input}
         if act.interface:
             return
-        if any(q.input[0] in inputs for q in act.q_nodes):
-            act.interface = "quantizes the model's input: the firmware quantizes with these parameters"
-        elif any(q.output[0] in outputs for q in act.q_nodes) or any(d.output[0] in outputs for d in act.dq_nodes):
+        if any(q.input[0] in inputs for q in act.q_nodes):  # float I/O: the model quantizes its own input
+            act.model_input = True
+        elif any(q.output[0] in outputs for q in act.q_nodes):  # an int8 output: the firmware reads these params
             act.interface = "is the model's output: shims and firmware read it with these parameters"
 
     # ------------------------------------------------------------------ reading numbers

@@ -9,7 +9,8 @@ trades outlier error for finer steps. Candidates per activation, from its float 
 - ``mse``: the clip minimising E[(x − Q(x))²] over 48 fractions of [min, max] (the MSE-optimal
   search of Banner et al. 2019 / ``onnxruntime``'s Entropy and Percentile calibrators' simpler cousin).
 
-The choice is greedy in graph order (each activation decided with those before it already set) by the
+The model's float input (float I/O: its quantization is inside the model) is one of these activations: a range
+blown up by one glitched calibration sample is refitted like any other. The choice is greedy in graph order (each activation decided with those before it already set) by the
 error it leaves at the model's output — mean squared difference from the float model's output on the
 calibration split, scaled by the float output's variance — not by the error at the tensor itself: a
 clip that looks good locally can cost more downstream. The model's current range competes too and wins
@@ -55,6 +56,11 @@ def _output_error(ctx: FitContext, qm: QdqModel, x: np.ndarray, ref: np.ndarray)
     return float(np.mean((out - ref) ** 2) / max(float(np.var(ref)), 1e-30))
 
 
+def _float_name(ctx: FitContext, act, key: str) -> str | None:
+    """The float tensor an activation's range is taken from; a float input's quantization: the input itself."""
+    return ctx.float_input if act.model_input else ctx.float_tensor(key)
+
+
 def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     """Choose every editable activation's range in graph order; write the winners; one row per activation."""
     x = ctx.calib_x[:SEARCH_SAMPLES]
@@ -65,7 +71,7 @@ def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
         act = qm.activations[key]
         if act.interface:
             rows.append({"activation": key, "decision": "kept", "why": f"interface: {act.interface}"})
-        elif ctx.float_tensor(key) is None:
+        elif _float_name(ctx, act, key) is None:
             rows.append({"activation": key, "decision": "kept",
                          "why": f"no float counterpart to take ranges from ({ctx.tensor_unpaired.get(key, '')})"})
         else:
@@ -73,7 +79,7 @@ def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     best_err = _output_error(ctx, qm, x, ref)
     start_err = best_err
     for k, key in enumerate(editable):
-        v = ctx.float_values(ctx.float_tensor(key), qm.equalized.get(key))
+        v = ctx.float_values(_float_name(ctx, qm.activations[key], key), qm.equalized.get(key))
         current = qm.activation_params(key)
         tried = {}
         best_name, best_params = "current", current
@@ -89,7 +95,7 @@ def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
                 best_err, best_name, best_params = err, name, params
         if best_name != "current":
             qm.set_activation(key, *best_params)
-        rows.append({"activation": key, "float_tensor": ctx.float_tensor(key),
+        rows.append({"activation": key, "float_tensor": _float_name(ctx, qm.activations[key], key),
                      "decision": best_name if best_name != "current" else "kept",
                      "scale_before": current[0], "zero_point_before": current[1],
                      "scale_after": best_params[0], "zero_point_after": best_params[1],
