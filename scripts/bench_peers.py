@@ -41,6 +41,7 @@ import peers  # noqa: E402
 from repair.data import CalibrationSet  # noqa: E402
 from repair.models import load_pair  # noqa: E402
 from repair.plan.fit import fit_plan  # noqa: E402
+from repair.repairs.in_model import IN_MODEL_REPAIRS  # noqa: E402
 
 
 @dataclass
@@ -215,8 +216,7 @@ def run_case(case: Case, use_nncf: bool) -> list[dict]:
         calib = CalibrationSet(x=case.calib[0], y=case.calib[1], source="calibration")
         holdout = CalibrationSet(x=case.holdout[0], y=case.holdout[1], source="holdout")
         t0 = time.perf_counter()
-        plan = fit_plan(pair, calib, holdout, in_model=True, repairs=("equalization", "activation_thresholds",
-                                                                      "bias_correction", "logit_offset"),
+        plan = fit_plan(pair, calib, holdout, in_model=True, repairs=IN_MODEL_REPAIRS,
                         **({} if case.field is None else {"field": CalibrationSet(x=case.field, source="field")}))
         seconds = time.perf_counter() - t0
         acc, how = _accuracy(fpath, plan.repaired_model.SerializeToString(), tx, ty)

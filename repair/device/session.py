@@ -38,6 +38,9 @@ def device_inputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> np.nda
 
     feed = next(iter(pair.int8_feed({pair.float.inputs[0].name: data.x}).values()))
     if not np.issubdtype(feed.dtype, np.integer):
+        affine = pair.int8.index.input_affine(pair.int8.inputs[0].name)
+        if affine is not None:  # the model's input pre-shim, applied where the firmware quantizes
+            feed = affine.apply(feed)
         info = hello.model_input
         feed = QuantParams(info.scale, info.zero_point, "int8").quantize(feed)
     feed = np.asarray(feed).reshape(len(data), -1)

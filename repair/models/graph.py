@@ -54,6 +54,19 @@ class QuantParams:
         return {"scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype}
 
 
+@dataclass(frozen=True)
+class InputAffine:
+    """An input pre-shim in a graph: its nodes, its output (what the input QuantizeLinear reads), x·a + b."""
+
+    nodes: tuple
+    output: str
+    a: np.ndarray
+    b: np.ndarray
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float32) * self.a + self.b
+
+
 class GraphIndex:
     """Producers, consumers, constants and per-sample shapes of one ONNX model's graph."""
 
@@ -176,10 +189,27 @@ class GraphIndex:
                 name = node.input[0]
             yield node
 
+    def input_affine(self, name: str) -> InputAffine | None:
+        """The per-feature affine x·a + b (``Mul`` then ``Add`` by constants, either may be absent) between a float
+        graph input and its QuantizeLinear — an input pre-shim (``repairs.in_model.input_scaling``) — or None."""
+        nodes, a, b, cur = [], np.float32(1), np.float32(0), name
+        for op in ("Mul", "Add"):
+            cs = self.consumers.get(cur, [])
+            if len(cs) == 1 and cs[0].op_type == op and cs[0].input[0] == cur and self.is_constant(cs[0].input[1]):
+                value = np.asarray(self.constant_value(cs[0].input[1]), np.float32)
+                a, b = (value, b) if op == "Mul" else (a, value)
+                nodes.append(cs[0])
+                cur = cs[0].output[0]
+        return InputAffine(tuple(nodes), cur, a, b) if nodes else None
+
     def input_quant(self, name: str) -> QuantParams | None:
-        """Quantization of a graph input: an int8 input's first DQ, or a float input's first Q."""
+        """Quantization of a graph input: an int8 input's first DQ, or a float input's first Q (after its
+        pre-shim, if it has one)."""
         cur = name
-        for node in self.follow_layout(name, forward=True):
+        affine = self.input_affine(name)
+        if affine is not None:
+            cur = affine.output
+        for node in self.follow_layout(cur, forward=True):
             cur = node.output[0]
         for c in self.consumers.get(cur, []):
             if c.op_type in QDQ_OPS and c.input[0] == cur:

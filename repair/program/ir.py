@@ -63,6 +63,9 @@ class IntProgram:
     output: str
     #: names the source model gives its int8 tensors (ONNX QuantizeLinear outputs, the graph output) → tensors here
     aliases: dict[str, str] = field(default_factory=dict)
+    #: a per-feature affine (a, b) the host applies to a float input before quantizing it (x·a + b, float32), the
+    #: model's input pre-shim; None: none
+    input_affine: tuple | None = None
 
     def run_tensors(self, x: np.ndarray, names: list[str], batch: int = 64) -> dict[str, np.ndarray]:
         """int8 values [N, *shape] of the tensors ``names`` (program names or the source model's aliases) on the

@@ -46,6 +46,7 @@ class _Lowering(LayerParams):
         self.layers: list[Layer] = []
         self.input_name: str | None = None
         self.graph_input = self.g.input[0] if len(self.g.input) else None
+        self.pre_shim_output, self.input_affine = None, None
         self._count = 0
 
     # -------------------------------------------------------------- helpers
@@ -85,7 +86,16 @@ class _Lowering(LayerParams):
             raise ModelError("the model has no input")
         if self.graph_input.type.tensor_type.elem_type == onnx.TensorProto.INT8:
             self._register_int8_input()
+        from ..models.graph import GraphIndex
+
+        affine = GraphIndex(onnx.ModelProto(graph=self.g)).input_affine(self.graph_input.name)
+        skip = set()
+        if affine is not None:  # the input pre-shim: the host applies it before quantizing, as it quantizes
+            self.pre_shim_output, self.input_affine = affine.output, (affine.a, affine.b)
+            skip = {n.name + "\0" + n.output[0] for n in affine.nodes}
         for node in self.g.node:
+            if node.name + "\0" + node.output[0] in skip:
+                continue
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None or node.domain not in ("", "ai.onnx"):
                 self.fail(node, "not supported by the reference device; supported: " + ", ".join(SUPPORTED))
@@ -97,7 +107,7 @@ class _Lowering(LayerParams):
             raise ModelError("the model's input is never quantized: not an int8 model")
         aliases = {name: v[1] for name, v in self.env.items() if v[0] in ("q", "dq")}
         aliases[self.g.output[0].name] = out[1]
-        return IntProgram(self.tensors, self.layers, self.input_name, out[1], aliases)
+        return IntProgram(self.tensors, self.layers, self.input_name, out[1], aliases, self.input_affine)
 
     def _register_int8_input(self):
         """An int8 graph input: its scale and zero point are those of the first DequantizeLinear it reaches
@@ -125,7 +135,7 @@ class _Lowering(LayerParams):
         if zp_arr is not None and zp_arr.dtype != np.int8:
             self.fail(node, f"quantizes to {zp_arr.dtype}; the reference device runs int8 only")
         v = self.env.get(x)
-        if x == self.graph_input.name and self.input_name is None:
+        if x in (self.graph_input.name, self.pre_shim_output) and self.input_name is None:
             self.input_name = self.new_tensor(node.output[0], self.input_shape(), scale, zp)
             self.env[node.output[0]] = ("q", self.input_name)
         elif v is not None and v[0] == "pending":

@@ -34,9 +34,18 @@ class ProgramRunner:
         except ModelError:
             return None
 
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Float model inputs → the program's int8 input, one flat row per sample: the input pre-shim (if the
+        model has one) then the input quantization."""
+        x = np.asarray(x)
+        if self.program.input_affine is not None:
+            a, b = self.program.input_affine
+            x = np.asarray(x, np.float32) * a + b  # as InputAffine.apply
+        return self.input_quant.quantize(x).reshape(len(x), -1)
+
     def output_integers(self, x: np.ndarray) -> np.ndarray:
         """The program's int8 output on float inputs ``x``, one flat row per sample (int64)."""
-        q = self.input_quant.quantize(np.asarray(x)).reshape(len(x), -1)
+        q = self.quantize(x)
         out = self.program.output
         return self.program.run_tensors(q, [out])[out].reshape(len(x), -1).astype(np.int64)
 
@@ -47,7 +56,7 @@ class ProgramRunner:
 
     def run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """Arrays for ``names`` on float inputs ``x`` (the float model's feed), as onnxruntime would return them."""
-        q = self.input_quant.quantize(np.asarray(x)).reshape(len(x), -1)
+        q = self.quantize(x)
         values = self.program.run_tensors(q, names)
         out_name = self.pair.int8.outputs[0].name
         result = []

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import FitContext
-from .parts import Layer, range_params
+from .parts import Layer, range_params, weight_denominator
 from .qdq import SAME_RANGE_OPS, QdqModel
 
 #: Activations that commute with a positive per-channel scale.
@@ -170,7 +170,7 @@ def equalize(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     for name in names:
         lay = qm.layer(name)
         w[name], b[name], source[name] = ctx.float_weights(lay, qm)
-    denominators = {name: qm.weight_denominator(qm.layer(name), w[name]) for name in names}
+    denominators = {name: weight_denominator(qm, qm.layer(name), w[name]) for name in names}
     before = {p["first"]: float(_spread(_out_ranges(qm.layer(p["first"]), w[p["first"]]))) for p in pairs}
     # the float model's weights are unscaled; the int8 model's carry any earlier equalization
     total = {p["first"]: (np.ones(qm.n_out(qm.layer(p["first"]))) if source[p["first"]] == "float model" else

@@ -1,7 +1,8 @@
 """fit_in_model: the in-model repairs, each fitted on calibration, kept only if cross-validation on the
 calibration split shows a gain beyond its noise; the holdout is reported on, never decided on.
 
-Order: cross-layer equalization → activation thresholds → sequential bias correction → logit offset.
+Order: input scaling → cross-layer equalization → activation thresholds → sequential bias correction → logit
+offset.
 Each repair is fitted on the model the kept repairs so far have produced. The decision: the calibration
 split is dealt into k folds (stratified by label); on each, the repair is fitted on the other k − 1 folds
 (on top of the repairs already kept, fitted on the same folds) and the metric is measured on the held fold
@@ -29,12 +30,13 @@ from ...progress import Progress
 from .bias_correction import bias_correction, logit_offset
 from .context import FitContext, require_layers
 from .equalization import equalize
+from .input_scaling import scale_inputs
 from .judge import ModelJudge
 from .qdq import QdqModel
 from .thresholds import fit_thresholds
 
-IN_MODEL_REPAIRS = ("equalization", "activation_thresholds", "bias_correction", "logit_offset")
-_FIT = {"equalization": equalize, "activation_thresholds": fit_thresholds,
+IN_MODEL_REPAIRS = ("input_scaling", "equalization", "activation_thresholds", "bias_correction", "logit_offset")
+_FIT = {"input_scaling": scale_inputs, "equalization": equalize, "activation_thresholds": fit_thresholds,
         "bias_correction": bias_correction, "logit_offset": logit_offset}
 METRICS = ("accuracy", "auroc", "sqnr")
 

@@ -64,3 +64,17 @@ def range_params(rmin: float, rmax: float, qmin: int = -128, qmax: int = 127) ->
     scale = (rmax - rmin) / (qmax - qmin)
     zp = int(np.clip(np.rint(qmin - rmin / scale), qmin, qmax))
     return float(scale), zp
+
+
+def weight_denominator(qm, layer: Layer, w_float: np.ndarray) -> float:
+    """max|w| / scale of the model's own quantization of ``w_float`` (127 for TFLite, 127.5 for ORT), read
+    from the channels whose int8 weights reach at least half the int8 range (dead, pruned channels —
+    half of some MobileNet layers — carry no information about it)."""
+    axes = tuple(i for i in range(w_float.ndim) if i != layer.out_axis)
+    if qm.per_channel(layer):
+        absmax, qmax = np.abs(w_float).max(axis=axes), np.abs(qm.weight_q(layer).astype(np.int64)).max(axis=axes)
+    else:
+        absmax, qmax = np.array([np.abs(w_float).max()]), np.array([np.abs(qm.weight_q(layer)).max()])
+    s = qm.weight_scale(layer)[: absmax.size]
+    ok = (qmax >= 64) & (s > 0)
+    return float(np.median(absmax[ok] / s[ok])) if ok.any() else 127.0

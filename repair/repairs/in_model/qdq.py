@@ -26,6 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...errors import ModelError
+from ...models.graph import GraphIndex
 from .parts import Activation, Layer
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
@@ -190,6 +191,8 @@ class QdqModel:
         inputs = {i.name for i in self.model.graph.input}
         if act.interface:
             return
+        affine = self.input_affine()
+        inputs |= {affine.output} if affine is not None else set()
         if any(q.input[0] in inputs for q in act.q_nodes):  # float I/O: the model quantizes its own input
             act.model_input = True
         elif any(q.output[0] in outputs for q in act.q_nodes):  # an int8 output: the firmware reads these params
@@ -323,7 +326,7 @@ class QdqModel:
         """Quantize float weights with the layer's scheme, then its real bias in the new bias units.
 
         Scheme: symmetric (zero point 0), per channel if the model's weights are, scale = max|w| / denominator
-        (ORT's symmetric int8 uses 127.5, TFLite 127; ``weight_denominator`` reads which from the model).
+        (ORT's symmetric int8 uses 127.5, TFLite 127; ``parts.weight_denominator`` reads which from the model).
         Returns the mask of channels whose bias saturated int32 in its new units.
         """
         if np.any(self.weight_zero_point(layer) != 0):
@@ -341,19 +344,6 @@ class QdqModel:
         old = self.inits[layer.weight_dq.input[1]]
         self._own(layer.weight_dq, 1, scale.astype(np.float32).reshape(old.shape), "tmlr")
         return self.set_bias_real(layer, bias)
-
-    def weight_denominator(self, layer: Layer, w_float: np.ndarray) -> float:
-        """max|w| / scale of the model's own quantization of ``w_float`` (127 for TFLite, 127.5 for ORT), read
-        from the channels whose int8 weights reach at least half the int8 range (dead, pruned channels —
-        half of some MobileNet layers — carry no information about it)."""
-        axes = tuple(i for i in range(w_float.ndim) if i != layer.out_axis)
-        if self.per_channel(layer):
-            absmax, qmax = np.abs(w_float).max(axis=axes), np.abs(self.weight_q(layer).astype(np.int64)).max(axis=axes)
-        else:
-            absmax, qmax = np.array([np.abs(w_float).max()]), np.array([np.abs(self.weight_q(layer)).max()])
-        s = self.weight_scale(layer)[: absmax.size]
-        ok = (qmax >= 64) & (s > 0)
-        return float(np.median(absmax[ok] / s[ok])) if ok.any() else 127.0
 
     def set_bias_real(self, layer: Layer, bias: np.ndarray) -> np.ndarray:
         """Requantize a real bias in the layer's current bias units; returns the saturated mask."""
@@ -375,6 +365,15 @@ class QdqModel:
             self._own(node, 2, np.asarray(zero_point, zp_old.dtype).reshape(zp_old.shape), "tmlr")
         for lay in readers:
             self.set_bias_real(lay, biases[lay.name])
+
+    def input_affine(self):
+        """The model's input pre-shim (``models.graph.InputAffine``), or None."""
+        ix = GraphIndex(self.model)
+        return ix.input_affine(ix.input_names[0]) if ix.input_names else None
+
+    def restructure(self, model: onnx.ModelProto) -> None:
+        """Take ``model`` (this one with nodes added) and index it anew; what equalization did is kept."""
+        self.__dict__.update({**QdqModel(model).__dict__, "equalized": self.equalized})
 
     # ------------------------------------------------------------------ output
     def to_model(self) -> onnx.ModelProto:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .context import FitContext
+from .context import VALUE_SAMPLE, FitContext
 from .parts import range_params
 from .qdq import QdqModel
 
@@ -61,6 +61,14 @@ def _float_name(ctx: FitContext, act, key: str) -> str | None:
     return ctx.float_input if act.model_input else ctx.float_tensor(key)
 
 
+def _input_values(ctx: FitContext, qm: QdqModel) -> np.ndarray:
+    """A seeded sample of the values the model's input quantization sees: the input after its pre-shim."""
+    affine = qm.input_affine()
+    v = (affine.apply(ctx.calib_x) if affine is not None else np.asarray(ctx.calib_x, np.float32)).reshape(-1)
+    keep = v if v.size <= VALUE_SAMPLE else np.random.default_rng(0).choice(v, VALUE_SAMPLE, replace=False)
+    return np.concatenate([keep, [v.min(), v.max()]]).astype(np.float64)
+
+
 def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     """Choose every editable activation's range in graph order; write the winners; one row per activation."""
     x = ctx.calib_x[:SEARCH_SAMPLES]
@@ -79,7 +87,8 @@ def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     best_err = _output_error(ctx, qm, x, ref)
     start_err = best_err
     for k, key in enumerate(editable):
-        v = ctx.float_values(_float_name(ctx, qm.activations[key], key), qm.equalized.get(key))
+        act = qm.activations[key]
+        v = _input_values(ctx, qm) if act.model_input else ctx.float_values(ctx.float_tensor(key), qm.equalized.get(key))
         current = qm.activation_params(key)
         tried = {}
         best_name, best_params = "current", current
