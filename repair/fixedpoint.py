@@ -257,6 +257,42 @@ def class_scale_offset_s8(x, in_zero_point: int, multipliers, shifts, offsets, o
     return np.clip(out, -128, 127).astype(np.int8)
 
 
+PRE_SHIM_MAX_SHIFT = 5  # |raw + offset| < 2^15 + 2^24 < 2^25 and 2^25·2^5 ≤ 2^30: the left shift never saturates
+
+
+def input_pre_shim_s8(raw, multipliers, shifts, offsets, zero_point: int) -> np.ndarray:
+    """The input pre-shim on integer sensor readings: q_j = clamp(zp + requantize(r_j + o_j, M_j, s_j), −128, 127).
+
+    Integer form of x'_j = x_j·a_j + b_j then the input quantization q = round(x'/s) + zp, for readings r_j with
+    x_j = r_j·lsb_j: o_j = round(b_j / (lsb_j·a_j)), (M_j, s_j) = quantize_multiplier(lsb_j·a_j / s)
+    (``input_pre_shim_params``). ``raw`` int16 [n, F]; |M| < 2^31, shift in [−31, 5], |offset| ≤ 2^24.
+    C: ``tmlr_input_pre_shim_s16``.
+    """
+    for m, sh, o in zip(multipliers, shifts, offsets):
+        if not (-Q31_MAX <= m <= Q31_MAX and -31 <= sh <= PRE_SHIM_MAX_SHIFT and abs(o) <= AFFINE_MAX_OFFSET):
+            raise ParamError(f"pre-shim multiplier {m}, shift {sh}, offset {o} outside |M| < 2^31, "
+                             f"[-31, {PRE_SHIM_MAX_SHIFT}], |offset| ≤ 2^24")
+    if not -128 <= zero_point <= 127:
+        raise ParamError(f"pre-shim zero point {zero_point} outside [-128, 127]")
+    r = _i64(raw)
+    if r.ndim != 2 or not r.shape[1] == len(multipliers) == len(shifts) == len(offsets):
+        raise ParamError(f"pre-shim: {len(multipliers)} features' parameters for inputs of shape {list(r.shape)}")
+    out = np.empty_like(r)
+    for j, (m, sh, o) in enumerate(zip(multipliers, shifts, offsets)):
+        out[:, j] = requantize(r[:, j] + int(o), int(m), int(sh)) + zero_point
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
+def input_pre_shim_params(a, b, input_scale: float, lsb) -> dict:
+    """The pre-shim's integer parameters for x'_j = x_j·a_j + b_j and readings x_j = r_j·lsb_j (lsb 1: the
+    readings are the model's units)."""
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    lsb = np.broadcast_to(np.asarray(lsb, np.float64), a.shape)
+    pairs = [quantize_multiplier(abs(float(v))) for v in lsb * a / input_scale]
+    return {"multipliers": [int(m) * (1 if v >= 0 else -1) for (m, _), v in zip(pairs, a)],
+            "shifts": [int(sh) for _, sh in pairs], "offsets": [int(v) for v in np.rint(b / (lsb * a))]}
+
+
 def threshold_decide(p, thresholds) -> np.ndarray:
     """Class whose score reaches its threshold, the highest score winning (lowest index on ties); −1 if none.
 

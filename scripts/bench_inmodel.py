@@ -18,12 +18,10 @@ All times are one run on this machine (2 cores, shared): read them as ratios.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from repair.data import CalibrationSet, load_calibration, random_in_range
@@ -34,7 +32,7 @@ from repair.models import load_pair
 from repair.repairs.in_model import IN_MODEL_REPAIRS, fit_in_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_datasets import quantize  # noqa: E402  (the bundled models' own quantize_static call)
+import peers  # noqa: E402  (the peers, run as their users run them)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny"
@@ -56,25 +54,7 @@ def _score(model_bytes: bytes, task: str, x: np.ndarray, y: np.ndarray) -> float
     return auroc(anomaly_scores(task, x, out), y)
 
 
-def _ort_quantize(float_path: Path, x: np.ndarray, **options) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "q.onnx"
-        quantize(float_path, out, x, onnx.load(str(float_path)).graph.input[0].name, **options)
-        return out.read_bytes()
-
-
-def _nncf_quantize(float_path: Path, x: np.ndarray, fast: bool) -> bytes:
-    import nncf
-
-    model = onnx.load(str(float_path))
-    name = model.graph.input[0].name
-    ds = nncf.Dataset([x[i:i + 1] for i in range(len(x))], lambda b: {name: b})
-    q = nncf.quantize(model, ds, subset_size=len(x), fast_bias_correction=fast)
-    return q.SerializeToString()
-
-
 def bundled(task: str) -> list[tuple[str, str, float]]:
-    from onnxruntime.quantization import CalibrationMethod
 
     d = ROOT / "datasets" / task
     calib, holdout = load_calibration(d / "calib.npz"), load_calibration(d / "holdout.npz")
@@ -83,13 +63,11 @@ def bundled(task: str) -> list[tuple[str, str, float]]:
     kind = detect_task(pair)
     rows = [("float model", _score((d / "float.onnx").read_bytes(), kind, xh, holdout.y), None),
             ("naive int8 (bundled)", _score((d / "int8.onnx").read_bytes(), kind, xh, holdout.y), None)]
-    peers = [("ORT per-channel", lambda: _ort_quantize(d / "float.onnx", xc, per_channel=True)),
-             ("ORT Percentile", lambda: _ort_quantize(d / "float.onnx", xc,
-                                                      calibrate_method=CalibrationMethod.Percentile,
-                                                      extra_options={"CalibPercentile": 99.999})),
-             ("NNCF FastBiasCorrection", lambda: _nncf_quantize(d / "float.onnx", xc, True)),
-             ("NNCF BiasCorrection", lambda: _nncf_quantize(d / "float.onnx", xc, False))]
-    for label, make in peers:
+    tools = [("ORT per-channel", lambda: peers.ort_quantize(d / "float.onnx", xc, per_channel=True)),
+             ("ORT Percentile", lambda: peers.ort_percentile(d / "float.onnx", xc, 99.999)),
+             ("NNCF FastBiasCorrection", lambda: peers.nncf_quantize(d / "float.onnx", xc, True)),
+             ("NNCF BiasCorrection", lambda: peers.nncf_quantize(d / "float.onnx", xc, False))]
+    for label, make in tools:
         t0 = time.perf_counter()
         try:
             model = make()
@@ -102,7 +80,7 @@ def bundled(task: str) -> list[tuple[str, str, float]]:
         t0 = time.perf_counter()
         res = fit_in_model(pair, calib, holdout, repairs=repairs)
         wall = time.perf_counter() - t0
-        label = "tmlrepair " + (repairs[0] if repairs else "all four (kept: " + ", ".join(res.kept) + ")")
+        label = "tmlrepair " + (repairs[0] if repairs else "all of them (kept: " + ", ".join(res.kept) + ")")
         # a repair that does not help is not kept; alone, its own score is the one the entry reports
         rows.append((label, res.entries[-1]["holdout"]["after"] if repairs else res.holdout["repaired"], wall))
     return rows

@@ -53,6 +53,7 @@ class Case:
     holdout: tuple
     test: tuple
     field: np.ndarray | None = None  # unlabelled field inputs (the deployed distribution)
+    clean_test: np.ndarray | None = None  # drift cases: the test inputs before the drift (what float could do)
 
 
 # ----------------------------------------------------------------------------- data and models
@@ -146,10 +147,12 @@ def _case(name, what, data, hidden, seed, scaler, stress) -> Case:
     elif kind == "drift":  # the deployed sensor: x·a + b·σ
         a, b = arg
         field = (field * a + b * sd).astype(np.float32)
+        clean = part["test"][0]
         part["test"] = ((part["test"][0] * a + b * sd).astype(np.float32), part["test"][1])
     else:
         field = None
-    return Case(name, what, model, part["calib"], part["holdout"], part["test"], field)
+    return Case(name, what, model, part["calib"], part["holdout"], part["test"], field,
+                clean if kind == "drift" else None)
 
 
 CASES = {
@@ -190,6 +193,9 @@ def run_case(case: Case, use_nncf: bool) -> list[dict]:
         sess = ort.InferenceSession(case.float_onnx, providers=["CPUExecutionProvider"])
         tx, ty = case.test
         float_acc = float((sess.run(None, {"x": tx})[0].argmax(1) == ty).mean())
+        if case.clean_test is not None:
+            rows.append({"tool": "float on the test inputs before the drift",
+                         "test_accuracy": float((sess.run(None, {"x": case.clean_test})[0].argmax(1) == ty).mean())})
         cx = case.calib[0]
         tools = {"naive (MinMax per tensor)": lambda: peers.ort_quantize(fpath, cx),
                  "ORT per-channel": lambda: peers.ort_quantize(fpath, cx, per_channel=True),
@@ -258,6 +264,17 @@ def main() -> None:
         print(f"| {name} | {case.what} | {100 * f:.1f} | {fmt} | {'—' if gap is None else f'{100 * gap:.0f} %'} | "
               f"{', '.join(by['tmlrepair'].get('kept', [])) or 'none'} | {by['tmlrepair']['seconds']:.1f} |",
               flush=True)
+    print("\nwall time (s), one run each:\n")
+    tools = [r["tool"].split(" --")[0] for r in next(iter(results.values())) if "seconds" in r]
+    print("| case | " + " | ".join(tools) + " |\n|---|" + "---|" * len(tools))
+    for name, rows in results.items():
+        by = {r["tool"].split(" --")[0]: r for r in rows}
+        print(f"| {name} | " + " | ".join(f"{by[t]['seconds']:.2f}" if t in by and "seconds" in by[t] else "—"
+                                         for t in tools) + " |")
+    drifted = {n: next(r["test_accuracy"] for r in rows if r["tool"].startswith("float on the test"))
+               for n, rows in results.items() if any(r["tool"].startswith("float on the test") for r in rows)}
+    for n, acc in drifted.items():
+        print(f"{n}: the float model on the test inputs before the drift: {100 * acc:.1f}%")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -132,6 +132,35 @@ def _affine_cases():
     return lines, want
 
 
+def test_input_pre_shim(driver):
+    """≥ 10,000 readings per build: random per-feature scales and offsets as input_pre_shim_params derives them,
+    int16 extremes in every vector, saturation at both int8 ends."""
+    rng = np.random.default_rng(8)
+    lines, want = [], []
+    for i in range(N // 8):
+        k = int(rng.integers(1, 17))
+        a = 10.0 ** rng.uniform(-4, 2, k) * rng.choice([-1, 1], k, p=[0.1, 0.9])
+        b = rng.uniform(-2, 2, k)
+        p = fp.input_pre_shim_params(a, b, float(rng.uniform(0.002, 0.05)), 10.0 ** rng.uniform(-3, 0, k))
+        p["shifts"] = [min(v, fp.PRE_SHIM_MAX_SHIFT) for v in p["shifts"]]
+        p["offsets"] = [int(np.clip(v, -(1 << 24), 1 << 24)) for v in p["offsets"]]
+        zp = int(rng.integers(-128, 128))
+        raw = _ints(rng, -32768, 32767, 8 * k).reshape(8, k)
+        raw[0], raw[1] = -32768, 32767
+        lines.append(f"preshim 8 {k} {zp} " + " ".join(map(str, [*p["multipliers"], *p["shifts"], *p["offsets"],
+                                                                 *raw.ravel()])))
+        want.extend(fp.input_pre_shim_s8(raw, p["multipliers"], p["shifts"], p["offsets"], zp).ravel().tolist())
+    assert len(want) >= N
+    _assert_equal(driver(lines), want, "input pre-shim")
+
+
+def test_input_pre_shim_refuses_parameters_out_of_range(driver):
+    for m, sh, o, zp in ((1 << 30, 6, 0, 0), (1 << 30, 0, (1 << 24) + 1, 0), (1 << 30, 0, 0, 128)):
+        with pytest.raises(fp.ParamError):
+            fp.input_pre_shim_s8(np.array([[5]]), [m], [sh], [o], zp)
+        assert driver([f"preshim 1 1 {zp} {m} {sh} {o} 5"]) == ["status 1"]  # TMLR_ERR_ARG, output untouched
+
+
 def test_threshold_decide(driver):
     rng = np.random.default_rng(4)
     lines, want = [], []

@@ -28,7 +28,7 @@ from repair.repairs.in_model.equalization import (
 from repair.repairs.in_model.parts import range_params
 from repair.repairs.in_model.thresholds import fit_thresholds
 
-from .conftest import make_float_model, quantize_model, real_model, task_files
+from .conftest import DATASETS, make_float_model, quantize_model, real_model, task_files
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_unedited_model_round_trips_byte_for_byte(digits):
 def test_activation_rescale_is_consistent_and_keeps_reader_biases(digits):
     pair = digits[0]
     qm = QdqModel(pair.int8.proto)
-    key = next(k for k, a in qm.activations.items() if not a.interface and
+    key = next(k for k, a in qm.activations.items() if not a.interface and not a.model_input and
                any(qm.input_activation(lay) == k for lay in qm.layers))
     reader = next(lay for lay in qm.layers if qm.input_activation(lay) == key)
     before = qm.bias(reader)
@@ -69,8 +69,12 @@ def test_activation_rescale_is_consistent_and_keeps_reader_biases(digits):
     r2 = qm2.layer(reader.name)
     assert np.all(np.abs(qm2.bias(r2) - before) <= 0.5 * qm2.bias_lsb(r2) * (1 + 1e-6))
     onnx.checker.check_model(qm2.to_model())
+    # a float model input's quantization is inside the model: editable; an int8 input's is the firmware's: never
+    assert any(a.model_input and not a.interface for a in qm.activations.values())
+    tflite = QdqModel(load_pair(DATASETS / "digits_tflite" / "float.tflite", DATASETS / "digits_tflite" / "int8.tflite")
+                      .int8.proto)
     with pytest.raises(ModelError, match="input"):
-        qm.set_activation(next(k for k, a in qm.activations.items() if "input" in a.interface), 1.0, 0)
+        tflite.set_activation(next(k for k, a in tflite.activations.items() if "input" in a.interface), 1.0, 0)
 
 
 def test_range_params_equal_onnxruntime():
@@ -207,7 +211,10 @@ def test_thresholds_never_raise_the_calibration_output_error(digits):
     changed = [r for r in rows if r["decision"] not in ("kept", "summary")]
     assert changed and all(r["scale_after"] != r["scale_before"] or r["zero_point_after"] != r["zero_point_before"]
                            for r in changed)
-    assert any("interface" in r["why"] for r in rows)
+    # float I/O: the model quantizes its input and dequantizes its output itself; both ranges are refitted too
+    keys = {r["activation"] for r in rows}
+    assert not any("interface" in r["why"] for r in rows)
+    assert any(a.model_input and k in keys for k, a in qm.activations.items())
 
 
 # ---------------------------------------------------------------------------------------------- the fit

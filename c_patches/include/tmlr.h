@@ -66,6 +66,18 @@ tmlr_status tmlr_class_affine_s8(const int8_t *input, int32_t num_rows, int32_t 
                                  const int32_t *mult, const int32_t *shift, const int32_t *offset, int32_t out_zp,
                                  int8_t *output);
 
+/* ---------------------------------------------------------------- the input pre-shim */
+
+/*
+ * Integer sensor readings -> the model's int8 input, one scale and offset per feature (the pre-shim of
+ * `tmlrepair fit`, repairs/in_model/input_scaling.py): for row r and feature j,
+ * q = clamp(zero_point + requantize(raw[j] + offset[j], mult[j], shift[j]), -128, 127).
+ * |mult| < 2^31, shift in [-31, 5], |offset| <= 2^24, zero_point in [-128, 127]: (raw + offset) * 2^shift stays
+ * below 2^31, no saturation inside. TMLR_ERR_ARG before touching the output otherwise.
+ */
+tmlr_status tmlr_input_pre_shim_s16(const int16_t *raw, int32_t num_rows, int32_t num_features, const int32_t *mult,
+                                    const int32_t *shift, const int32_t *offset, int32_t zero_point, int8_t *output);
+
 /* ---------------------------------------------------------------- decisions */
 
 /*

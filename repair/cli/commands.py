@@ -97,6 +97,9 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
 @click.option("--repairs", help="Comma-separated subset. In the model: equalization, activation_thresholds, "
                                 "bias_correction, logit_offset; after it: temperature, vector_scaling, "
                                 "class_thresholds, score_threshold, window_boundary (default: all that apply).")
+@click.option("--field", "field_path", type=_PATH,
+              help="Unlabelled inputs as the deployed device sees them (logged from it): the in-model repairs are "
+                   "fitted on them and decided by output SQNR against the float model (labels are not needed).")
 @click.option("--metric", type=click.Choice(["accuracy", "auroc", "sqnr"]),
               help="Holdout metric that decides which in-model repairs are kept (default: accuracy for "
                    "classifiers, AUROC for anomaly models; sqnr needs no labels).")
@@ -108,8 +111,8 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
               help="Fit even if INT8's weights do not match FLOAT's (you almost never want this).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
-def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, metric, target_far, anomaly_far,
-        anomaly_boundary, window, ignore_weights, progress, force):
+def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, field_path, metric, target_far,
+        anomaly_far, anomaly_boundary, window, ignore_weights, progress, force):
     """Fit repairs of INT8_MODEL on --data, judge them on --holdout; write the plan, repaired model and report."""
     from ..atomic import check_outputs, write_files
     from ..codegen.model_data import deployable_files
@@ -133,7 +136,8 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, met
     plan = fit_plan(pair, load_calibration(calib_path), load_calibration(holdout_path), repairs=wanted,
                     target_far=target_far, anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
                     in_model=in_model, metric=metric, check_weights=not ignore_weights,
-                    progress=_progress_wanted(progress))
+                    progress=_progress_wanted(progress),
+                    field=None if field_path is None else load_calibration(field_path))
     text = render_plan(plan)
     if not plan.in_model.get("holdout"):  # after-model repairs only (a temperature may be folded into the model)
         files = {"plan.json": plan.to_json(), "report.md": "```\n" + text + "```\n"}

@@ -113,6 +113,9 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     if repairs and in_names:
         in_model = True
     repairs = tuple(r for r in repairs if r not in IN_MODEL_REPAIRS) if repairs else None
+    if field is not None and not in_model:
+        raise DataError("--field feeds the in-model repairs, and none were asked for: drop --field or ask for "
+                        "an in-model repair")
     if in_model:
         if raw_outputs is not None:
             raise DataError("in-model repairs change the model: fit them on onnxruntime outputs, not a device's")
@@ -121,6 +124,8 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
         plan = _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                             result)
         _set_repaired(plan, pair, _with_folded_temperature(pair, plan, result.model), holdout, result.to_dict())
+        if field is not None:
+            plan.provenance["field"] = field.summary()
         return plan
     plan = _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                       raw_outputs, source)

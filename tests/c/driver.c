@@ -7,6 +7,7 @@
  *   affine ROWS K INZP OUTZP m[K] s[K] o[K] v[ROWS*K]
  *   decide K t[K] s[K]
  *   window N A2 F LEN v[LEN]
+ *   preshim ROWS F ZP m[F] s[F] o[F] v[ROWS*F]
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +30,7 @@ static int8_t in8[MAXV];
 static int8_t out8[MAXV];
 static int16_t out16[MAXV];
 static int16_t ring[1024];
+static int16_t in16[MAXV];
 static int32_t m[256], s[256], o[256];
 
 static void fail(tmlr_status st)
@@ -102,6 +104,22 @@ int main(void)
             for (i = 0; i < k; ++i) o[i] = (int32_t)rd();
             for (i = 0; i < rows * k; ++i) in8[i] = (int8_t)rd();
             st = tmlr_class_affine_s8(in8, rows, k, inzp, m, s, o, outzp, out8);
+            if (st != TMLR_OK) {
+                fail(st);
+                continue;
+            }
+            print_out(rows * k, 0);
+        } else if (strcmp(op, "preshim") == 0) {
+            const int32_t rows = (int32_t)rd();
+            const int32_t k = (int32_t)rd();
+            const int32_t zp = (int32_t)rd();
+            int32_t i;
+            tmlr_status st;
+            for (i = 0; i < k; ++i) m[i] = (int32_t)rd();
+            for (i = 0; i < k; ++i) s[i] = (int32_t)rd();
+            for (i = 0; i < k; ++i) o[i] = (int32_t)rd();
+            for (i = 0; i < rows * k; ++i) in16[i] = (int16_t)rd();
+            st = tmlr_input_pre_shim_s16(in16, rows, k, m, s, o, zp, out8);
             if (st != TMLR_OK) {
                 fail(st);
                 continue;
