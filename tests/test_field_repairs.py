@@ -51,7 +51,12 @@ def _problem(raw_units: bool, seed: int = 0):
 
 
 def _pair(tmp_path, model, calib_x):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     f, q = tmp_path / "float.onnx", tmp_path / "int8.onnx"
     onnx.save(model, f)

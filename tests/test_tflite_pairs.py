@@ -23,7 +23,7 @@ from repair.program import lower
 from repair.program.lower_tflite import lower_tflite
 
 from .conftest import DATASETS, REAL
-from .tflite_builder import ModelBuilder, S, with_softmax
+from .tflite_builder import ModelBuilder, S, tflm_run, with_softmax
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime", reason="tflite-micro is not installed")
 
@@ -42,17 +42,6 @@ def real_pair(name: str):
     if not (f.is_file() and q.is_file()):
         pytest.skip(f"MLPerf Tiny .tflite files not found at {TFLITE} (../shared/real is outside the project)")
     return f, q
-
-
-def tflm(raw: bytes, x: np.ndarray) -> np.ndarray:
-    """TFLM's outputs for inputs x [N, *input shape] (int8 or float), one invoke per sample."""
-    interp = runtime.Interpreter.from_bytes(raw)
-    out = []
-    for sample in x:
-        interp.set_input(sample[None], 0)
-        interp.invoke()
-        out.append(interp.get_output(0).copy().reshape(-1))
-    return np.array(out)
 
 
 def in_range_inputs(pair, n: int, seed: int) -> np.ndarray:
@@ -77,7 +66,7 @@ def split_files(tmp_path, name: str, pair, n: int):
 
 # ----------------------------------------------------------------------------- reading a .tflite
 @pytest.mark.parametrize("name", list(PAIRS))
-def test_the_int8_graph_of_a_tflite_runs_as_tflm(name):
+def test_the_int8_graph_of_a_tflite_runs_as_tflm_run(name):
     """The ONNX graph a .tflite is read as lowers to the program of the file itself, and both equal TFLM."""
     _, q = real_pair(name)
     pair_int8 = load_pair(REAL / PAIRS[name][0], q).int8
@@ -85,7 +74,7 @@ def test_the_int8_graph_of_a_tflite_runs_as_tflm(name):
     via_graph = lower(pair_int8.proto).run(x.reshape(len(x), -1)).reshape(len(x), -1)
     direct = lower_tflite(q).run(x.reshape(len(x), -1)).reshape(len(x), -1)
     np.testing.assert_array_equal(via_graph, direct)
-    np.testing.assert_array_equal(direct, tflm(q.read_bytes(), x))
+    np.testing.assert_array_equal(direct, tflm_run(q.read_bytes(), x))
 
 
 @pytest.mark.parametrize("name", ["ic", "vww", "ad"])
@@ -94,7 +83,7 @@ def test_the_float_graph_of_a_tflite_runs_as_tflm_float_kernels(name):
     pair = load_pair(f, q)
     x = in_range_inputs(pair, 8, seed=2)
     ours = pair.float.session().run(None, {pair.float.inputs[0].name: x})[0].reshape(len(x), -1)
-    theirs = tflm(f.read_bytes(), x)
+    theirs = tflm_run(f.read_bytes(), x)
     assert np.abs(ours - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max())
 
 
@@ -131,7 +120,7 @@ def test_drift_and_fit_on_an_mlperf_tflite_pair(name, tmp_path):
     with np.load(holdout) as z:
         xq = pair.int8.inputs[0].quant.quantize(z["x"])
     program = lower_tflite(repaired).run(xq.reshape(len(xq), -1)).reshape(len(xq), -1)
-    np.testing.assert_array_equal(program, tflm(repaired, xq))
+    np.testing.assert_array_equal(program, tflm_run(repaired, xq))
     plan = json.loads((out / "plan.json").read_text())
     assert plan["provenance"]["models"]["int8"]["path"] == "repaired_int8.tflite"
 
@@ -183,7 +172,7 @@ def test_temperature_folds_into_the_softmax_beta(tmp_path):
     logits = lower_tflite(DIGITS / "int8.tflite").run(xq.reshape(len(xq), -1)).reshape(len(xq), -1)
     i = entry["integer"]
     shim = fp.softmax_s8(logits, i["softmax_multiplier"], i["softmax_shift"], i["softmax_diff_min"])
-    np.testing.assert_array_equal(tflm(repaired, xq), shim)
+    np.testing.assert_array_equal(tflm_run(repaired, xq), shim)
 
 
 # ----------------------------------------------------------------------------- the writer
@@ -220,7 +209,7 @@ def test_repaired_numbers_land_in_the_file_in_place_or_repacked(bias, tmp_path):
     assert (len(new) == len(raw)) == bias
     x = np.random.default_rng(0).integers(-128, 128, (64, 8)).astype(np.int8)
     np.testing.assert_array_equal(lower(edited).run(x), lower_tflite(new).run(x))
-    np.testing.assert_array_equal(lower_tflite(new).run(x), tflm(new, x))
+    np.testing.assert_array_equal(lower_tflite(new).run(x), tflm_run(new, x))
 
 
 # ----------------------------------------------------------------------------- the bundled task, end to end

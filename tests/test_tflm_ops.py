@@ -13,15 +13,13 @@ pytest.importorskip("tflite_micro", reason="tflite-micro (TFLM's interpreter) is
 
 from repair.program.lower_tflite import lower_tflite  # noqa: E402
 
-from .tflite_builder import KINDS, random_op_model  # noqa: E402
+from .tflite_builder import KINDS, random_op_model, tflm_run  # noqa: E402
 
 CASES = int(os.environ.get("TMLR_TFLM_CASES", "400"))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_single_op_models_equal_tflm(kind):
-    from tflite_micro.python.tflite_micro import runtime
-
     rng = np.random.default_rng(KINDS.index(kind) + 1)
     n_models = max(1, CASES // len(KINDS))
     failures = []
@@ -29,12 +27,7 @@ def test_single_op_models_equal_tflm(kind):
         model, shape, desc = random_op_model(kind, rng)
         x = rng.integers(-128, 128, (4, *shape[1:])).astype(np.int8)
         x[0], x[1] = -128, 127
-        interp = runtime.Interpreter.from_bytes(model)
-        want = []
-        for sample in x:
-            interp.set_input(sample[None], 0)
-            interp.invoke()
-            want.append(interp.get_output(0).copy().reshape(-1))
+        want = tflm_run(model, x)
         got = lower_tflite(model).run(x.reshape(len(x), -1)).reshape(len(x), -1)
         if not np.array_equal(got, np.array(want)):
             d = np.abs(got.astype(int) - np.array(want, int))

@@ -17,6 +17,7 @@ from repair.device.targets import model_source
 from repair.program import lower
 
 from .conftest import REAL, ROOT
+from .tflite_builder import tflm_run
 
 # name: (.tflite, .onnx, random inputs)
 MODELS = {"kws": ("kws_ref_model.tflite", "kws_dscnn_int8.onnx", 200),
@@ -28,15 +29,9 @@ MODELS = {"kws": ("kws_ref_model.tflite", "kws_dscnn_int8.onnx", 200),
 
 def tflm_outputs(tflite_path, x: np.ndarray) -> np.ndarray:
     """TFLM's int8 outputs for int8 inputs x [N, *input shape], one invoke per sample."""
-    runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
-                                  reason="tflite-micro (TFLM's interpreter) is not installed")
-    interp = runtime.Interpreter.from_bytes(tflite_path.read_bytes())
-    out = []
-    for sample in x:
-        interp.set_input(sample[None], 0)
-        interp.invoke()
-        out.append(interp.get_output(0).copy())
-    return np.concatenate(out).reshape(len(x), -1)
+    pytest.importorskip("tflite_micro.python.tflite_micro.runtime", reason="tflite-micro (TFLM's interpreter) is not "
+                                                                         "installed")
+    return tflm_run(tflite_path.read_bytes(), x)
 
 
 def _case(name):

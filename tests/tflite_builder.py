@@ -168,3 +168,17 @@ def with_softmax(raw: bytes) -> bytes:
     b = flatbuffers.Builder(1024)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def tflm_run(raw: bytes, x: np.ndarray) -> np.ndarray:
+    """TFLite Micro's outputs (its interpreter, reference kernels) for inputs x [N, *input shape], one invoke per
+    sample, one flat row each: the oracle of the .tflite tests."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(bytes(raw))
+    out = []
+    for sample in x:
+        interp.set_input(sample[None], 0)
+        interp.invoke()
+        out.append(interp.get_output(0).copy().reshape(-1))
+    return np.array(out)

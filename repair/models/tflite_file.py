@@ -79,3 +79,12 @@ def pad_amounts(model, op) -> tuple[int, int, int, int] | None:
     if pads is None or pads.shape != (4, 2) or np.any(pads[0] != 0) or np.any(pads[3] != 0) or np.any(pads < 0):
         return None
     return int(pads[1][0]), int(pads[2][0]), int(pads[1][1]), int(pads[2][1])
+
+
+def same_padding(in_hw, out_hw, kernel, strides, dilations) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of TFLite's SAME padding, as TFLM's ``ComputePaddingHeightWidth``: total =
+    (out − 1)·stride + (k − 1)·dilation + 1 − in (at least 0), the smaller half first."""
+    (ih, iw), (oh, ow), (kh, kw), (sh, sw), (dh, dw) = in_hw, out_hw, kernel, strides, dilations
+    th = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
+    tw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
+    return th // 2, tw // 2, th - th // 2, tw - tw // 2

@@ -35,6 +35,7 @@ from .tflite_file import (
     UINT8,
     op_name,
     pad_amounts,
+    same_padding,
     tensor_data,
     tensor_name,
 )
@@ -316,10 +317,8 @@ class _Bridge:
         pads = list(self.padded.get(i, (0, 0, 0, 0)))  # PAD + VALID convolution: its explicit padding
         if opts.padding == 0 and i in self.padded:
             self.fail("a SAME convolution after a PAD: only VALID ones take an explicit padding")
-        if opts.padding == 0:  # SAME, as TFLM's ComputePaddingHeightWidth
-            th = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
-            tw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
-            pads = [th // 2, tw // 2, th - th // 2, tw - tw // 2]
+        if opts.padding == 0:  # SAME
+            pads = list(same_padding((ih, iw), (oh, ow), (kh, kw), (sh, sw), (dh, dw)))
         ins = [x, self.weights(wi, w_onnx, axis)]
         ins += self.bias(op, n_out, self.in_scale(i), self.w_scales(wi))
         y = self.node("Conv", ins, f"op{self.k}", kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw],

@@ -45,6 +45,7 @@ from ..models.tflite_file import (
     op_name,
     pad_amounts,
     read_tflite,
+    same_padding,
     tensor_data,
 )
 from .ir import ADD_LEFT_SHIFT, IntProgram, Layer, QTensor
@@ -291,9 +292,7 @@ class _Lowering:
         if opts.padding == 0:  # SAME
             if i in self.padded:
                 self.fail("a SAME convolution after a PAD: only VALID ones take an explicit padding")
-            th = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
-            tw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
-            pads = [th // 2, tw // 2, th - th // 2, tw - tw // 2]
+            pads = list(same_padding((ih, iw), (oh, ow), (kh, kw), (sh, sw), (dh, dw)))
         if (ih + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1 != oh or \
                 (iw + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1 != ow:
             self.fail(f"output shape {[oh, ow]} does not follow from the input, kernel and padding")
