@@ -268,19 +268,26 @@ def input_pre_shim_s8(raw, multipliers, shifts, offsets, zero_point: int) -> np.
     (``input_pre_shim_params``). ``raw`` int16 [n, F]; |M| < 2^31, shift in [−31, 5], |offset| ≤ 2^24.
     C: ``tmlr_input_pre_shim_s16``.
     """
+    check_pre_shim_params(multipliers, shifts, offsets, zero_point)
+    r = _i64(raw)
+    if r.ndim != 2 or r.shape[1] != len(multipliers):
+        raise ParamError(f"pre-shim: {len(multipliers)} features' parameters for inputs of shape {list(r.shape)}")
+    out = np.empty_like(r)
+    for j, (m, sh, o) in enumerate(zip(multipliers, shifts, offsets)):
+        out[:, j] = requantize(r[:, j] + int(o), int(m), int(sh)) + zero_point
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
+def check_pre_shim_params(multipliers, shifts, offsets, zero_point: int) -> None:
+    """ParamError unless the pre-shim's parameters are in the ranges its C form accepts (``tmlr.h``)."""
+    if not 1 <= len(multipliers) == len(shifts) == len(offsets):
+        raise ParamError(f"pre-shim: {len(multipliers)} multipliers, {len(shifts)} shifts, {len(offsets)} offsets")
     for m, sh, o in zip(multipliers, shifts, offsets):
         if not (-Q31_MAX <= m <= Q31_MAX and -31 <= sh <= PRE_SHIM_MAX_SHIFT and abs(o) <= AFFINE_MAX_OFFSET):
             raise ParamError(f"pre-shim multiplier {m}, shift {sh}, offset {o} outside |M| < 2^31, "
                              f"[-31, {PRE_SHIM_MAX_SHIFT}], |offset| ≤ 2^24")
     if not -128 <= zero_point <= 127:
         raise ParamError(f"pre-shim zero point {zero_point} outside [-128, 127]")
-    r = _i64(raw)
-    if r.ndim != 2 or not r.shape[1] == len(multipliers) == len(shifts) == len(offsets):
-        raise ParamError(f"pre-shim: {len(multipliers)} features' parameters for inputs of shape {list(r.shape)}")
-    out = np.empty_like(r)
-    for j, (m, sh, o) in enumerate(zip(multipliers, shifts, offsets)):
-        out[:, j] = requantize(r[:, j] + int(o), int(m), int(sh)) + zero_point
-    return np.clip(out, -128, 127).astype(np.int8)
 
 
 def input_pre_shim_params(a, b, input_scale: float, lsb) -> dict:

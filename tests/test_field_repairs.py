@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from repair import fixedpoint as fp
 from repair.cli import main
 from repair.data import CalibrationSet
 from repair.data.outliers import discount_outliers
@@ -172,3 +173,60 @@ def test_bad_field_data_is_refused_in_one_line(tmp_path, bad):
                                   str(tmp_path / "calib.npz"), "--holdout", str(tmp_path / "holdout.npz"), "--field",
                                   str(tmp_path / "field.npz"), "-o", str(tmp_path / "out")])
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_the_pre_shim_reaches_the_plan_and_the_emitted_c(tmp_path):
+    """The plan carries the repaired model's pre-shim and its integer form; emit writes PREFIX_pre_shim.c with the
+    library's tmlr_input_pre_shim_s16, whose self-test (vectors from the Python twin) passes when compiled."""
+    import shutil
+    import subprocess
+
+    from repair.codegen.emit import emit
+    from repair.plan.fit import fit_plan
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not found")
+    model, x, y = _problem(raw_units=True)
+    pair = _pair(tmp_path, model, x[1500:2100])
+    lsb = np.ptp(x[1500:2100], axis=0) / 32768  # a 16-bit reading spans each feature's range
+    plan = fit_plan(pair, CalibrationSet(x=x[1500:2100], y=y[1500:2100]), CalibrationSet(x=x[2100:2500],
+                                                                                          y=y[2100:2500]),
+                    in_model=True, reading_lsb=lsb)
+    ps = plan.in_model["input_pre_shim"]
+    assert ps["features"] == 12 and ps["features_last"] and len(ps["integer"]["multipliers"]) == 12
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    from repair.plan import RepairPlan
+
+    assert RepairPlan.from_json(tmp_path / "plan.json").in_model["input_pre_shim"] == ps  # checked as untrusted input
+    out = tmp_path / "c"
+    names = {str(p) for p in emit(plan, out)}
+    assert {"tmlr_model_pre_shim.c", "tmlr_model_pre_shim.h", "tmlr/src/tmlr_input_pre_shim_s16.c"} <= names
+    r = subprocess.run(["make", "-s", "-f", "tmlrepair.mk", "tmlr_model_pre_shim_selftest"], cwd=out,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run([str(out / "tmlr_model_pre_shim_selftest")], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "64 passed, 0 failed"
+    # the integer form is the float pre-shim + the input quantization on readings r (x = r·lsb), to one step
+    r_ = np.rint(x[2500:2600] / lsb).astype(np.int64).clip(-32768, 32767)
+    i = ps["integer"]
+    c_form = fp.input_pre_shim_s8(r_, i["multipliers"], i["shifts"], i["offsets"], ps["input_zero_point"])
+    exact = ProgramRunner(pair, lower(plan.repaired_model)).quantize((r_ * lsb).astype(np.float32))
+    assert np.abs(c_form.astype(int) - exact.astype(int)).max() <= 1
+
+
+def test_a_pre_shim_with_parameters_out_of_range_is_refused_in_the_plan(tmp_path):
+    from repair.errors import DataError
+    from repair.plan import RepairPlan
+
+    model, x, y = _problem(raw_units=True)
+    pair = _pair(tmp_path, model, x[1500:2100])
+    from repair.plan.fit import fit_plan
+
+    plan = fit_plan(pair, CalibrationSet(x=x[1500:2100], y=y[1500:2100]), CalibrationSet(x=x[2100:2500],
+                                                                                          y=y[2100:2500]),
+                    in_model=True, repairs=("input_scaling",), reading_lsb=np.ptp(x[1500:2100], axis=0) / 32768)
+    d = json.loads(plan.to_json())
+    d["in_model"]["input_pre_shim"]["integer"]["shifts"][0] = 6
+    (tmp_path / "plan.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="pre-shim"):
+        RepairPlan.from_json(tmp_path / "plan.json")

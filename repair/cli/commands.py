@@ -100,6 +100,9 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
 @click.option("--field", "field_path", type=_PATH,
               help="Unlabelled inputs as the deployed device sees them (logged from it): the in-model repairs are "
                    "fitted on them and decided by output SQNR against the float model (labels are not needed).")
+@click.option("--reading-lsb", default="1", show_default=True,
+              help="For the input pre-shim's integer C form: what one integer sensor reading is worth in the model's "
+                   "input units, one number or one per feature, comma-separated.")
 @click.option("--metric", type=click.Choice(["accuracy", "auroc", "sqnr"]),
               help="Holdout metric that decides which in-model repairs are kept (default: accuracy for "
                    "classifiers, AUROC for anomaly models; sqnr needs no labels).")
@@ -111,8 +114,8 @@ def drift(float_model, int8_model, data_path, json_path, md_path, html_path, str
               help="Fit even if INT8's weights do not match FLOAT's (you almost never want this).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
-def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, field_path, metric, target_far,
-        anomaly_far, anomaly_boundary, window, ignore_weights, progress, force):
+def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, field_path, reading_lsb, metric,
+        target_far, anomaly_far, anomaly_boundary, window, ignore_weights, progress, force):
     """Fit repairs of INT8_MODEL on --data, judge them on --holdout; write the plan, repaired model and report."""
     from ..atomic import check_outputs, write_files
     from ..codegen.model_data import deployable_files
@@ -137,7 +140,8 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, fie
                     target_far=target_far, anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
                     in_model=in_model, metric=metric, check_weights=not ignore_weights,
                     progress=_progress_wanted(progress),
-                    field=None if field_path is None else load_calibration(field_path))
+                    field=None if field_path is None else load_calibration(field_path),
+                    reading_lsb=_numbers("--reading-lsb", reading_lsb))
     text = render_plan(plan)
     if not plan.in_model.get("holdout"):  # after-model repairs only (a temperature may be folded into the model)
         files = {"plan.json": plan.to_json(), "report.md": "```\n" + text + "```\n"}
@@ -150,6 +154,18 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, fie
     write_files(out_dir, files, force)
     click.echo(text, nl=False)
     click.echo(f"wrote {', '.join(files)} to {out_dir}")
+
+
+def _numbers(option: str, text: str) -> list[float]:
+    from ..errors import DataError
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise DataError(f"{option} {text!r}: give numbers separated by commas") from None
+    if not all(v > 0 and v != float("inf") for v in values):
+        raise DataError(f"{option} {text!r}: every value must be a positive finite number")
+    return values
 
 
 @main.command("fit-scores")

@@ -26,6 +26,7 @@ from ..plan.shims import ClassifierShim, shim_from_plan
 from ..resources import c_library_dir as library_dir
 from .c_array import c_array
 from .cnames import c_identifier, c_string, check_prefix
+from .pre_shim import pre_shim_files
 
 SELFTEST_VECTORS = 64
 LIB_VERSION = (0, 1, 0)  # must equal TMLR_VERSION_* in c_patches/include/tmlr.h
@@ -185,9 +186,9 @@ def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
     return head + data + "\n" + main
 
 
-def _build_snippets(P: str, library: list[str]) -> tuple[str, str]:
+def _build_snippets(P: str, library: list[str], pre_shim: bool = False) -> tuple[str, str]:
     p = P.lower()
-    srcs = [f"tmlr/{s}" for s in library if s.endswith(".c")]
+    srcs = [f"tmlr/{s}" for s in library if s.endswith(".c")] + ([f"{p}_pre_shim.c"] if pre_shim else [])
     mk = (f"# tmlrepair shims for {p} (generated). Include from your Makefile:\n"
           f"#   include path/to/this/folder/tmlrepair.mk\n"
           f"#   CFLAGS += $(TMLR_CFLAGS)   and add $(TMLR_SRCS) to your sources\n"
@@ -195,7 +196,9 @@ def _build_snippets(P: str, library: list[str]) -> tuple[str, str]:
           "TMLR_CFLAGS += -I$(TMLR_DIR) -I$(TMLR_DIR)/tmlr/include\n"
           "TMLR_SRCS +=" + "".join(f" $(TMLR_DIR)/{s}" for s in srcs) + f" $(TMLR_DIR)/{p}_shim.c\n\n"
           f"{p}_selftest: $(TMLR_SRCS) $(TMLR_DIR)/{p}_selftest.c\n"
-          "\t$(CC) -std=c99 -Wall -Wextra -Werror $(TMLR_CFLAGS) $^ -o $@\n")
+          "\t$(CC) -std=c99 -Wall -Wextra -Werror $(TMLR_CFLAGS) $^ -o $@\n"
+          + (f"\n{p}_pre_shim_selftest: $(TMLR_SRCS) $(TMLR_DIR)/{p}_pre_shim_selftest.c\n"
+             "\t$(CC) -std=c99 -Wall -Wextra -Werror $(TMLR_CFLAGS) $^ -o $@\n" if pre_shim else ""))
     cm = (f"# tmlrepair shims for {p} (generated). In your CMakeLists.txt:\n"
           "#   include(path/to/this/folder/tmlrepair.cmake)\n"
           f"#   target_link_libraries(your_firmware PRIVATE {p}_shims)\n"
@@ -226,7 +229,13 @@ def emit_files(plan: RepairPlan, prefix: str = "tmlr_model", seed: int = 0) -> d
     files[f"{p}_params.h"] = _params_header(plan, shim, P)
     files[f"{p}_shim.h"], files[f"{p}_shim.c"] = _shim_sources(plan, shim, P)
     files[f"{p}_selftest.c"] = _selftest(plan, shim, P, seed)
-    files["tmlrepair.mk"], files["tmlrepair.cmake"] = _build_snippets(P, library_sources(shim))
+    library = library_sources(shim)
+    pre_shim = pre_shim_files(plan, P, _banner(plan, "tmlrepair input pre-shim."), seed)
+    if pre_shim:
+        library.append("src/tmlr_input_pre_shim_s16.c")
+        files.update(pre_shim)
+        files[f"tmlr/{library[-1]}"] = (lib / library[-1]).read_bytes()
+    files["tmlrepair.mk"], files["tmlrepair.cmake"] = _build_snippets(P, library, bool(pre_shim))
     return files
 
 

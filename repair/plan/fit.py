@@ -36,7 +36,7 @@ from ..repairs import (
 )
 from ..repairs.in_model.fit import cv_decision, cv_folds
 from .entry import WHY_ARGMAX, WHY_SCORES, WHY_THRESHOLD, agreement, plan_entry
-from .model_file import repaired_model_file
+from .model_file import input_pre_shim, repaired_model_file
 from .model_softmax import (
     find_model_softmax,
     fold_temperature,
@@ -92,7 +92,8 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
              target_far: float = 0.01, anomaly_far: float = 0.1, anomaly_boundary: str = "threshold",
              window: int = 32, raw_outputs: tuple[np.ndarray, np.ndarray] | None = None,
              source: str = "integer program", in_model: bool = False, metric: str | None = None,
-             check_weights: bool = True, progress: bool = False, field: CalibrationSet | None = None) -> RepairPlan:
+             check_weights: bool = True, progress: bool = False, field: CalibrationSet | None = None,
+             reading_lsb=1.0) -> RepairPlan:
     """Fit the repairs that apply to ``pair``'s task; return the plan with holdout results.
 
     ``raw_outputs``: the int8 output integers on calib and holdout as a device produced them (``calibrate``);
@@ -102,6 +103,8 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     in-model repairs are fitted. ``field``: unlabelled inputs as the deployed device sees them (logged from it);
     the in-model repairs are then fitted on them, and decided by output SQNR against the float model on their
     folds (no labels needed), while the after-model repairs keep the labelled calibration split.
+    ``reading_lsb``: what one integer sensor reading is worth per input feature (a number, or one per feature),
+    for the integer form of an input pre-shim (``model_file.input_pre_shim``).
     """
     from ..repairs.in_model import IN_MODEL_REPAIRS, fit_in_model
 
@@ -123,7 +126,8 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
                               check_weights=check_weights, progress=progress)
         plan = _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window,
                             result)
-        _set_repaired(plan, pair, _with_folded_temperature(pair, plan, result.model), holdout, result.to_dict())
+        _set_repaired(plan, pair, _with_folded_temperature(pair, plan, result.model), holdout, result.to_dict(),
+                      reading_lsb)
         if field is not None:
             plan.provenance["field"] = field.summary()
         return plan
@@ -135,11 +139,15 @@ def fit_plan(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, *,
     return plan
 
 
-def _set_repaired(plan: RepairPlan, pair: ModelPair, model, holdout: CalibrationSet, in_model: dict) -> None:
+def _set_repaired(plan: RepairPlan, pair: ModelPair, model, holdout: CalibrationSet, in_model: dict,
+                  reading_lsb=1.0) -> None:
     """The repaired model into the plan: as a graph, as the file to deploy (checked), and in the provenance."""
     plan.repaired_model = model
     plan.repaired_file = repaired_model_file(pair, model, holdout.x)
     plan.in_model = {**in_model, "model": {"path": plan.repaired_file.name, "sha256": plan.repaired_file.sha256}}
+    pre_shim = input_pre_shim(model, reading_lsb)
+    if pre_shim is not None:
+        plan.in_model["input_pre_shim"] = pre_shim
     plan.fitted_on(plan.repaired_file.data, path=plan.repaired_file.name)
 
 

@@ -50,3 +50,37 @@ def repaired_model_file(pair: ModelPair, model, check_x: np.ndarray | None = Non
             raise ModelError(f"internal error: the written repaired_int8.tflite computes other outputs than the "
                              f"repaired model on {differ} of {len(check_x)} holdout inputs; please report it")
     return ModelFile("repaired_int8.tflite", raw)
+
+
+def input_pre_shim(model, reading_lsb=1.0) -> dict | None:
+    """The repaired model's input pre-shim (``repairs.in_model.input_scaling``) for the plan: x' = x·a + b then the
+    input quantization, and its integer form for firmware reading integer sensor counts r (x = r·lsb;
+    ``fixedpoint.input_pre_shim_params``); None when the model has none. Emitted only for a 2-D input (features
+    last), the layout the C shim reads."""
+    from .. import fixedpoint as fp
+    from ..models.graph import GraphIndex
+
+    ix = GraphIndex(model)
+    name = ix.input_names[0]
+    affine = ix.input_affine(name)
+    q = ix.input_quant(name)
+    if affine is None or q is None:
+        return None
+    n = int(np.asarray(affine.a).size)
+    a = np.broadcast_to(np.asarray(affine.a, np.float64).reshape(-1), (n,))
+    b = np.broadcast_to(np.asarray(affine.b, np.float64).reshape(-1), (n,))
+    lsb = np.asarray(reading_lsb, np.float64).reshape(-1)
+    if lsb.size not in (1, n) or not np.all(lsb > 0):
+        from ..errors import DataError
+
+        raise DataError(f"--reading-lsb: give one positive number, or {n} (one per input feature); got {lsb.size}")
+    record = {"features": n, "a": a.tolist(), "b": b.tolist(), "input_scale": q.scale,
+              "input_zero_point": q.zero_point, "reading_lsb": np.broadcast_to(lsb, (n,)).tolist(),
+              "features_last": len(ix.io_shape(name)) == 2}
+    try:
+        integer = fp.input_pre_shim_params(a, b, q.scale, lsb)
+        fp.check_pre_shim_params(integer["multipliers"], integer["shifts"], integer["offsets"], q.zero_point)
+        record["integer"] = integer
+    except fp.ParamError as e:  # readings at this lsb do not fit the C form: the plan says why
+        record["integer_unavailable"] = str(e)
+    return record

@@ -63,6 +63,18 @@ def check_plan(d, source: str) -> dict:
         doc.fail("task", f"{task!r} is not one of {', '.join(TASKS)}")
     prov = doc.obj(d.get("provenance", {}), "provenance")
     in_model = doc.obj(d.get("in_model", {}), "in_model")
+    pre_shim = doc.obj(in_model.get("input_pre_shim", {}), "in_model.input_pre_shim")
+    if "integer" in pre_shim:
+        where = "in_model.input_pre_shim.integer"
+        i = doc.obj(pre_shim["integer"], where)
+        n = doc.integer(pre_shim.get("features"), "in_model.input_pre_shim.features", 1, 65536)
+        lists = [doc.integers(i.get(k), f"{where}.{k}", -(1 << 31), (1 << 31) - 1, n)
+                 for k in ("multipliers", "shifts", "offsets")]
+        zp = doc.integer(pre_shim.get("input_zero_point"), "in_model.input_pre_shim.input_zero_point", -128, 127)
+        try:
+            fp.check_pre_shim_params(*lists, zp)
+        except fp.ParamError as e:
+            doc.fail(where, str(e))
     for name, factors in doc.obj(in_model.get("equalized", {}), "in_model.equalized").items():
         if not isinstance(factors, list) or not 0 < len(factors) <= 65536:
             doc.fail(f"in_model.equalized.{name}", "expected a list of per-channel factors")
