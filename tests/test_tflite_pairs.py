@@ -297,3 +297,30 @@ def test_bad_tflite_input_gets_one_line(case, tmp_path):
 def test_a_hybrid_model_given_as_int8_is_refused():
     f, q = real_pair("kws")
     assert "hybrid" in _one_line_error(["info", str(f), str(f)])
+
+
+@pytest.mark.parametrize("name,serial,n", [("ic", "sim", 24), ("ic", "qemu", 12), ("vww", "sim", 24),
+                                           ("vww", "qemu", 6)])
+def test_calibrate_runs_big_mlperf_models_on_the_device(name, serial, n, tmp_path):
+    """ic_resnet8 and vww on the reference device through chunked input frames (3 kB and 27 kB per input), as
+    .tflite pairs: random inputs in range labelled by the float model (no data ships for them); every device
+    output equals the program's and the shims are bit-exact. QEMU counts instructions (ic ≈ 396 M, vww ≈ 133 M
+    per inference), so few samples there."""
+    import shutil
+
+    if serial == "qemu" and not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.skip("QEMU or the ARM toolchain is not installed (apt install qemu-system-arm gcc-arm-none-eabi)")
+    f, q = real_pair(name)
+    pair = load_pair(f, q)
+    x = in_range_inputs(pair, 2 * n, seed=5)
+    y = pair.float.session().run(None, {pair.float.inputs[0].name: x})[0].argmax(1)
+    np.savez(tmp_path / "calib.npz", x=x[:n], y=y[:n])
+    np.savez(tmp_path / "holdout.npz", x=x[n:], y=y[n:])
+    r = CliRunner().invoke(main, ["calibrate", str(f), str(q), "--data", str(tmp_path / "calib.npz"), "--holdout",
+                                  str(tmp_path / "holdout.npz"), "--serial", serial, "-o", str(tmp_path / "out"),
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["bit_exact"]["differ"] == 0
+    assert report["model_on_device"]["bit_exact_vs_python_reference"] == {"samples": 2 * n, "differ": 0,
+                                                                          "first_differing": []}
