@@ -88,3 +88,22 @@ def same_padding(in_hw, out_hw, kernel, strides, dilations) -> tuple[int, int, i
     th = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
     tw = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
     return th // 2, tw // 2, th - th // 2, tw - tw // 2
+
+
+def int8_weight_problem(tensor, n_out: int, axis: int) -> str | None:
+    """Why an int8 weight tensor is not what TFLM's int8 kernels take (symmetric, one scale or one per output
+    channel along ``axis``), or None when it is."""
+    q = tensor.quantization
+    scale = np.asarray(q.scale if q is not None and q.scale is not None else [], np.float64)
+    zp = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [], np.int64)
+    if tensor.type != INT8:
+        return "weights must be a constant int8 tensor (a hybrid or float model?)"
+    if scale.size == 0:
+        return "the weights are not quantized"
+    if np.any(zp != 0):
+        return "weights must be symmetric (zero point 0)"
+    if scale.size not in (1, n_out):
+        return f"{scale.size} weight scales for {n_out} output channels"
+    if scale.size > 1 and q.quantizedDimension != axis:
+        return f"weights quantized along dimension {q.quantizedDimension}, expected {axis}"
+    return None

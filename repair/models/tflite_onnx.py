@@ -33,6 +33,7 @@ from .tflite_file import (
     INT8,
     INT32,
     UINT8,
+    int8_weight_problem,
     op_name,
     pad_amounts,
     same_padding,
@@ -168,16 +169,11 @@ class _Bridge:
             elif t.type != FLOAT32:
                 self.fail(f"weights of type {t.type} in the float model")
             return self.const(f"op{self.k}/weight", w)
-        if t.type != INT8:
-            self.fail("weights must be a constant int8 tensor (a hybrid or float model?)")
-        s, z, dim = self.quant(i)
         n_out = onnx_layout.shape[0]
-        if np.any(z != 0):
-            self.fail("weights must be symmetric (zero point 0)")
-        if s.size not in (1, n_out):
-            self.fail(f"{s.size} weight scales for {n_out} output channels")
-        if s.size > 1 and dim != axis_in_file:
-            self.fail(f"weights quantized along dimension {dim}, expected {axis_in_file}")
+        problem = int8_weight_problem(t, n_out, axis_in_file)
+        if problem:
+            self.fail(problem)
+        s = self.quant(i)[0]
         per_channel = {"axis": 0} if s.size > 1 else {}  # a per-tensor scale stays one number
         scale = s.astype(np.float32) if s.size > 1 else np.float32(s[0])
         zero = np.zeros(n_out, np.int8) if s.size > 1 else np.int8(0)

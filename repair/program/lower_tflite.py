@@ -42,6 +42,7 @@ from ..models.tflite_file import (
     INT8,
     INT32,
     UINT8,
+    int8_weight_problem,
     op_name,
     pad_amounts,
     read_tflite,
@@ -227,17 +228,10 @@ class _Lowering:
 
     def _weights(self, i: int, n_out: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
         w = self.data(i)
-        if w is None or self.t(i).type != INT8:
-            self.fail("weights must be a constant int8 tensor (a hybrid or float model?)")
-        s, z = self.quant(i)
-        if np.any(z != 0):
-            self.fail("weights must be symmetric (zero point 0)")
-        if s.size not in (1, n_out):
-            self.fail(f"{s.size} weight scales for {n_out} output channels")
-        q = self.t(i).quantization
-        if s.size > 1 and q.quantizedDimension != axis:
-            self.fail(f"weights quantized along dimension {q.quantizedDimension}, expected {axis}")
-        return w, np.broadcast_to(s, (n_out,))
+        problem = "weights must be a constant tensor" if w is None else int8_weight_problem(self.t(i), n_out, axis)
+        if problem:
+            self.fail(problem)
+        return w, np.broadcast_to(self.quant(i)[0], (n_out,))
 
     def _bias(self, op, n_out: int) -> list[int]:
         if len(op.inputs) < 3 or int(op.inputs[2]) < 0:
