@@ -324,3 +324,46 @@ def test_calibrate_runs_big_mlperf_models_on_the_device(name, serial, n, tmp_pat
     assert report["bit_exact"]["differ"] == 0
     assert report["model_on_device"]["bit_exact_vs_python_reference"] == {"samples": 2 * n, "differ": 0,
                                                                           "first_differing": []}
+
+
+def test_a_blown_int8_input_range_is_refitted_and_said_loudly(tmp_path):
+    """A TFLite model whose input range a glitched calibration sample blew up (×20): the input's quantization is
+    the firmware's interface, yet the repair that fixes it must change it. It is refitted, the repaired .tflite
+    carries it (TFLM == program), the plan and its text say so in capitals, and emit writes the new values."""
+    import flatbuffers
+
+    from repair.codegen.emit import emit_files
+    from repair.plan import RepairPlan
+
+    m = read_tflite((DIGITS / "int8.tflite").read_bytes())
+    g = m.subgraphs[0]
+    for i in (g.inputs[0], g.operators[0].outputs[0]):  # the input and the PAD that keeps its quantization
+        q = g.tensors[i].quantization
+        q.scale = [q.scale[0] * 20]  # the range a ×20 spike gives, around the same zero point
+    bias = g.tensors[g.operators[1].inputs[2]]  # the first convolution's int32 bias, in units s_x·s_w: ÷ 20 too
+    data = np.frombuffer(bytes(bytearray(m.buffers[bias.buffer].data)), np.int32)
+    m.buffers[bias.buffer].data = np.frombuffer(np.rint(data / 20).astype(np.int32).tobytes(), np.uint8).copy()
+    bias.quantization.scale = [v * 20 for v in bias.quantization.scale]
+    fb = flatbuffers.Builder(1024)
+    fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
+    (tmp_path / "int8.tflite").write_bytes(bytes(fb.Output()))
+    out = tmp_path / "fit"
+    r = CliRunner().invoke(main, ["fit", str(DIGITS / "float.tflite"), str(tmp_path / "int8.tflite"), "--data",
+                                  str(DIGITS / "calib.npz"), "--holdout", str(DIGITS / "holdout.npz"), "-o", str(out),
+                                  "--repairs", "activation_thresholds,class_thresholds", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "THE INT8 INPUT'S QUANTIZATION CHANGED" in r.output
+    plan = RepairPlan.from_json(out / "plan.json")
+    c = plan.in_model["int8_input_changed"]
+    assert c["scale_after"] < c["scale_before"] / 5
+    h = plan.in_model["holdout"]
+    assert h["repaired"] > h["int8"], h  # 89.4 % → 90.2 % here
+    repaired = (out / "repaired_int8.tflite").read_bytes()
+    pair = load_pair(DIGITS / "float.tflite", out / "repaired_int8.tflite")
+    assert pair.int8.inputs[0].quant.scale == pytest.approx(c["scale_after"])
+    with np.load(DIGITS / "holdout.npz") as z:
+        xq = pair.int8.inputs[0].quant.quantize(z["x"][:200])
+    np.testing.assert_array_equal(lower_tflite(repaired).run(xq.reshape(len(xq), -1)).reshape(len(xq), -1),
+                                  tflm_run(repaired, xq))
+    header = emit_files(plan)["tmlr_model_params.h"]
+    assert "TMLR_MODEL_INPUT_SCALE" in header and "TMLR_MODEL_INPUT_ZERO_POINT" in header

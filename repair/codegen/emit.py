@@ -65,6 +65,12 @@ def _params_header(plan: RepairPlan, shim, P: str) -> str:
              f'#error "{p}_params.h was generated for tmlrepair C library {v[0]}.{v[1]}.{v[2]}: regenerate it"\n'
              "#endif\n",
              f"#define {P}_PLAN_SHA256 {c_string(plan.sha256())}\n", _names_block(plan, P)]
+    changed = plan.in_model.get("int8_input_changed")
+    if changed:  # the repaired model quantizes its int8 input differently: firmware that hard-codes it needs these
+        parts.append(f"/* the repaired model's int8 input: q = round(x / scale) + zero point (was "
+                     f"{changed['scale_before']!r}, {changed['zero_point_before']}) */\n"
+                     f"#define {P}_INPUT_SCALE {changed['scale_after']!r}f\n"
+                     f"#define {P}_INPUT_ZERO_POINT ({changed['zero_point_after']})\n")
     if isinstance(shim, ClassifierShim):
         parts.append(f"#define {P}_NUM_CLASSES {shim.num_classes}\n")
         if shim.softmax is None:

@@ -20,7 +20,12 @@ from ..data import CalibrationSet
 from ..models import ModelPair
 from ..models.task import anomaly_scores, detect_task
 from ..plan.fit import fit_plan
-from ..plan.model_file import ModelFile, input_pre_shim, repaired_model_file
+from ..plan.model_file import (
+    ModelFile,
+    input_pre_shim,
+    int8_input_change,
+    repaired_model_file,
+)
 from ..plan.plan import RepairPlan
 from ..plan.shims import ClassifierShim, shim_from_plan
 from ..repairs import ScoreThreshold
@@ -84,9 +89,10 @@ class InModelRepair:
                            original={"path": str(original.int8.path), "sha256": original.int8.sha256})
         model = {"path": self.file.name, "sha256": self.file.sha256}
         run.plan.in_model = {**self.result.to_dict(), "model": model}
-        pre_shim = input_pre_shim(self.result.model)
-        if pre_shim is not None:
-            run.plan.in_model["input_pre_shim"] = pre_shim
+        for key, value in (("input_pre_shim", input_pre_shim(self.result.model)),
+                           ("int8_input_changed", int8_input_change(original, self.result.model))):
+            if value is not None:
+                run.plan.in_model[key] = value
         h = self.result.holdout
         run.report["in_model"] = {"kept": self.result.kept, "metric": h["metric"], "int8": h["int8"],
                                   "repaired": h["repaired"], "judged_on": h.get("judged_on"),

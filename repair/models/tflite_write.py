@@ -114,12 +114,28 @@ def find_edits(model_t, edited: onnx.ModelProto) -> TfliteEdits:
         if node.op_type == "QuantizeLinear" and node.name.startswith("t") and node.name.endswith("/q"):
             i = int(node.name[1:-2])
             set_quant(i, inits[node.input[1]], inits[node.input[2]])
+    i0 = int(g.inputs[0])
+    dq = _input_dequantize(edited)
+    if g.tensors[i0].quantization is not None and dq is not None:  # an int8 input's quantization, refitted
+        set_quant(i0, inits[dq.input[1]], inits[dq.input[2]])
     for op in g.operators:  # RESHAPE, PAD and pools keep their input's quantization (TFLM requires it of pools)
         if op_name(model_t, op) in ("RESHAPE", "PAD", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
             i, o = int(op.inputs[0]), int(op.outputs[0])
             if g.tensors[i].quantization is not None and g.tensors[o].quantization is not None:
                 set_quant(o, *quant_of(i))
     return edits
+
+
+def _input_dequantize(edited: onnx.ModelProto):
+    """The first DequantizeLinear reading the int8 graph input (through the layout ops in front of it), or None."""
+    names, g = {edited.graph.input[0].name}, edited.graph
+    for node in g.node:
+        if node.input and node.input[0] in names:
+            if node.op_type == "DequantizeLinear":
+                return node
+            if node.op_type in ("Transpose", "Reshape"):
+                names.add(node.output[0])
+    return None
 
 
 def _data(model_t, i: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from ..repairs import (
 )
 from ..repairs.in_model.fit import cv_decision, cv_folds
 from .entry import WHY_ARGMAX, WHY_SCORES, WHY_THRESHOLD, agreement, plan_entry
-from .model_file import input_pre_shim, repaired_model_file
+from .model_file import input_pre_shim, int8_input_change, repaired_model_file
 from .model_softmax import (
     find_model_softmax,
     fold_temperature,
@@ -145,9 +145,10 @@ def _set_repaired(plan: RepairPlan, pair: ModelPair, model, holdout: Calibration
     plan.repaired_model = model
     plan.repaired_file = repaired_model_file(pair, model, holdout.x)
     plan.in_model = {**in_model, "model": {"path": plan.repaired_file.name, "sha256": plan.repaired_file.sha256}}
-    pre_shim = input_pre_shim(model, reading_lsb)
-    if pre_shim is not None:
-        plan.in_model["input_pre_shim"] = pre_shim
+    for key, value in (("input_pre_shim", input_pre_shim(model, reading_lsb)),
+                       ("int8_input_changed", int8_input_change(pair, model))):
+        if value is not None:
+            plan.in_model[key] = value
     plan.fitted_on(plan.repaired_file.data, path=plan.repaired_file.name)
 
 

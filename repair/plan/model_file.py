@@ -84,3 +84,23 @@ def input_pre_shim(model, reading_lsb=1.0) -> dict | None:
     except fp.ParamError as e:  # readings at this lsb do not fit the C form: the plan says why
         record["integer_unavailable"] = str(e)
     return record
+
+
+def int8_input_change(pair: ModelPair, model) -> dict | None:
+    """When the repairs refitted an int8 input's quantization (a TFLite model's: the firmware's interface), the
+    before and after and what the firmware must do; None when the input is float or unchanged."""
+    from ..models.graph import GraphIndex
+
+    spec = pair.int8.inputs[0]
+    if spec.quant is None or not spec.dtype.startswith("int"):
+        return None
+    ix = GraphIndex(model)
+    after = ix.input_quant(ix.input_names[0])
+    if after is None or (np.float32(after.scale) == np.float32(spec.quant.scale) and
+                         after.zero_point == spec.quant.zero_point):
+        return None
+    return {"scale_before": spec.quant.scale, "zero_point_before": spec.quant.zero_point,
+            "scale_after": after.scale, "zero_point_after": after.zero_point,
+            "why": "the repairs refitted the int8 input's range (a glitched or wrong-gain calibration set it): TFLM "
+                   "firmware reading input->params gets the new values from the repaired model; firmware that "
+                   "hard-codes them must take PREFIX_INPUT_SCALE and PREFIX_INPUT_ZERO_POINT from `tmlrepair emit`"}

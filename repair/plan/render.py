@@ -22,6 +22,11 @@ def render_plan(plan: RepairPlan) -> str:
         lines.append(f"in the model ({im['model']['path']}, sha256 {im['model']['sha256'][:16]}):")
         for r in im["repairs"]:
             lines.append(f"- {r['repair']}: {'KEPT' if r['kept'] else 'not kept'} — {r['reason']}")
+        c = im.get("int8_input_changed")
+        if c:
+            lines.append(f"  NOTE: THE INT8 INPUT'S QUANTIZATION CHANGED: scale {c['scale_before']:.9g} → "
+                         f"{c['scale_after']:.9g}, zero point {c['zero_point_before']} → {c['zero_point_after']}; "
+                         f"{c['why']}")
         if "model_softmax" in plan.provenance and any(r["repair"] == "temperature" for r in plan.kept()):
             lines.append("- temperature (after-model repair below): folded into the model's own Softmax")
         lines.append("after the model:" + (f" {plan.provenance['after_model']}"

@@ -63,6 +63,10 @@ def check_plan(d, source: str) -> dict:
         doc.fail("task", f"{task!r} is not one of {', '.join(TASKS)}")
     prov = doc.obj(d.get("provenance", {}), "provenance")
     in_model = doc.obj(d.get("in_model", {}), "in_model")
+    changed = doc.obj(in_model.get("int8_input_changed", {}), "in_model.int8_input_changed")
+    if changed:
+        doc.number(changed.get("scale_after"), "in_model.int8_input_changed.scale_after", positive=True)
+        doc.integer(changed.get("zero_point_after"), "in_model.int8_input_changed.zero_point_after", -128, 127)
     pre_shim = doc.obj(in_model.get("input_pre_shim", {}), "in_model.input_pre_shim")
     if "integer" in pre_shim:
         where = "in_model.input_pre_shim.integer"

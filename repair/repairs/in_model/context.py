@@ -16,6 +16,7 @@ import onnx
 
 from ...errors import ModelError
 from ...models import ModelPair, build_tensor_map
+from ...models.graph import GraphIndex
 from ...models.pair import ort_session
 from ...models.structure import match_compute_nodes
 from .qdq import Layer, QdqModel
@@ -80,11 +81,16 @@ class FitContext:
         """Yield each batch's outputs (dict name → array) of ``model`` on ``x``."""
         sess = session(model, names)
         q_input = self.pair.int8.inputs[0].name
+        # an int8 input is quantized with ``model``'s own parameters (a repair may have refitted them)
+        quant = GraphIndex(model).input_quant(q_input) if int8 and self.pair.int8.inputs[0].quant else None
         for i in range(0, len(x), self.batch):
             xb = x[i:i + self.batch]
-            feed = self.pair.int8_feed({self.float_input: xb}) if int8 else {self.float_input: xb}
-            if int8:
-                feed = {q_input: feed[q_input]}
+            if not int8:
+                feed = {self.float_input: xb}
+            elif quant is not None and self.pair.int8.inputs[0].dtype.startswith("int"):
+                feed = {q_input: quant.quantize(xb)}
+            else:
+                feed = {q_input: self.pair.int8_feed({self.float_input: xb})[q_input]}
             yield dict(zip(names, sess.run(names, feed)))
 
     def outputs(self, model: onnx.ModelProto, x: np.ndarray, *, int8: bool) -> np.ndarray:

@@ -36,8 +36,9 @@ def _readers(qm: QdqModel, key: str) -> list:
 
 def scale_inputs(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     act = next((a for a in qm.activations.values() if a.model_input), None)
-    if act is None:
-        return [{"decision": "kept", "why": "the model's input is int8: its quantization is the firmware's interface"}]
+    if act is None or act.int8_input:
+        return [{"decision": "kept", "why": "the model's input is int8: a pre-shim would have to sit in the firmware, "
+                                            "before the model"}]
     readers = _readers(qm, act.key)
     users = {c.name or c.output[0] for dq in act.dq_nodes for c in qm.consumers.get(dq.output[0], [])}
     if not readers or users != {lay.name for lay in readers}:

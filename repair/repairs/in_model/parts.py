@@ -50,7 +50,8 @@ class Activation:
     q_nodes: list = field(default_factory=list)
     dq_nodes: list = field(default_factory=list)
     interface: str = ""  # why the group is a model input/output that must not change, if it is one
-    model_input: bool = False  # quantizes the model's float input (float I/O: the quantization is inside the model)
+    model_input: bool = False  # the model's input quantization: inside a float-input model, or an int8 input's
+    int8_input: bool = False  # an int8 input: firmware quantizes with these parameters (TFLM reads them from the model)
 
 
 

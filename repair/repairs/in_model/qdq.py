@@ -95,11 +95,11 @@ class QdqModel:
                 else:
                     self.skipped[n.name or n.output[0]] = layer
         self.activations: dict[str, Activation] = {}
-        self.group_of: dict[str, str] = {}  # int8 tensor name → group key
+        self.group_of: dict[str, str] = {}  # int8 tensor name → group key (in graph order: an int8 input first)
+        self._int8_input_groups()
         for n in g.node:
             if n.op_type == "QuantizeLinear" and n.input[0] not in self.inits and n.output[0] not in self.group_of:
                 self._activation(n)
-        self._int8_input_groups()
         for a in self.activations.values():
             self._mark_interface(a)
 
@@ -147,15 +147,15 @@ class QdqModel:
             node = todo.pop()
             act.q_nodes.append(node)
             self.group_of[node.output[0]] = act.key
-            for c in self._int8_readers(node.output[0]):
+            for c in self._int8_readers(node.output[0], act.key):
                 act.dq_nodes.append(c)
                 for follower in self._same_range_followers(c):
                     if follower.output[0] not in self.group_of:
                         todo.append(follower)
 
-    def _int8_readers(self, tensor: str) -> list:
-        """The DequantizeLinear nodes reading an int8 tensor, directly or through layout ops applied to the int8
-        values (``Q → Reshape → DQ``, as tf2onnx and ``models.tflite_onnx`` write)."""
+    def _int8_readers(self, tensor: str, key: str) -> list:
+        """DequantizeLinear nodes reading an int8 tensor directly or through layout ops on the int8 values (``Q →
+        Reshape → DQ``: tf2onnx, ``models.tflite_onnx``); those int8 tensors join group ``key``."""
         out, frontier = [], [tensor]
         while frontier:
             for c in self.consumers.get(frontier.pop(), []):
@@ -163,6 +163,7 @@ class QdqModel:
                     out.append(c)
                 elif c.op_type in SAME_RANGE_OPS and c.op_type not in ("MaxPool", "AveragePool"):
                     frontier.append(c.output[0])
+                    self.group_of.setdefault(c.output[0], key)
         return out
 
     def _same_range_followers(self, dq) -> list:
@@ -181,8 +182,8 @@ class QdqModel:
         for gi in self.model.graph.input:
             if gi.name in self.inits or gi.type.tensor_type.elem_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
                 continue
-            act = Activation(gi.name, interface="the model's integer input")
-            act.dq_nodes.extend(self._int8_readers(gi.name))
+            act = Activation(gi.name, model_input=True, int8_input=True)  # refitted, and the plan says so loudly
+            act.dq_nodes.extend(self._int8_readers(gi.name, gi.name))
             self.activations[act.key] = act
             self.group_of[gi.name] = act.key
 
@@ -198,7 +199,6 @@ class QdqModel:
         elif any(q.output[0] in outputs for q in act.q_nodes):  # an int8 output: the firmware reads these params
             act.interface = "is the model's output: shims and firmware read it with these parameters"
 
-    # ------------------------------------------------------------------ reading numbers
     def params(self, qdq) -> tuple[float, int]:
         """(scale, zero point) of a per-tensor Q or DQ node."""
         s = self.inits[qdq.input[1]]
