@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -367,3 +368,21 @@ def test_a_blown_int8_input_range_is_refitted_and_said_loudly(tmp_path):
                                   tflm_run(repaired, xq))
     header = emit_files(plan)["tmlr_model_params.h"]
     assert "TMLR_MODEL_INPUT_SCALE" in header and "TMLR_MODEL_INPUT_ZERO_POINT" in header
+
+
+def test_a_tflite_input_is_quantized_as_tflm_rounds_ties(tmp_path):
+    """TFLite's QUANTIZE rounds x/scale half away from zero (TfLiteRound), ONNX's QuantizeLinear half to even: a
+    .tflite pair's input quantization follows TFLM, checked on exact ties against TFLM's own QUANTIZE."""
+    from repair.models import load_model
+
+    b = ModelBuilder()
+    x = b.tensor([1, 16], 0)  # float input
+    y = b.tensor([1, 16], scale=0.25, zero_point=3)
+    raw = b.build(S.BuiltinOperator.QUANTIZE, [x], y)
+    (tmp_path / "q.tflite").write_bytes(raw)
+    ties = (np.arange(-8, 8, dtype=np.float32) + 0.5) * np.float32(0.25)  # every value a tie
+    want = tflm_run(raw, ties[None])
+    quant = load_model(tmp_path / "q.tflite", "INT8").inputs[0].quant
+    assert quant.rounding == "half_away"
+    np.testing.assert_array_equal(quant.quantize(ties[None]).astype(np.int64), want.astype(np.int64))
+    assert not np.array_equal(replace(quant, rounding="half_even").quantize(ties[None]), want)  # ONNX's would differ

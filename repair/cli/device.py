@@ -316,7 +316,11 @@ def diagnose(ctx, int8_model, data_path, samples, json_path, force, url, baud, t
         program = lower(int8_model)
     data = load_calibration(data_path)
     t = program.tensors[program.input]
-    x = QuantParams(t.scale, t.zero_point, "int8").quantize(data.x[:samples]).reshape(min(samples, len(data)), -1)
+    from ..models.tflite_file import is_tflite
+
+    rounding = "half_away" if is_tflite(Path(int8_model).read_bytes()[:8]) else "half_even"  # as the model's runtime
+    x = QuantParams(t.scale, t.zero_point, "int8", rounding).quantize(data.x[:samples]).reshape(
+        min(samples, len(data)), -1)
     link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
     hello = link.hello()
     if hello.model_input is None or hello.model_input.size != x.shape[1]:

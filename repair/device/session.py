@@ -42,7 +42,8 @@ def device_inputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> np.nda
         if affine is not None:  # the model's input pre-shim, applied where the firmware quantizes
             feed = affine.apply(feed)
         info = hello.model_input
-        feed = QuantParams(info.scale, info.zero_point, "int8").quantize(feed)
+        spec = pair.int8.inputs[0].quant
+        feed = QuantParams(info.scale, info.zero_point, "int8", spec.rounding if spec else "half_even").quantize(feed)
     feed = np.asarray(feed).reshape(len(data), -1)
     if feed.shape[1] != hello.model_input.size:
         raise DeviceError(f"the device's model takes {hello.model_input.size} inputs, this model "

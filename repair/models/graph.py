@@ -33,6 +33,8 @@ class QuantParams:
     scale: float
     zero_point: int
     dtype: str  # "int8", "uint8", "int16", "uint16"
+    #: ties: "half_even" (ONNX QuantizeLinear) or "half_away" (TFLite's QUANTIZE and firmware's round(), TfLiteRound)
+    rounding: str = "half_even"
 
     @property
     def qmin(self) -> int:
@@ -43,15 +45,19 @@ class QuantParams:
         return int(np.iinfo(self.dtype).max)
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        """q = clamp(round_half_even(x / scale) + zp), as ONNX QuantizeLinear defines it."""
-        q = np.rint(np.asarray(x, np.float32) / np.float32(self.scale)) + self.zero_point
+        """q = clamp(round(x / scale) + zp), x / scale in float32, ties to even as ONNX QuantizeLinear defines it,
+        or away from zero as TFLite's QUANTIZE (``TfLiteRound``) for a .tflite model."""
+        v = np.asarray(x, np.float32) / np.float32(self.scale)
+        r = np.rint(v) if self.rounding == "half_even" else np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+        q = r + self.zero_point
         return np.clip(q, self.qmin, self.qmax).astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (np.asarray(q, np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
 
     def to_dict(self) -> dict:
-        return {"scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype}
+        return {"scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
+                **({"rounding": self.rounding} if self.rounding != "half_even" else {})}
 
 
 @dataclass(frozen=True)

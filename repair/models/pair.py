@@ -17,7 +17,7 @@ float, in the units of the float model.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -138,6 +138,8 @@ def load_model(path: str | Path, role: str) -> LoadedModel:
     index = GraphIndex(model)
     inputs = [TensorSpec(n, _per_sample(index.io_shape(n)), _dtype_name(index.elem_type(n)), index.input_quant(n))
               for n in index.input_names]
+    if tflite is not None:  # TFLite quantizes an input with TfLiteRound: ties away from zero
+        inputs = [replace(s, quant=replace(s.quant, rounding="half_away")) if s.quant else s for s in inputs]
     outputs = [TensorSpec(n, _per_sample(index.io_shape(n)), _dtype_name(index.elem_type(n)), index.output_quant(n))
                for n in index.output_names]
     return LoadedModel(p, hashlib.sha256(raw).hexdigest(), index, inputs, outputs, tflite=tflite)

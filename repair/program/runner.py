@@ -23,7 +23,8 @@ class ProgramRunner:
     def __init__(self, pair: ModelPair, program: IntProgram):
         self.pair, self.program = pair, program
         tin = program.tensors[program.input]
-        self.input_quant = QuantParams(tin.scale, tin.zero_point, "int8")
+        spec = pair.int8.inputs[0].quant
+        self.input_quant = QuantParams(tin.scale, tin.zero_point, "int8", spec.rounding if spec else "half_even")
         self.float_output = np.dtype(pair.int8.outputs[0].dtype).kind == "f"
 
     @classmethod
