@@ -73,6 +73,21 @@ class InputAffine:
         return np.asarray(x, np.float32) * self.a + self.b
 
 
+def find_input_affine(nodes, name: str, constant) -> InputAffine | None:
+    """The per-feature affine x·a + b (``Mul`` then ``Add`` by constants, either may be absent) between a float
+    graph input ``name`` and its QuantizeLinear — an input pre-shim (``repairs.in_model.input_scaling``) — or None.
+    ``constant(name)``: a constant's value, None for a computed tensor."""
+    found, a, b, cur = [], np.float32(1), np.float32(0), name
+    for op in ("Mul", "Add"):
+        cs = [n for n in nodes if cur in n.input]
+        value = constant(cs[0].input[1]) if len(cs) == 1 and cs[0].op_type == op and cs[0].input[0] == cur else None
+        if value is not None:
+            a, b = (np.asarray(value, np.float32), b) if op == "Mul" else (a, np.asarray(value, np.float32))
+            found.append(cs[0])
+            cur = cs[0].output[0]
+    return InputAffine(tuple(found), cur, a, b) if found else None
+
+
 class GraphIndex:
     """Producers, consumers, constants and per-sample shapes of one ONNX model's graph."""
 
@@ -196,17 +211,8 @@ class GraphIndex:
             yield node
 
     def input_affine(self, name: str) -> InputAffine | None:
-        """The per-feature affine x·a + b (``Mul`` then ``Add`` by constants, either may be absent) between a float
-        graph input and its QuantizeLinear — an input pre-shim (``repairs.in_model.input_scaling``) — or None."""
-        nodes, a, b, cur = [], np.float32(1), np.float32(0), name
-        for op in ("Mul", "Add"):
-            cs = self.consumers.get(cur, [])
-            if len(cs) == 1 and cs[0].op_type == op and cs[0].input[0] == cur and self.is_constant(cs[0].input[1]):
-                value = np.asarray(self.constant_value(cs[0].input[1]), np.float32)
-                a, b = (value, b) if op == "Mul" else (a, value)
-                nodes.append(cs[0])
-                cur = cs[0].output[0]
-        return InputAffine(tuple(nodes), cur, a, b) if nodes else None
+        """The input pre-shim after graph input ``name`` (``find_input_affine``), or None."""
+        return find_input_affine(self.graph.node, name, self.constant_value)
 
     def input_quant(self, name: str) -> QuantParams | None:
         """Quantization of a graph input: an int8 input's first DQ, or a float input's first Q (after its

@@ -107,3 +107,13 @@ def int8_weight_problem(tensor, n_out: int, axis: int) -> str | None:
     if scale.size > 1 and q.quantizedDimension != axis:
         return f"weights quantized along dimension {q.quantizedDimension}, expected {axis}"
     return None
+
+
+def tensor_quant(tensor) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(scales float32, zero points int64 — zeros when the file omits them —, quantized dimension), or None for a
+    tensor without quantization."""
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    zp = q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0] * len(q.scale)
+    return np.asarray(q.scale, np.float32), np.asarray(zp, np.int64), int(q.quantizedDimension)

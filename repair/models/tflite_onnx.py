@@ -39,6 +39,7 @@ from .tflite_file import (
     same_padding,
     tensor_data,
     tensor_name,
+    tensor_quant,
 )
 
 OPSET = 13
@@ -91,11 +92,10 @@ class _Bridge:
         return len(self.t(i).shape)
 
     def quant(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
-        q = self.t(i).quantization
-        if q is None or q.scale is None or len(q.scale) == 0:
+        q = tensor_quant(self.t(i))
+        if q is None:
             self.fail(f"tensor {tensor_name(self.t(i), i)!r} is not quantized")
-        zp = q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0] * len(q.scale)
-        return np.asarray(q.scale, np.float32), np.asarray(zp, np.int64), int(q.quantizedDimension)
+        return q
 
     def act_type(self, i: int) -> None:
         t = self.t(i)

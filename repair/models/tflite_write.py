@@ -81,7 +81,7 @@ def find_edits(model_t, edited: onnx.ModelProto) -> TfliteEdits:
             wi = int(op.inputs[1])
             q, s, _ = dq_numbers(node.input[1])
             w = _to_file_layout(name, q).astype(np.int8)
-            if w.tobytes() != _data(model_t, wi).tobytes():
+            if w.tobytes() != tensor_data(model_t, g.tensors[wi]).tobytes():
                 edits.data[wi] = w
             set_quant(wi, s, np.zeros(s.size, np.int64))
             if len(node.input) > 2 and node.input[2]:
@@ -91,7 +91,7 @@ def find_edits(model_t, edited: onnx.ModelProto) -> TfliteEdits:
                 if bi < 0:
                     edits.new_bias[k] = (b, bs.astype(np.float32))
                 else:
-                    if b.tobytes() != _data(model_t, bi).tobytes():
+                    if b.tobytes() != tensor_data(model_t, g.tensors[bi]).tobytes():
                         edits.data[bi] = b
                     set_quant(bi, bs, np.zeros(bs.size, np.int64))
         elif name == "SOFTMAX":
@@ -136,10 +136,6 @@ def _input_dequantize(edited: onnx.ModelProto):
             if node.op_type in ("Transpose", "Reshape"):
                 names.add(node.output[0])
     return None
-
-
-def _data(model_t, i: int) -> np.ndarray:
-    return tensor_data(model_t, model_t.subgraphs[0].tensors[i])
 
 
 def repaired_tflite(original: bytes, edited: onnx.ModelProto) -> bytes:

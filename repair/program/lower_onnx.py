@@ -19,6 +19,7 @@ from onnx import numpy_helper
 
 from .. import fixedpoint as fp
 from ..errors import ModelError
+from ..models.graph import find_input_affine
 from ..models.tflite_file import is_tflite
 from .ir import ADD_LEFT_SHIFT, IntProgram, Layer, QTensor
 from .onnx_layers import LayerParams, multiplier
@@ -86,15 +87,13 @@ class _Lowering(LayerParams):
             raise ModelError("the model has no input")
         if self.graph_input.type.tensor_type.elem_type == onnx.TensorProto.INT8:
             self._register_int8_input()
-        from ..models.graph import GraphIndex
-
-        affine = GraphIndex(onnx.ModelProto(graph=self.g)).input_affine(self.graph_input.name)
+        affine = find_input_affine(self.g.node, self.graph_input.name, self.inits.get)
         skip = set()
         if affine is not None:  # the input pre-shim: the host applies it before quantizing, as it quantizes
             self.pre_shim_output, self.input_affine = affine.output, (affine.a, affine.b)
-            skip = {n.name + "\0" + n.output[0] for n in affine.nodes}
+            skip = {id(n) for n in affine.nodes}
         for node in self.g.node:
-            if node.name + "\0" + node.output[0] in skip:
+            if id(node) in skip:
                 continue
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None or node.domain not in ("", "ai.onnx"):

@@ -48,6 +48,8 @@ from ..models.tflite_file import (
     read_tflite,
     same_padding,
     tensor_data,
+    tensor_name,
+    tensor_quant,
 )
 from .ir import ADD_LEFT_SHIFT, IntProgram, Layer, QTensor
 
@@ -76,10 +78,10 @@ class _Lowering:
         return tensor_data(self.m, self.t(i))
 
     def quant(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        q = self.t(i).quantization
-        if q is None or q.scale is None or len(q.scale) == 0:
-            self.fail(f"tensor {self.t(i).name.decode(errors='replace')!r} is not quantized")
-        return np.asarray(q.scale, np.float32), np.asarray(q.zeroPoint, np.int64)
+        q = tensor_quant(self.t(i))
+        if q is None:
+            self.fail(f"tensor {tensor_name(self.t(i), i)!r} is not quantized")
+        return q[0], q[1]
 
     def act_tensor(self, i: int, padded_ok: bool = False) -> QTensor:
         t = self.t(i)

@@ -82,12 +82,13 @@ class FitContext:
         sess = session(model, names)
         q_input = self.pair.int8.inputs[0].name
         # an int8 input is quantized with ``model``'s own parameters (a repair may have refitted them)
-        quant = GraphIndex(model).input_quant(q_input) if int8 and self.pair.int8.inputs[0].quant else None
+        int8_input = int8 and self.pair.int8.inputs[0].dtype.startswith("int")
+        quant = GraphIndex(model).input_quant(q_input) if int8_input else None
         for i in range(0, len(x), self.batch):
             xb = x[i:i + self.batch]
             if not int8:
                 feed = {self.float_input: xb}
-            elif quant is not None and self.pair.int8.inputs[0].dtype.startswith("int"):
+            elif quant is not None:
                 feed = {q_input: quant.quantize(xb)}
             else:
                 feed = {q_input: self.pair.int8_feed({self.float_input: xb})[q_input]}

@@ -150,7 +150,8 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
         rows = _FIT[name](ctx, trial)
         bar.advance(1)
         changed = trial.differs_from(qm)  # decided from the model, not from a message
-        refused = judge.why_not_runnable(trial.to_model()) if changed else None
+        trial_model = trial.to_model() if changed else None
+        refused = judge.why_not_runnable(trial_model) if changed else None
         if refused:
             bar.finish()
             entries.append({"repair": name, "stage": "in_model", "kept": False, "judged_on": judge.judged_on,
@@ -167,13 +168,12 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
             trials.append(t)
             if not t.differs_from(fold_models[k]):
                 fold_after.append(fold_before[k])
-            elif judge.why_not_runnable(t.to_model()):  # this fold's fit the device could not run: a loss
-                fold_after.append(-np.inf)
             else:
-                fold_after.append(score(t.to_model(), held)[0])
+                model = t.to_model()  # a fold's fit the device could not run counts as a loss
+                fold_after.append(-np.inf if judge.why_not_runnable(model) else score(model, held)[0])
             bar.advance(1)
         bar.finish()
-        after, after_sqnr = score(trial.to_model(), None, on_holdout=True) if changed else (best_metric, best_sqnr)
+        after, after_sqnr = score(trial_model, None, on_holdout=True) if changed else (best_metric, best_sqnr)
         cv = cv_decision(fold_before, fold_after) if changed else None
         kept = changed and cv["beats_noise"]
         if not changed:

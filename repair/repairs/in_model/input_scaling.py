@@ -20,7 +20,7 @@ equalization: Nagel et al. 2019, §4.1, with the input as the first "layer".)
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from ...errors import ModelError
 from .context import FitContext
@@ -37,14 +37,14 @@ def _readers(qm: QdqModel, key: str) -> list:
 def scale_inputs(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     act = next((a for a in qm.activations.values() if a.model_input), None)
     if act is None or act.int8_input:
-        return [{"decision": "kept", "why": "the model's input is int8: a pre-shim would have to sit in the firmware, "
+        return [{"activation": "(the model's input)", "decision": "kept", "why": "the model's input is int8: a pre-shim would have to sit in the firmware, "
                                             "before the model"}]
     readers = _readers(qm, act.key)
     users = {c.name or c.output[0] for dq in act.dq_nodes for c in qm.consumers.get(dq.output[0], [])}
     if not readers or users != {lay.name for lay in readers}:
-        return [{"decision": "kept", "why": "the input is read by other nodes than layers: nothing to fold into"}]
+        return [{"activation": act.key, "decision": "kept", "why": "the input is read by other nodes than layers: nothing to fold into"}]
     if any(lay.op == "Conv" and lay.group != 1 for lay in readers):
-        return [{"decision": "kept", "why": "a grouped convolution reads the input"}]
+        return [{"activation": act.key, "decision": "kept", "why": "a grouped convolution reads the input"}]
     x = ctx.calib_x.astype(np.float64)
     feat = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1) if x.ndim > 2 else x.T
     lo, hi = feat.min(axis=1), feat.max(axis=1)
@@ -59,24 +59,23 @@ def scale_inputs(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     c = np.where(live, c, 0.0)
     spread = float(d[live].max() / d[live].min()) if live.any() else 1.0
     if spread < MIN_SPREAD:
-        return [{"decision": "kept", "why": f"the input features share a range (spread max/min {spread:.3g} < "
+        return [{"activation": act.key, "decision": "kept", "why": f"the input features share a range (spread max/min {spread:.3g} < "
                                              f"{MIN_SPREAD:g}): one int8 scale serves them all"}]
-    before = qm.input_affine()
-    if before is not None:  # refit from the raw input: compose with what is there
+    if qm.input_affine() is not None:
         raise ModelError("the model already has an input pre-shim: input scaling is not fitted twice")
     weights = {lay.name: ctx.float_weights(lay, qm)[:2] for lay in readers}
     denominators = {lay.name: weight_denominator(qm, lay, weights[lay.name][0]) for lay in readers}
     shape = [-1] + [1] * (x.ndim - 2)
     set_input_affine(qm, (1 / d).astype(np.float32).reshape(shape), (-c / d).astype(np.float32).reshape(shape))
     xs = (x - c.reshape(shape)) / d.reshape(shape)
-    qm.set_activation(next(a.key for a in qm.activations.values() if a.model_input), *range_params(xs.min(), xs.max()))
-    for lay in _readers(qm, next(a.key for a in qm.activations.values() if a.model_input)):
+    qm.set_activation(act.key, *range_params(xs.min(), xs.max()))  # the group keeps its key across the restructure
+    for lay in _readers(qm, act.key):
         w, bias = weights[lay.name]
         ax = [1] * w.ndim
         ax[lay.in_axis] = -1
         folded_bias = bias + np.tensordot(w, c, axes=([lay.in_axis], [0])).reshape(w.shape[lay.out_axis], -1).sum(1)
         qm.set_weights(lay, w * d.reshape(ax), folded_bias, denominators[lay.name])
-    return [{"decision": "scaled", "features": int(len(d)), "spread_before": spread,
+    return [{"activation": act.key, "decision": "scaled", "features": int(len(d)), "spread_before": spread,
              "scale_min": float(d.min()), "scale_max": float(d.max()), "offsets": not padded,
              "why": f"feature ranges spread {spread:.3g}× under one input scale; each scaled to [−1, 1] by the "
                     f"input pre-shim, the inverse folded into {', '.join(lay.name for lay in readers)}"}]
@@ -89,8 +88,6 @@ def set_input_affine(qm: QdqModel, a: np.ndarray, b: np.ndarray) -> None:
     g = model.graph
     gi = next(i.name for i in g.input if i.name not in qm.inits)
     names = {k: f"{gi}_tmlr_{k}" for k in ("scale", "offset", "scaled", "shifted")}
-    from onnx import numpy_helper
-
     g.initializer.extend([numpy_helper.from_array(np.asarray(a, np.float32), names["scale"]),
                           numpy_helper.from_array(np.asarray(b, np.float32), names["offset"])])
     for node in g.node:

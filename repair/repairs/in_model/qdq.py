@@ -26,7 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...errors import ModelError
-from ...models.graph import GraphIndex
+from ...models.graph import find_input_affine
 from .parts import Activation, Layer
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
@@ -100,8 +100,10 @@ class QdqModel:
         for n in g.node:
             if n.op_type == "QuantizeLinear" and n.input[0] not in self.inits and n.output[0] not in self.group_of:
                 self._activation(n)
+        affine = self.input_affine()
+        inputs = {i.name for i in self.model.graph.input} | ({affine.output} if affine is not None else set())
         for a in self.activations.values():
-            self._mark_interface(a)
+            self._mark_interface(a, inputs)
 
     def _const_dq(self, name: str, dtype) -> object | None:
         p = self.producer.get(name)
@@ -187,13 +189,11 @@ class QdqModel:
             self.activations[act.key] = act
             self.group_of[gi.name] = act.key
 
-    def _mark_interface(self, act: Activation) -> None:
+    def _mark_interface(self, act: Activation, inputs: set[str]) -> None:
+        """``inputs``: the graph's inputs and the output of its input pre-shim, if it has one."""
         outputs = {o.name for o in self.model.graph.output}
-        inputs = {i.name for i in self.model.graph.input}
         if act.interface:
             return
-        affine = self.input_affine()
-        inputs |= {affine.output} if affine is not None else set()
         if any(q.input[0] in inputs for q in act.q_nodes):  # float I/O: the model quantizes its own input
             act.model_input = True
         elif any(q.output[0] in outputs for q in act.q_nodes):  # an int8 output: the firmware reads these params
@@ -368,8 +368,8 @@ class QdqModel:
 
     def input_affine(self):
         """The model's input pre-shim (``models.graph.InputAffine``), or None."""
-        ix = GraphIndex(self.model)
-        return ix.input_affine(ix.input_names[0]) if ix.input_names else None
+        names = [i.name for i in self.model.graph.input if i.name not in self.inits]
+        return find_input_affine(self.model.graph.node, names[0], self.inits.get) if names else None
 
     def restructure(self, model: onnx.ModelProto) -> None:
         """Take ``model`` (this one with nodes added) and index it anew; what equalization did is kept."""
