@@ -26,8 +26,6 @@ Q31_MAX = (1 << 31) - 1
 Q31_MIN = -(1 << 31)
 SOFTMAX_INPUT_INTEGER_BITS = 5  # the exp input is Q5.26 (TFLM kScaledDiffIntegerBits)
 SOFTMAX_ACCUM_BITS = 12  # sum of exps in Q12.19 (TFLM kAccumulationIntegerBits)
-MAX_ALPHA2_Q = 4095  # window boundary: A < 2^12 keeps A·(N·Q − S²) < 2^62
-MAX_WINDOW = 1024
 
 
 class ParamError(ValueError):
@@ -312,35 +310,6 @@ def threshold_decide(p, thresholds) -> np.ndarray:
     masked = np.where(passed, p, np.iinfo(np.int64).min)
     best = masked.argmax(axis=1)
     return np.where(passed.any(axis=1), best, -1)
-
-
-def window_boundary_alarms(x, window: int, alpha2_q: int, alpha2_frac_bits: int) -> np.ndarray:
-    """Sliding-window boundary: alarm at t ≥ N iff |x_t − mean| > α·std over x_{t−N..t−1}.
-
-    Exactly, without division or square root, with S = Σx and Q = Σx² over the window:
-    (N·x_t − S)² · 2^F > A · (N·Q − S²), where α² = A / 2^F. For |x| ≤ 2^15, N ≤ 1024,
-    F ≤ 8 and A ≤ 4095 both sides stay below 2^62 in int64. Returns an int8 array, 1 = alarm; the first N samples are 0
-    (no full window yet). C: ``tmlr_window_boundary_s16`` (ring buffer, running sums).
-    """
-    x = _i64(x)
-    n = int(window)
-    if not (0 <= alpha2_q <= MAX_ALPHA2_Q and 0 <= alpha2_frac_bits <= 8 and 2 <= n):
-        raise ParamError(f"window {n}, A {alpha2_q}, F {alpha2_frac_bits} outside 2..1024, 0..4095, 0..8")
-    if n > MAX_WINDOW:
-        raise ParamError(f"window {n} above {MAX_WINDOW}", 2)
-    alarms = np.zeros(len(x), dtype=np.int8)
-    if len(x) <= n:
-        return alarms
-    c1 = np.concatenate([[0], np.cumsum(x)])
-    c2 = np.concatenate([[0], np.cumsum(x * x)])
-    t = np.arange(n, len(x))
-    s = c1[t] - c1[t - n]
-    q = c2[t] - c2[t - n]
-    dev = n * x[t] - s
-    lhs = (dev * dev) << alpha2_frac_bits  # <= 2^60
-    rhs = alpha2_q * (n * q - s * s)  # < 2^12 · 2^50 = 2^62
-    alarms[n:] = lhs > rhs
-    return alarms
 
 
 # --------------------------------------------------------------------------- keyword-spotting stream

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repair import fixedpoint as fp
+from repair import fixedpoint_anomaly as fpa
 
 from .conftest import ROOT
 
@@ -147,8 +148,45 @@ def test_window_over_its_range(driver, n, a2, f, seed, kind):
     x = (rng.choice([-32768, 32767], length) if kind == "extremes" else
          np.clip(np.cumsum(rng.normal(0, 3000, length)), -32768, 32767).astype(np.int64))
     got = driver.ask(f"window {n} {a2} {f} {length} " + " ".join(map(str, x)), lines=1)
-    want = _twin(lambda: fp.window_boundary_alarms(x, n, a2, f))
+    want = _twin(lambda: fpa.window_boundary_alarms(x, n, a2, f))
     if want.startswith("status"):
         assert got == [" ".join(["0"] * length)] and driver.ask("", 1)[0] == want  # zeros, then the status line
     else:
         assert got == [want]
+
+
+@SETTINGS
+@given(n=st.one_of(st.integers(1, 32768), st.sampled_from([-1, 0, 32769])), izp=st.integers(-130, 130),
+       ozp=st.integers(-130, 130), mults=st.lists(st.one_of(st.integers(0, fpa.RECON_MAX_MULT),
+                                                            st.sampled_from([-1, fpa.RECON_MAX_MULT + 1])),
+                                                  min_size=3, max_size=3),
+       shift=st.integers(-1, 63), seed=st.integers(0, 2 ** 32 - 1), kind=st.sampled_from(["random", "extremes"]))
+def test_recon_score_over_its_range(driver, n, izp, ozp, mults, shift, seed, kind):
+    """Extremes put every e = ±255 against f = ∓255: the largest sums (|C| = E = F = n·255²) the int64 must hold."""
+    rng = np.random.default_rng(seed)
+    rows = max(1, min(4, 65536 // max(n, 1)))
+    size = rows * max(n, 0)
+    if kind == "extremes":
+        q_in = rng.choice([-128, 127], size)
+        q_out = np.where(q_in == 127, -128, 127)
+    else:
+        q_in, q_out = rng.integers(-128, 128, size), rng.integers(-128, 128, size)
+    p = {"size": n, "input_zero_point": izp, "output_zero_point": ozp, "mult_ee": mults[0], "mult_ef": mults[1],
+         "mult_ff": mults[2], "shift": shift}
+    got = driver.ask(f"recon {rows} {n} {izp} {ozp} {' '.join(map(str, mults))} {shift} "
+                     + " ".join(map(str, [*q_in, *q_out])))
+    assert got == [_twin(lambda: fpa.recon_score_s16(q_in, q_out, p))]
+
+
+@pytest.mark.parametrize("shift", [0, 1, 31, 62])
+def test_recon_score_at_the_int64_edge(driver, shift):
+    """The largest sums the range allows (n = 32768, e = 255 against f = −255, every multiplier 2^30): no overflow,
+    the same saturated or rounded score from C and twin."""
+    n = fpa.RECON_MAX_SIZE
+    q_in, q_out = np.full(n, 127), np.full(n, -128)
+    p = {"size": n, "input_zero_point": -128, "output_zero_point": 127, "mult_ee": fpa.RECON_MAX_MULT,
+         "mult_ef": fpa.RECON_MAX_MULT, "mult_ff": fpa.RECON_MAX_MULT, "shift": shift}
+    want = _twin(lambda: fpa.recon_score_s16(q_in, q_out, p))
+    assert driver.ask(f"recon 1 {n} -128 127 {(1 << 30)} {(1 << 30)} {(1 << 30)} {shift} "
+                      + " ".join(map(str, [*q_in, *q_out]))) == [want]
+    assert want == ("32767" if shift < 62 else "1")  # 3·2^30·n·255² / 2^62 = 1.49: rounds to 1

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from repair import fixedpoint as fp
+from repair import fixedpoint_anomaly as fpa
 
 from .conftest import ROOT
 
@@ -197,7 +198,7 @@ def _window_cases():
         a2 = int(rng.choice([0, 1, 256, 2304, 4095]))
         f = int(rng.integers(0, 9))
         lines.append(f"window {n} {a2} {f} {length} " + " ".join(map(str, x)))
-        want.extend(fp.window_boundary_alarms(x, n, a2, f).tolist())
+        want.extend(fpa.window_boundary_alarms(x, n, a2, f).tolist())
         total += length
     return lines, want
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repair import fixedpoint as fp
+from repair import fixedpoint_anomaly as fpa
 
 int32s = st.integers(min_value=fp.Q31_MIN, max_value=fp.Q31_MAX)
 
@@ -117,7 +118,7 @@ def test_class_scale_offset_identity_and_saturation():
 @given(st.lists(st.integers(-32768, 32767), min_size=3, max_size=60), st.integers(2, 8), st.integers(1, 3000))
 def test_window_boundary_is_the_exact_rational_test(xs, n, a2):
     """(N·x − S)²·2^F > A·(N·Q − S²) is |x − mean| > α·std with α² = A/2^F, in exact arithmetic."""
-    got = fp.window_boundary_alarms(np.array(xs), n, a2, 8)
+    got = fpa.window_boundary_alarms(np.array(xs), n, a2, 8)
     alpha2 = Fraction(a2, 256)
     for t in range(len(xs)):
         if t < n:
@@ -146,3 +147,25 @@ def test_batched_requantize_paths_equal_the_twin():
         got = requantize_float(small.astype(np.float64), m, min(s, 0))
         np.testing.assert_array_equal(got, fp.requantize(small, m, min(s, 0)))
     assert requantize_float(np.array([float(1 << 22)]), 1 << 30, 0) is None  # refuses where it would round
+
+
+def test_recon_score_is_the_mean_squared_error_in_score_units():
+    """The integer score equals round(Σ(s_in·e − s_out·f)² / (n·s)) (computed exactly with fractions of the
+    float64 scales) to within one unit (the multipliers are rounded to 30 bits), for realistic scales."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(1, 700))
+        s_in, s_out = (float(v) for v in rng.uniform(0.002, 0.2, 2))
+        z_in, z_out = (int(v) for v in rng.integers(-128, 128, 2))
+        q_in = rng.integers(-128, 128, n)
+        q_out = np.clip(q_in + rng.integers(-20, 21, n), -128, 127)
+        mse = float(np.mean((s_in * (q_in - z_in) - s_out * (q_out - z_out)) ** 2))
+        s = max(mse, 1e-9) * float(rng.uniform(1, 400)) / 32767
+        p = fpa.recon_score_params(s_in, z_in, s_out, z_out, n, s)
+        got = int(fpa.recon_score_s16(q_in, q_out, p)[0])
+        exact = sum((Fraction(s_in) * int(e) - Fraction(s_out) * int(f)) ** 2
+                    for e, f in zip(q_in - z_in, q_out - z_out)) / (n * Fraction(s))
+        want = min(int(exact + Fraction(1, 2)), 32767)
+        assert abs(got - want) <= 1, (trial, got, want)

@@ -110,4 +110,17 @@ tmlr_status tmlr_window_init_s16(tmlr_window_s16 *w, int16_t *ring, int32_t wind
                                  int32_t frac_bits);
 tmlr_status tmlr_window_step_s16(tmlr_window_s16 *w, int16_t x, uint8_t *alarm);
 
+/*
+ * Anomaly score of an autoencoder: the mean squared reconstruction error of its int8 input by its int8 output,
+ * in int16 units of a score scale s (Python twin: repair.fixedpoint_anomaly.recon_score_s16):
+ *   e = input - in_zp, f = output - out_zp, E = sum e^2, C = sum e f, F = sum f^2 (exact, < 2^31);
+ *   score = min(round_half_up(max(mult_ee E - mult_ef C + mult_ff F, 0) / 2^shift), 32767),
+ * with mult_ee = s_in^2 / (n s) 2^shift, mult_ef = 2 s_in s_out / (n s) 2^shift, mult_ff = s_out^2 / (n s) 2^shift.
+ * size      1 .. 32768;  in_zp, out_zp in [-128, 127];  multipliers in [0, 2^30];  shift in [0, 62].
+ *           With these bounds every int64 product and the sum stay below 2^63: no overflow.
+ */
+tmlr_status tmlr_recon_score_s16(const int8_t *input, const int8_t *output, int32_t size, int32_t in_zp,
+                                 int32_t out_zp, int32_t mult_ee, int32_t mult_ef, int32_t mult_ff, int32_t shift,
+                                 int16_t *score);
+
 #endif /* TMLR_H */

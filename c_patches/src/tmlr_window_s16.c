@@ -1,4 +1,4 @@
-/* Sliding-window anomaly boundary; Python twin: repair.fixedpoint.window_boundary_alarms. */
+/* Sliding-window anomaly boundary; Python twin: repair.fixedpoint_anomaly.window_boundary_alarms. */
 #include <string.h>
 
 #include "tmlr.h"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import fixedpoint as fp
+from .. import fixedpoint_anomaly as fpa
 from ..errors import DataError
 from .plan import RepairPlan
 
@@ -54,7 +55,7 @@ class AnomalyShim:
         q = np.asarray(q_scores, np.int64)
         if self.kind == "threshold":
             return {"alarm": (q > self.threshold_q).astype(np.int8)}
-        return {"alarm": fp.window_boundary_alarms(q, self.window, self.alpha2_q, self.alpha2_frac_bits)}
+        return {"alarm": fpa.window_boundary_alarms(q, self.window, self.alpha2_q, self.alpha2_frac_bits)}
 
 
 def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim:

@@ -9,6 +9,7 @@ raise ``DataError`` naming the first bad field (``repairs[2].integer.thresholds_
 from __future__ import annotations
 
 from .. import fixedpoint as fp
+from .. import fixedpoint_anomaly as fpa
 from ..fields import Fields
 
 TASKS = ("classifier", "anomaly_scores", "anomaly_stream")
@@ -48,8 +49,8 @@ def _integer_params(doc: Fields, name: str, i: dict, where: str, k: int | None) 
         doc.integer(i.get("threshold_q"), f"{where}.threshold_q", *INT32)
     elif name == "window_boundary":
         doc.number(i.get("value_scale"), f"{where}.value_scale", positive=True)
-        doc.integer(i.get("window"), f"{where}.window", 2, fp.MAX_WINDOW)
-        doc.integer(i.get("alpha2_q"), f"{where}.alpha2_q", 0, fp.MAX_ALPHA2_Q)
+        doc.integer(i.get("window"), f"{where}.window", 2, fpa.MAX_WINDOW)
+        doc.integer(i.get("alpha2_q"), f"{where}.alpha2_q", 0, fpa.MAX_ALPHA2_Q)
         doc.integer(i.get("alpha2_frac_bits"), f"{where}.alpha2_frac_bits", 0, 8)
 
 

@@ -8,6 +8,7 @@
  *   decide K t[K] s[K]
  *   window N A2 F LEN v[LEN]
  *   preshim ROWS F ZP m[F] s[F] o[F] v[ROWS*F]
+ *   recon ROWS N INZP OUTZP MEE MEF MFF SHIFT in[ROWS*N] out[ROWS*N]
  */
 #include <stdio.h>
 #include <string.h>
@@ -157,6 +158,28 @@ int main(void)
             if (st != TMLR_OK) {
                 fail(st);
             }
+        } else if (strcmp(op, "recon") == 0) {
+            const int32_t rows = (int32_t)rd();
+            const int32_t n = (int32_t)rd();
+            const int32_t izp = (int32_t)rd();
+            const int32_t ozp = (int32_t)rd();
+            const int32_t mee = (int32_t)rd();
+            const int32_t mef = (int32_t)rd();
+            const int32_t mff = (int32_t)rd();
+            const int32_t sh = (int32_t)rd();
+            tmlr_status st = TMLR_OK;
+            int32_t i;
+            for (i = 0; i < rows * n; ++i) in8[i] = (int8_t)rd();
+            for (i = 0; i < rows * n; ++i) out8[i] = (int8_t)rd();
+            for (i = 0; i < rows && st == TMLR_OK; ++i) {
+                st = tmlr_recon_score_s16(&in8[i * n], &out8[i * n], n, izp, ozp, mee, mef, mff, sh, &out16[i]);
+            }
+            if (st != TMLR_OK) {
+                fail(st);
+                continue;
+            }
+            for (i = 0; i < rows; ++i) printf(i ? " %d" : "%d", (int)out16[i]);
+            printf("\n");
         } else {
             fprintf(stderr, "driver: unknown op %s\n", op);
             return 2;

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ... import fixedpoint as fp
+from ... import fixedpoint_anomaly as fpa
 from ...errors import DataError
 from .base import Repair, check_finite_array, check_rate, register
 from .score_threshold import quantize_scores, score_scale
@@ -93,14 +93,14 @@ class WindowBoundary(Repair):
         """α² = A / 2^F with the largest F ≤ ``alpha_frac_bits`` that keeps A ≤ 4095 (int64-safe)."""
         self.check_fitted()
         f = int(self.alpha_frac_bits)
-        while f > 0 and round(self.alpha_ ** 2 * (1 << f)) > fp.MAX_ALPHA2_Q:
+        while f > 0 and round(self.alpha_ ** 2 * (1 << f)) > fpa.MAX_ALPHA2_Q:
             f -= 1
         a = int(round(self.alpha_ ** 2 * (1 << f)))
-        if a > fp.MAX_ALPHA2_Q:
+        if a > fpa.MAX_ALPHA2_Q:
             raise DataError(f"alpha {self.alpha_:.1f} is beyond the integer boundary's range (alpha² ≤ 4095)")
         return {"window": int(self.window), "alpha2_q": a, "alpha2_frac_bits": f, "value_scale": self.scale_}
 
     def apply_int(self, stream) -> np.ndarray:
         p = self.integer_params()
         q = quantize_scores(stream, p["value_scale"])
-        return fp.window_boundary_alarms(q, p["window"], p["alpha2_q"], p["alpha2_frac_bits"]).astype(bool)
+        return fpa.window_boundary_alarms(q, p["window"], p["alpha2_q"], p["alpha2_frac_bits"]).astype(bool)
