@@ -190,3 +190,44 @@ def test_recon_score_at_the_int64_edge(driver, shift):
     assert driver.ask(f"recon 1 {n} -128 127 {(1 << 30)} {(1 << 30)} {(1 << 30)} {shift} "
                       + " ".join(map(str, [*q_in, *q_out]))) == [want]
     assert want == ("32767" if shift < 62 else "1")  # 3·2^30·n·255² / 2^62 = 1.49: rounds to 1
+
+
+STREAMS = 10_000
+
+
+def _recognizer_case(rng):
+    """A random stream (bursts of one class over a noisy floor, steps of 0–400 ms) and random settings."""
+    k = int(rng.integers(1, 13))
+    length = int(rng.integers(1, 60))
+    times = np.cumsum(rng.choice([0, 1, 20, 32, 100, 400], length, p=[.05, .05, .3, .3, .2, .1])).astype(np.int64)
+    times += int(rng.integers(-1000, 1000))
+    scores = rng.integers(-128, -40, (length, k))
+    burst = rng.random(length) < 0.5
+    scores[burst, rng.integers(0, k, int(burst.sum()))] = rng.integers(-20, 128, int(burst.sum()))
+    window = int(rng.choice([1, 3, 100, 250, 500, 1000, 1500, 2000]))
+    settings = (window, int(rng.integers(0, 256)), int(rng.choice([0, 100, 500, 1500, 3000])),
+                int(rng.integers(1, 6)), int(rng.integers(-1, k)))
+    return scores, times, settings
+
+
+def test_recognizer_equals_its_twin_on_ten_thousand_streams(driver):
+    """tmlr_recognizer_s8 against fixedpoint.recognize_commands (TFLM RecognizeCommands) on 10,000 random streams,
+    each with its own settings (window 1–2000 ms, threshold 0–255, suppression, minimum count, silence class or
+    none): label, score and new-command flag at every step, under ASan/UBSan, at -O0 and -O2."""
+    rng = np.random.default_rng(11)
+    for case in range(STREAMS):
+        scores, times, (window, thr, supp, minc, sil) = _recognizer_case(rng)
+        cap = int(max(np.searchsorted(times, times, side="right") - np.searchsorted(times, times - window)))
+        cap = max(cap, minc)
+        got = driver.ask(f"recog {scores.shape[1]} {cap} {window} {thr} {supp} {minc} {sil} {len(times)} "
+                         + " ".join(map(str, [*times, *scores.ravel()])))[0].split()
+        fired, label, score = fp.recognize_commands(scores, times, window, thr, supp, minc, silence_class=sil)
+        want = np.stack([label, np.where(label >= 0, score, 0), fired.astype(int)], axis=1).ravel()
+        assert got == [str(int(v)) for v in want], (case, window, thr, supp, minc, sil)
+
+
+def test_recognizer_refuses_a_ring_smaller_than_its_window(driver):
+    """Capacity 3 with four results inside a 40 ms window: the fourth step is refused (status 2); before it, no
+    decision while the span is under 10 ms, then a command at each step (no suppression)."""
+    got = driver.ask("recog 2 3 40 100 0 1 -1 4 0 10 20 30 " + " ".join(["127", "-128"] * 4))[0].split()
+    assert got == ["-1", "0", "0", "0", "255", "1", "0", "255", "1", "s2"]

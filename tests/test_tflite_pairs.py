@@ -386,3 +386,48 @@ def test_a_tflite_input_is_quantized_as_tflm_rounds_ties(tmp_path):
     assert quant.rounding == "half_away"
     np.testing.assert_array_equal(quant.quantize(ties[None]).astype(np.int64), want.astype(np.int64))
     assert not np.array_equal(replace(quant, rounding="half_even").quantize(ties[None]), want)  # ONNX's would differ
+
+
+def autoencoder_inputs(pair, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled inputs for ad01, for which no ToyCar features ship: "normal" points the float autoencoder itself
+    reconstructs well (uniform inputs in range, passed through it three times, plus a little noise), and one in
+    four "anomalous": a band of 24 mel bins raised by 6 in every frame. Synthetic, and said so."""
+    q = pair.int8.inputs[0].quant
+    lo, hi = (-128 - q.zero_point) * q.scale, (127 - q.zero_point) * q.scale
+    rng = np.random.default_rng(seed)
+    sess, name = pair.float.session(), pair.float.inputs[0].name
+    x = rng.uniform(lo, hi, (n, 640)).astype(np.float32)
+    for _ in range(3):
+        x = np.clip(sess.run(None, {name: x})[0], lo, hi).astype(np.float32)
+    x += rng.normal(0, 0.5, x.shape).astype(np.float32)
+    y = (np.arange(n) % 4 == 3).astype(np.int64)
+    for i in np.flatnonzero(y):
+        band = int(rng.integers(0, 128 - 24))
+        x[i].reshape(5, 128)[:, band:band + 24] += 6
+    return np.clip(x, lo, hi).astype(np.float32), y
+
+
+@pytest.mark.parametrize("serial,n", [("sim", 200), ("qemu", 40)])
+def test_the_ad01_anomaly_path_runs_on_the_device(serial, n, tmp_path):
+    """MLPerf Tiny's ad01 autoencoder (.tflite, 640 → 640) with the model on the device: the device computes the
+    reconstruction score from its own int8 input and output (tmlr_recon_score_s16) and its threshold alarm in the
+    same INFER; both equal the Python twin, and the holdout false-alarm rate is reported against the target."""
+    import shutil
+
+    if serial == "qemu" and not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.skip("QEMU or the ARM toolchain is not installed (apt install qemu-system-arm gcc-arm-none-eabi)")
+    f, q = real_pair("ad")
+    x, y = autoencoder_inputs(load_pair(f, q), 2 * n, seed=2)
+    np.savez(tmp_path / "calib.npz", x=x[:n], y=y[:n])
+    np.savez(tmp_path / "holdout.npz", x=x[n:], y=y[n:])
+    r = CliRunner().invoke(main, ["calibrate", str(f), str(q), "--data", str(tmp_path / "calib.npz"), "--holdout",
+                                  str(tmp_path / "holdout.npz"), "--serial", serial, "-o", str(tmp_path / "out"),
+                                  "--anomaly-far", "0.1", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["score_on_device"] == {"samples": n, "differ": 0, "first_differing": [], "alarms_differ": 0,
+                                         "device_restarts_survived": 0}
+    assert report["bit_exact"]["differ"] == 0 and report["model_on_device"]["bit_exact_vs_python_reference"]["differ"] == 0
+    assert report["metrics"]["target_check"]["target"] == 0.1
+    assert report["metrics"]["int8"]["auroc"] > 0.9  # the band is found: the score is the reconstruction error
+    assert f"anomaly score computed on the device: {n}/{n} equal" in r.output

@@ -213,6 +213,29 @@ static void clear_state(tmlr_shim_params *s)
     }
 }
 
+#define RECON_BLOCK 25u /* u32 size, i32 in_zp, i32 out_zp, 3 x i32 multipliers, u8 shift */
+
+/* The reconstruction score's parameters (after an anomaly kind's own); checked by one dry run on a zero sample. */
+static uint8_t parse_recon(tmlr_shim_params *s, const uint8_t *p)
+{
+    const int8_t zero = 0;
+    int16_t score = 0;
+    s->has_score = 1;
+    s->score_size = (int32_t)get_u32(p);
+    s->in_zp = get_i32(p + 4);
+    s->out_zp = get_i32(p + 8);
+    for (int i = 0; i < 3; i++) {
+        s->score_mult[i] = get_i32(p + 12 + 4 * i);
+    }
+    s->score_shift = (int32_t)p[24];
+    if (get_u32(p) < 1u || get_u32(p) > 32768u ||
+        tmlr_recon_score_s16(&zero, &zero, 1, s->in_zp, s->out_zp, s->score_mult[0], s->score_mult[1],
+                             s->score_mult[2], s->score_shift, &score) != TMLR_OK) {
+        return TMLR_E_BAD_PARAMS;
+    }
+    return 0;
+}
+
 /* Parses SET_PARAMS into s; checks every value with one dry run of each shim. Returns 0 or TMLR_E_*. */
 static uint8_t parse_params(tmlr_shim_params *s, const uint8_t *p, uint32_t n)
 {
@@ -275,16 +298,20 @@ static uint8_t parse_params(tmlr_shim_params *s, const uint8_t *p, uint32_t n)
         }
         return 0;
     }
-    if (s->kind == TMLR_SHIM_THRESHOLD) {
-        if (n != 4) {
+    if (s->kind == TMLR_SHIM_THRESHOLD || s->kind == TMLR_SHIM_WINDOW) {
+        const uint32_t base = s->kind == TMLR_SHIM_THRESHOLD ? 4u : 7u;
+        if (n != base && n != base + RECON_BLOCK) {
             return TMLR_E_BAD_LENGTH;
         }
-        s->threshold_q = get_i32(p);
-        return 0;
-    }
-    if (s->kind == TMLR_SHIM_WINDOW) {
-        if (n != 7) {
-            return TMLR_E_BAD_LENGTH;
+        if (n == base + RECON_BLOCK) {
+            const uint8_t err = parse_recon(s, p + base);
+            if (err != 0) {
+                return err;
+            }
+        }
+        if (s->kind == TMLR_SHIM_THRESHOLD) {
+            s->threshold_q = get_i32(p);
+            return 0;
         }
         const int32_t window = (int32_t)get_u16(p);
         if (window > TMLR_DEV_MAX_WINDOW) {
@@ -447,9 +474,16 @@ static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
     }
     tmlr_shim_params *s = &dev->shim;
     const int with_shim = s->params_id != 0 && s->kind == TMLR_SHIM_CLASSIFIER && (uint32_t)s->num_classes == m->out_size;
-    const uint32_t out_len = 9 + m->out_size + (with_shim ? shim_out_bytes(s) : 0u);
+    /* an autoencoder's anomaly path: its score from the input and the output, then (threshold kind) the alarm */
+    const int with_score = s->params_id != 0 && s->has_score;
+    const uint32_t score_bytes = with_score ? (s->kind == TMLR_SHIM_THRESHOLD ? 3u : 2u) : 0u;
+    const uint32_t out_len = 9 + m->out_size + (with_shim ? shim_out_bytes(s) : 0u) + score_bytes;
     if (out_len > TMLR_DEV_MAX_PAYLOAD) {
         reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_INFER, m->in_size);
+        return;
+    }
+    if (with_score && ((uint32_t)s->score_size != m->in_size || (uint32_t)s->score_size != m->out_size)) {
+        reply_error(dev, seq, TMLR_E_BAD_PARAMS, TMLR_CMD_INFER, m->out_size);
         return;
     }
     if (!take_input(dev, seq, TMLR_CMD_INFER, p, n)) {
@@ -472,9 +506,24 @@ static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
         }
         t2 = tmlr_port_counter();
     }
+    if (with_score) {
+        int16_t score = 0;
+        uint8_t *at = out + 9 + m->out_size;
+        if (tmlr_recon_score_s16(dev->tensor_in, dev->tensor_out, s->score_size, s->in_zp, s->out_zp,
+                                 s->score_mult[0], s->score_mult[1], s->score_mult[2], s->score_shift,
+                                 &score) != TMLR_OK) {
+            reply_error(dev, seq, TMLR_E_BAD_PARAMS, TMLR_CMD_INFER, 0);
+            return;
+        }
+        put_u16(at, (uint16_t)score);
+        if (s->kind == TMLR_SHIM_THRESHOLD) {
+            at[2] = (uint8_t)(score > s->threshold_q);
+        }
+        t2 = tmlr_port_counter();
+    }
     put_u32(out, (uint32_t)(t1 - t0));
     put_u32(out + 4, (uint32_t)(t2 - t1));
-    out[8] = (uint8_t)with_shim;
+    out[8] = (uint8_t)(with_shim || with_score);
     reply(dev, TMLR_CMD_INFER | 0x80, seq, out_len);
 }
 

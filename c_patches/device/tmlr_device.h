@@ -98,6 +98,8 @@ typedef struct {
     int32_t mult[TMLR_DEV_MAX_CLASSES], shift[TMLR_DEV_MAX_CLASSES], offset[TMLR_DEV_MAX_CLASSES];
     int8_t thresholds[TMLR_DEV_MAX_CLASSES];
     int32_t threshold_q;
+    uint8_t has_score;   /* anomaly kinds: INFER computes the reconstruction score (in_zp, out_zp its zero points) */
+    int32_t score_size, score_mult[3], score_shift;
     tmlr_window_s16 window;
     int16_t ring[TMLR_DEV_MAX_WINDOW];
     uint32_t stream_pos; /* samples the stateful shim has consumed since its state was cleared */

@@ -123,4 +123,35 @@ tmlr_status tmlr_recon_score_s16(const int8_t *input, const int8_t *output, int3
                                  int32_t out_zp, int32_t mult_ee, int32_t mult_ef, int32_t mult_ff, int32_t shift,
                                  int16_t *score);
 
+/* ---------------------------------------------------------------- keyword stream */
+
+/*
+ * TensorFlow Lite Micro micro_speech's RecognizeCommands, in integers, with its state in the caller's buffers
+ * (Python twin: repair.fixedpoint.recognize_commands). Per step (int8 posteriors of num_classes, time in ms):
+ * results older than time - window_ms leave the window; with fewer than min_count results, or a span under
+ * window_ms / 4, no decision (label -1, score 0); else avg_k = sum (score_k + 128) / count (C division), the top
+ * label is the first highest average above 0 (label 0 if none), and a new command fires when avg_top > threshold
+ * and the label differs from the last fired one or more than suppression_ms passed since it (never suppressed
+ * after silence_class; -1: no silence class).
+ * capacity  results the ring holds: at least every result of one window (window_ms / step_ms + 1); a step that
+ *           would overflow it returns TMLR_ERR_RANGE and changes nothing.
+ * num_classes 1 .. 256; window_ms 1 .. 2^30; threshold 0 .. 255; suppression_ms 0 .. 2^30; min_count 1 .. capacity;
+ * silence_class -1 .. num_classes - 1. Times must not decrease (TMLR_ERR_ARG, nothing changed).
+ */
+typedef struct {
+    int8_t *scores;      /* caller's ring: capacity x num_classes */
+    int32_t *times;      /* caller's ring: capacity */
+    int32_t capacity, num_classes, head, count;
+    int32_t window_ms, threshold, suppression_ms, min_count, silence_class;
+    int32_t last_label;  /* the last fired label (silence_class before any) */
+    int32_t last_time;
+    uint8_t fired_once;  /* last_time is set */
+} tmlr_recognizer_s8;
+
+tmlr_status tmlr_recognizer_init_s8(tmlr_recognizer_s8 *r, int8_t *score_ring, int32_t *time_ring, int32_t capacity,
+                                    int32_t num_classes, int32_t window_ms, int32_t threshold, int32_t suppression_ms,
+                                    int32_t min_count, int32_t silence_class);
+tmlr_status tmlr_recognizer_step_s8(tmlr_recognizer_s8 *r, const int8_t *scores, int32_t time_ms, int32_t *label,
+                                    int32_t *score, uint8_t *is_new_command);
+
 #endif /* TMLR_H */

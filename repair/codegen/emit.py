@@ -29,6 +29,7 @@ from .cnames import c_identifier, c_string, check_prefix
 from .pre_shim import pre_shim_files
 
 SELFTEST_VECTORS = 64
+SCORE_ROWS = 16
 LIB_VERSION = (0, 1, 0)  # must equal TMLR_VERSION_* in c_patches/include/tmlr.h
 
 
@@ -92,6 +93,14 @@ def _params_header(plan: RepairPlan, shim, P: str) -> str:
     else:
         parts.append(f"/* score_q = round(score / {P}_SCORE_SCALE), saturated to int16 */\n"
                      f"#define {P}_SCORE_SCALE {shim.score_scale!r}\n")
+        if shim.recon is not None:
+            r = shim.recon
+            parts.append(f"/* the score: mean squared reconstruction error of the model's int8 input by its int8 output\n"
+                         f" * (tmlr_recon_score_s16) */\n#define {P}_SCORE_SIZE {r['size']}\n"
+                         f"#define {P}_SCORE_IN_ZP ({r['input_zero_point']})\n"
+                         f"#define {P}_SCORE_OUT_ZP ({r['output_zero_point']})\n"
+                         f"#define {P}_SCORE_MULT_EE {r['mult_ee']}\n#define {P}_SCORE_MULT_EF {r['mult_ef']}\n"
+                         f"#define {P}_SCORE_MULT_FF {r['mult_ff']}\n#define {P}_SCORE_SHIFT {r['shift']}\n")
         if shim.kind == "threshold":
             parts.append(f"#define {P}_THRESHOLD_Q ({shim.threshold_q})\n")
         else:
@@ -139,6 +148,14 @@ def _shim_sources(plan: RepairPlan, shim, P: str) -> tuple[str, str]:
                  f"tmlr_status {p}_window_init(tmlr_window_s16 *w, int16_t *ring);\n")
         body = [f"tmlr_status {p}_window_init(tmlr_window_s16 *w, int16_t *ring)\n{{",
                 f"    return tmlr_window_init_s16(w, ring, {P}_WINDOW, {P}_ALPHA2_Q, {P}_ALPHA2_FRAC_BITS);", "}"]
+    if not isinstance(shim, ClassifierShim) and shim.recon is not None:
+        proto = (f"/* The anomaly score of one sample: the model's int8 input[{P}_SCORE_SIZE] and output[{P}_SCORE_SIZE]\n"
+                 f" * -> score_q (see {P}_SCORE_SCALE). */\n"
+                 f"tmlr_status {p}_score(const int8_t *input, const int8_t *output, int16_t *score_q);\n" + proto)
+        body = [f"tmlr_status {p}_score(const int8_t *input, const int8_t *output, int16_t *score_q)\n{{",
+                f"    return tmlr_recon_score_s16(input, output, {P}_SCORE_SIZE, {P}_SCORE_IN_ZP, {P}_SCORE_OUT_ZP,",
+                f"                                {P}_SCORE_MULT_EE, {P}_SCORE_MULT_EF, {P}_SCORE_MULT_FF, "
+                f"{P}_SCORE_SHIFT, score_q);", "}", ""] + body
     header = (_banner(plan, "tmlrepair shim.") + f"#ifndef {P}_SHIM_H\n#define {P}_SHIM_H\n\n#include \"tmlr.h\"\n\n"
               + proto + f"\n#endif /* {P}_SHIM_H */\n")
     source = (_banner(plan, "tmlrepair shim.") + f'#include "{p}_shim.h"\n#include "{p}_params.h"\n\n'
@@ -175,6 +192,19 @@ def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
         scores[:3] = [32767, -32768, 0]
         ref = shim.run(scores)["alarm"]
         data = _array("int16_t", "scores", scores) + _array("uint8_t", "expected_alarm", ref)
+        score_loop = ""
+        if shim.recon is not None:  # the score itself, on inputs and reconstructions as near as a model's
+            rows, size = SCORE_ROWS, shim.recon["size"]
+            q_in = rng.integers(-128, 128, (rows, size))
+            q_in[0], q_in[1] = 127, -128
+            q_out = np.clip(q_in + rng.integers(-1, 2, (rows, 1)) * rng.integers(0, 64, (rows, size)), -128, 127)
+            q_out[1] = 127
+            data += (_array("int8_t", "score_inputs", q_in) + _array("int8_t", "score_outputs", q_out)
+                     + _array("int16_t", "expected_score", shim.scores(q_in, q_out)))
+            score_loop = (f"    for (i = 0; i < {rows}; ++i) {{\n        int16_t score_q = -1;\n"
+                          f"        if ({p}_score(&score_inputs[i * {size}], &score_outputs[i * {size}], &score_q) "
+                          "== TMLR_OK && score_q == expected_score[i]) {\n            ++passed;\n        } else {\n"
+                          "            ++failed;\n            printf(\"score %d differs\\n\", i);\n        }\n    }\n")
         if shim.kind == "threshold":
             step = f"        const uint8_t alarm = {p}_alarm(scores[i]);\n"
             pre = ""
@@ -183,7 +213,7 @@ def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
                     "        if (tmlr_window_step_s16(&w, scores[i], &alarm) != TMLR_OK) {\n            alarm = 2;\n        }\n")
             pre = (f"    static int16_t ring[{P}_WINDOW];\n    tmlr_window_s16 w;\n"
                    f"    if ({p}_window_init(&w, ring) != TMLR_OK) {{\n        printf(\"0 passed, 1 failed\\n\");\n        return 1;\n    }}\n")
-        loop = (pre + f"    for (i = 0; i < {n}; ++i) {{\n" + step +
+        loop = (score_loop + pre + f"    for (i = 0; i < {n}; ++i) {{\n" + step +
                 "        if (alarm == expected_alarm[i]) {\n            ++passed;\n        } else {\n            ++failed;\n"
                 '            printf("sample %d differs\\n", i);\n        }\n    }\n')
         decl = "    int i;\n"
@@ -221,7 +251,8 @@ def library_sources(shim) -> list[str]:
         src = (["tmlr_softmax_s8.c"] if shim.softmax is not None else []) + (["tmlr_class_affine_s8.c"] if shim.affine is not None else []) + \
               (["tmlr_threshold_decide_s8.c"] if shim.thresholds is not None else [])
     else:
-        src = ["tmlr_window_s16.c"] if shim.kind == "window" else []
+        src = (["tmlr_window_s16.c"] if shim.kind == "window" else []) + (["tmlr_recon_score_s16.c"]
+                                                                           if shim.recon is not None else [])
     return ["include/tmlr.h", "include/tmlr_fixedpoint.h"] + [f"src/{s}" for s in src]
 
 

@@ -27,7 +27,7 @@ from ..plan.model_file import (
     repaired_model_file,
 )
 from ..plan.plan import RepairPlan
-from ..plan.shims import ClassifierShim, shim_from_plan
+from ..plan.shims import AnomalyShim, ClassifierShim, shim_from_plan
 from ..repairs import ScoreThreshold
 from . import session as S
 from .link import DeviceLink
@@ -46,7 +46,9 @@ class DeviceRun:
     @property
     def bit_exact(self) -> bool:
         model = self.report.get("model_on_device", {}).get("bit_exact_vs_python_reference", {"differ": 0})
-        return self.report["bit_exact"]["differ"] == 0 and model["differ"] == 0
+        score = self.report.get("score_on_device", {})
+        return (self.report["bit_exact"]["differ"] == 0 and model["differ"] == 0 and score.get("differ", 0) == 0
+                and score.get("alarms_differ", 0) == 0)
 
 
 def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, out_dir: Path,
@@ -125,7 +127,13 @@ def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: Cal
     """Steps 5–6: the holdout through the device's shims, against the reference, with metrics."""
     shim = shim_from_plan(plan)
     sha = plan.sha256()
-    values = S.shim_values(pair, shim, holdout, zh, qh)
+    score_report = None
+    if isinstance(shim, AnomalyShim) and shim.recon is not None and hello.has_model:
+        # the whole anomaly path on the device: model and score in INFER, then its threshold or window below
+        values, score_report = S.scores_on_device(link, hello, pair, shim, sha, holdout, journal_dir=out_dir,
+                                                  resume=resume, progress=progress)
+    else:
+        values = S.shim_values(pair, shim, holdout, zh, qh)
     device, recoveries = S.run_on_device(link, hello, shim, sha, values, journal_path=out_dir / JOURNAL,
                                          identity=S.identity(command, sha, holdout, hello), resume=resume,
                                          progress=progress)
@@ -138,12 +146,15 @@ def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: Cal
               "drift": {"device_vs_float": S.output_drift(task, zf, zh),
                         "device_vs_host_int8": None if not hello.has_model else {}},
               "bit_exact": S.bit_exact(device, reference),
+              **({"score_on_device": score_report} if score_report else {}),
               "link": {**vars(link.stats), "device_restarts_survived": recoveries}}
     if isinstance(shim, ClassifierShim):
         report["metrics"] = S.classifier_metrics(holdout.y, zf, zh, qh, plan.provenance["int8_output_quant"]["scale"],
                                                  device)
     else:
-        sf, sr = anomaly_scores(task, holdout.x, zf), anomaly_scores(task, holdout.x, zh)
+        sf = anomaly_scores(task, holdout.x, zf)
+        sr = (values * shim.score_scale if shim.recon is not None  # the integer score the device computes
+              else anomaly_scores(task, holdout.x, zh))
         before = _float_threshold(pair, task, calib, plan) if calib is not None else None
         target = next((r["params"]["target_far"] for r in plan.kept() if "target_far" in r["params"]), None)
         report["metrics"] = S.anomaly_metrics(holdout.y, sf, sr, device, before, shim.window or 0, target)

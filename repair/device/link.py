@@ -192,7 +192,8 @@ class DeviceLink:
         return P.parse_shim_reply(shim, reply, pos, count)
 
     def infer(self, x: np.ndarray, out_size: int, shim=None) -> P.InferResult:
-        """Run the device's model on one int8 input; with classifier parameters loaded, its shims too.
+        """Run the device's model on one int8 input; with classifier parameters loaded, its shims too; with an
+        autoencoder's anomaly parameters, the score (and a threshold's alarm) computed on the device.
 
         An input larger than one frame goes up in LOAD chunks (each idempotent, retried like any request), then
         INFER carries only its CRC-16: a device that restarted in between answers "staged input lost" and the

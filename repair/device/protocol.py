@@ -104,8 +104,14 @@ def pack_params(shim: ClassifierShim | AnomalyShim, params_id: int) -> bytes:
             out += struct.pack(f"<{k}b", *shim.thresholds)
         return out
     if shim.kind == "threshold":
-        return struct.pack("<IBi", params_id, KIND_THRESHOLD, shim.threshold_q)
-    return struct.pack("<IBHiB", params_id, KIND_WINDOW, shim.window, shim.alpha2_q, shim.alpha2_frac_bits)
+        out = struct.pack("<IBi", params_id, KIND_THRESHOLD, shim.threshold_q)
+    else:
+        out = struct.pack("<IBHiB", params_id, KIND_WINDOW, shim.window, shim.alpha2_q, shim.alpha2_frac_bits)
+    if shim.recon is not None:  # INFER computes the autoencoder's score on the device
+        r = shim.recon
+        out += struct.pack("<IiiiiiB", r["size"], r["input_zero_point"], r["output_zero_point"], r["mult_ee"],
+                           r["mult_ef"], r["mult_ff"], r["shift"])
+    return out
 
 
 def shim_sample_bytes(shim: ClassifierShim | AnomalyShim) -> tuple[int, int]:
@@ -174,7 +180,8 @@ def parse_bench(p: bytes, iterations: int) -> BenchResult:
 @dataclass(frozen=True)
 class InferResult:
     raw: np.ndarray            # the model's int8 output
-    shim: dict | None          # the shim chain's outputs on it (classifier parameters loaded), else None
+    shim: dict | None          # the shim chain's outputs on it (classifier parameters loaded), or an autoencoder's
+    #                            score computed on the device ("score", and "alarm" for a threshold), else None
     model_ticks: int           # counter ticks of the model's invoke
     shim_ticks: int
 
@@ -185,7 +192,12 @@ def parse_infer(p: bytes, out_size: int, shim) -> InferResult:
     model_ticks, shim_ticks, shimmed = struct.unpack_from("<IIB", p)
     raw = np.frombuffer(p, np.int8, out_size, 9).copy()
     out = None
-    if shimmed and shim is not None:
+    if shimmed and isinstance(shim, AnomalyShim):  # the device's reconstruction score, and its alarm (threshold)
+        body = p[9 + out_size:]
+        if len(body) != (3 if shim.kind == "threshold" else 2):
+            raise ValueError(f"infer reply with a {len(body)}-byte score")
+        out = {"score": struct.unpack_from("<h", body)[0], **({"alarm": body[2]} if len(body) == 3 else {})}
+    elif shimmed and shim is not None:
         out = {k: v[0] for k, v in _shim_samples(shim, p[9 + out_size:], 1).items()}
     return InferResult(raw, out, model_ticks, shim_ticks)
 

@@ -57,6 +57,13 @@ def render_run(report: dict) -> str:
                      + (f"{_pct(r['detection_rate'])} → " if before else "") + f"{_pct(s['detection_rate'])})")
         if m.get("warning"):
             lines.append(f"  WARNING: {m['warning']}")
+    score = report.get("score_on_device")
+    if score:
+        lines.append(f"anomaly score computed on the device: {score['samples'] - score['differ']}/{score['samples']} "
+                     "equal the Python twin on the device's own int8 input and output"
+                     + (f" — DIFFER at {score['first_differing']}" if score["differ"] else "")
+                     + (f"; {score['alarms_differ']} of its threshold alarms differ" if score.get("alarms_differ")
+                        else ""))
     b = report["bit_exact"]
     lines.append(f"bit-exact: {b['samples'] - b['differ']}/{b['samples']} samples equal the Python reference"
                  + (f" — DIFFER at {b['first_differing']}" if b["differ"] else ""))

@@ -34,21 +34,11 @@ def float_outputs(pair: ModelPair, x: np.ndarray, batch: int = 256) -> np.ndarra
 def device_inputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> np.ndarray:
     """The int8 inputs the device's model takes: the int8 model's feed, quantized with the device's input
     parameters where the model quantizes a float input itself; one flattened row per sample."""
-    from ..models.graph import QuantParams
-
-    feed = next(iter(pair.int8_feed({pair.float.inputs[0].name: data.x}).values()))
-    if not np.issubdtype(feed.dtype, np.integer):
-        affine = pair.int8.index.input_affine(pair.int8.inputs[0].name)
-        if affine is not None:  # the model's input pre-shim, applied where the firmware quantizes
-            feed = affine.apply(feed)
-        info = hello.model_input
-        spec = pair.int8.inputs[0].quant
-        feed = QuantParams(info.scale, info.zero_point, "int8", spec.rounding if spec else "half_even").quantize(feed)
-    feed = np.asarray(feed).reshape(len(data), -1)
+    feed = pair.int8_input_integers(data.x, hello.model_input)
     if feed.shape[1] != hello.model_input.size:
         raise DeviceError(f"the device's model takes {hello.model_input.size} inputs, this model "
                           f"{feed.shape[1]}: flash the firmware built for this model (or use --shim-only)")
-    return feed.astype(np.int8)
+    return feed
 
 
 def check_io(hello: Hello, pair: ModelPair) -> None:
@@ -111,10 +101,37 @@ def device_vs_host(q_device: np.ndarray, q_host: np.ndarray, classifier: bool) -
 
 
 def shim_values(pair: ModelPair, shim, data: CalibrationSet, z: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """What the shim consumes: the int8 logits, or the anomaly score quantized to int16."""
+    """What the shim consumes: the int8 logits, or the anomaly score in int16 (an autoencoder's: computed from its
+    int8 input and output, as the device does)."""
     if isinstance(shim, ClassifierShim):
         return q.reshape(len(data), -1)
+    if shim.recon is not None:
+        return shim.scores(pair.int8_input_integers(data.x), q)
     return shim_inputs(shim, anomaly_scores(detect_task(pair), data.x, z))
+
+
+def scores_on_device(link: DeviceLink, hello: Hello, pair: ModelPair, shim, plan_sha256: str, data: CalibrationSet,
+                     *, journal_dir: Path | None, resume: bool, progress=None) -> tuple[np.ndarray, dict]:
+    """An autoencoder's anomaly path on the device: its model and its score in one INFER per sample (and a
+    threshold's alarm). Returns the device's int16 scores, and how they compare with the twin's on the device's own
+    int8 inputs and outputs (and, for a threshold, the device's alarms with the plan's)."""
+    x = device_inputs(pair, data, hello)
+    journal = (Journal(journal_dir / ".journal-holdout-scores.jsonl", identity("holdout-scores", plan_sha256, data,
+                                                                               hello), resume=resume)
+               if journal_dir else None)
+    stream = InferStream(link, hello.model_output.size, shim=shim, params_id=params_id(plan_sha256),
+                         journal=journal, progress=progress)
+    out = stream.run(x)
+    scores = np.asarray(out["score"], np.int64)
+    want = shim.scores(x, np.asarray(out["raw"]))
+    differ = np.flatnonzero(scores != want)
+    report = {"samples": int(len(scores)), "differ": int(len(differ)), "first_differing": differ[:10].tolist(),
+              "device_restarts_survived": stream.recoveries}
+    if "alarm" in out:
+        report["alarms_differ"] = int((np.asarray(out["alarm"]) != shim.run(scores)["alarm"]).sum())
+    if journal:
+        journal.remove()
+    return scores, report
 
 
 def params_id(plan_sha256: str) -> int:

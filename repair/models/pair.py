@@ -188,6 +188,24 @@ class ModelPair:
             out[q_spec.name] = x
         return out
 
+    def int8_input_integers(self, x: np.ndarray, quant: QuantParams | None = None) -> np.ndarray:
+        """The int8 input the int8 model's integer program (and a device) takes for float-model inputs ``x``: the
+        int8 feed as is, or the float feed through the model's input pre-shim (if any) and its input quantization
+        (``quant`` in its place, e.g. a device's); one flat int8 row per sample."""
+        spec = self.int8.inputs[0]
+        feed = self.int8_feed({self.float.inputs[0].name: x})[spec.name]
+        if not np.issubdtype(np.asarray(feed).dtype, np.integer):
+            affine = self.int8.index.input_affine(spec.name)
+            if affine is not None:
+                feed = affine.apply(feed)
+            quant = quant or spec.quant
+            if quant is None:
+                raise ModelError(f"{self.int8.path.name}: its input {spec.name!r} is not quantized by one "
+                                 "QuantizeLinear: its int8 input is unknown")
+            quant = QuantParams(quant.scale, quant.zero_point, "int8", spec.quant.rounding if spec.quant else "half_even")
+            feed = quant.quantize(feed)
+        return np.asarray(feed).reshape(len(x), -1).astype(np.int8)
+
     def int8_output_to_float(self, k: int, y: np.ndarray) -> np.ndarray:
         spec = self.int8.outputs[k]
         if spec.dtype in INT_DTYPES.values():

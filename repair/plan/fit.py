@@ -44,6 +44,7 @@ from .model_softmax import (
     temperature_params,
 )
 from .plan import RepairPlan
+from .recon_score import model_input, recon_score_params, recon_scores
 
 CLASSIFIER_REPAIRS = ("temperature", "vector_scaling", "class_thresholds")
 
@@ -199,7 +200,7 @@ def _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_b
         raise DataError(f"{calib.source} has {len(calib)} sample(s): a calibration split needs at least 2")
     out_q = pair.int8.outputs[0].quant
     if raw_outputs is None:
-        zc, _ = int8_outputs(pair, calib.x)
+        zc, qc = int8_outputs(pair, calib.x)
         zh, qh = int8_outputs(pair, holdout.x)
     else:
         qc, qh = (np.asarray(q, np.int64).reshape(len(d), -1) for q, d in zip(raw_outputs, (calib, holdout)))
@@ -222,7 +223,16 @@ def _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_b
         return RepairPlan(task="classifier", repairs=entries, provenance=provenance)
     if task in ("reconstruction", "score"):
         sc, sh = anomaly_scores(task, calib.x, zc), anomaly_scores(task, holdout.x, zh)
-        entries = _anomaly(sc, calib.y, sh, holdout.y, anomaly_far, anomaly_boundary, window)
+        recon = None
+        if task == "reconstruction":  # the score the device computes, in integers, from its int8 input and output
+            (ic, in_quant), (ih, _) = (model_input(pair, d.x, model) for d in (calib, holdout))
+            qc, qh = (np.asarray(q).reshape(len(d), -1) for q, d in ((qc, calib), (qh, holdout)))
+            recon = recon_score_params(pair, in_quant, ic, qc)
+        if recon is not None:
+            sc, sh = recon_scores(recon, ic, qc), recon_scores(recon, ih, qh)
+            provenance["reconstruction_score"] = recon
+        entries = _anomaly(sc, calib.y, sh, holdout.y, anomaly_far, anomaly_boundary, window,
+                           recon["score_scale"] if recon else None)
         return RepairPlan(task="anomaly_stream" if anomaly_boundary == "window" else "anomaly_scores",
                           repairs=entries, provenance=provenance)
     raise DataError(f"no after-model repair applies to a model whose output has shape {list(pair.float.outputs[0].shape)}")
@@ -365,13 +375,14 @@ def calibrated_probs(entries: list[dict], z: np.ndarray) -> np.ndarray:
     return probs
 
 
-def _anomaly(sc, yc, sh, yh, far, boundary, window) -> list[dict]:
+def _anomaly(sc, yc, sh, yh, far, boundary, window, scale=None) -> list[dict]:
+    """``scale``: the int16 scale the scores already come in (the device's integer reconstruction score)."""
     if boundary == "threshold":
-        rep = ScoreThreshold(far).fit(sc, yc)
+        rep = ScoreThreshold(far, score_scale=scale).fit(sc, yc)
         alarms_f, alarms_i = rep.apply(sh), rep.apply_int(sh)
         start = 0
     elif boundary == "window":
-        rep = WindowBoundary(window, far).fit(sc, yc)
+        rep = WindowBoundary(window, far, score_scale=scale).fit(sc, yc)
         alarms_f, alarms_i = rep.apply(sh), rep.apply_int(sh)
         start = window
     else:

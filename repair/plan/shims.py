@@ -2,7 +2,8 @@
 
 Classifier plans: int8 logits → (per-class affine, if vector scaling was kept) → int8 softmax
 (temperature folded in, if kept) → (per-class threshold decision, if kept).
-Anomaly plans: int16 scores → static threshold, or the sliding-window boundary.
+Anomaly plans: int16 scores → static threshold, or the sliding-window boundary; for an autoencoder the int16
+score is itself computed from the model's int8 input and output (``fixedpoint_anomaly.recon_score_s16``).
 
 Each stage calls the bit-exact twins in ``repair.fixedpoint``; ``emit`` uses this to write the
 self-test's expected outputs, and device validation compares the board against it.
@@ -50,6 +51,13 @@ class AnomalyShim:
     window: int | None = None
     alpha2_q: int | None = None
     alpha2_frac_bits: int | None = None
+    recon: dict | None = None  # the reconstruction score's integer parameters (an autoencoder), else None
+
+    def scores(self, q_in: np.ndarray, q_out: np.ndarray) -> np.ndarray:
+        """The int16 scores the device computes from its model's int8 inputs and outputs (an autoencoder)."""
+        if self.recon is None:
+            raise DataError("the plan computes no reconstruction score (not an autoencoder's plan)")
+        return fpa.recon_score_s16(q_in, q_out, self.recon)
 
     def run(self, q_scores: np.ndarray) -> dict[str, np.ndarray]:
         q = np.asarray(q_scores, np.int64)
@@ -90,11 +98,12 @@ def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim:
         if not k:
             raise DataError("the plan does not say how many classes the model has: refit it")
         return ClassifierShim(int(k), affine, tuple(int(v) for v in softmax), thresholds)
+    recon = plan.provenance.get("reconstruction_score")
     if "score_threshold" in kept:
         i = kept["score_threshold"]["integer"]
-        return AnomalyShim("threshold", i["score_scale"], threshold_q=i["threshold_q"])
+        return AnomalyShim("threshold", i["score_scale"], threshold_q=i["threshold_q"], recon=recon)
     if "window_boundary" in kept:
         i = kept["window_boundary"]["integer"]
         return AnomalyShim("window", i["value_scale"], window=i["window"], alpha2_q=i["alpha2_q"],
-                           alpha2_frac_bits=i["alpha2_frac_bits"])
+                           alpha2_frac_bits=i["alpha2_frac_bits"], recon=recon)
     raise DataError("the plan keeps no repair that runs on the device: nothing to emit")

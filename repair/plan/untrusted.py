@@ -96,6 +96,8 @@ def check_plan(d, source: str) -> dict:
             q = doc.obj(prov["int8_output_quant"], "provenance.int8_output_quant")
             doc.number(q.get("scale"), "provenance.int8_output_quant.scale", positive=True)
             doc.integer(q.get("zero_point"), "provenance.int8_output_quant.zero_point", -128, 127)
+    if "reconstruction_score" in prov:
+        _recon_score(doc, doc.obj(prov["reconstruction_score"], "provenance.reconstruction_score"))
     allowed = CLASSIFIER if task == "classifier" else ANOMALY
     for n, r in enumerate(repairs):
         where = f"repairs[{n}]"
@@ -112,6 +114,17 @@ def check_plan(d, source: str) -> dict:
             _integer_params(doc, name, r.get("integer", {}), f"{where}.integer", k)
             _follows_from_fit(doc, r, prov, where)
     return d
+
+
+def _recon_score(doc: Fields, r: dict) -> None:
+    where = "provenance.reconstruction_score"
+    doc.number(r.get("score_scale"), f"{where}.score_scale", positive=True)
+    doc.integer(r.get("size"), f"{where}.size", 1, fpa.RECON_MAX_SIZE)
+    for key in ("input_zero_point", "output_zero_point"):
+        doc.integer(r.get(key), f"{where}.{key}", -128, 127)
+    for key in ("mult_ee", "mult_ef", "mult_ff"):
+        doc.integer(r.get(key), f"{where}.{key}", 0, fpa.RECON_MAX_MULT)
+    doc.integer(r.get("shift"), f"{where}.shift", 0, fpa.RECON_MAX_SHIFT)
 
 
 def _follows_from_fit(doc: Fields, entry: dict, prov: dict, where: str) -> None:

@@ -9,6 +9,7 @@
  *   window N A2 F LEN v[LEN]
  *   preshim ROWS F ZP m[F] s[F] o[F] v[ROWS*F]
  *   recon ROWS N INZP OUTZP MEE MEF MFF SHIFT in[ROWS*N] out[ROWS*N]
+ *   recog K CAP WIN THR SUPP MINC SIL LEN t[LEN] s[LEN*K]   (per step: label score fired, or sN)
  */
 #include <stdio.h>
 #include <string.h>
@@ -179,6 +180,41 @@ int main(void)
                 continue;
             }
             for (i = 0; i < rows; ++i) printf(i ? " %d" : "%d", (int)out16[i]);
+            printf("\n");
+        } else if (strcmp(op, "recog") == 0) {
+            static int32_t times[MAXV];
+            static int32_t time_ring[4096];
+            tmlr_recognizer_s8 r;
+            const int32_t k = (int32_t)rd();
+            const int32_t cap = (int32_t)rd();
+            const int32_t win = (int32_t)rd();
+            const int32_t thr = (int32_t)rd();
+            const int32_t supp = (int32_t)rd();
+            const int32_t minc = (int32_t)rd();
+            const int32_t sil = (int32_t)rd();
+            const int32_t len = (int32_t)rd();
+            int32_t i;
+            tmlr_status st;
+            for (i = 0; i < len; ++i) times[i] = (int32_t)rd();
+            for (i = 0; i < len * k; ++i) in8[i] = (int8_t)rd();
+            st = cap > 4096 || cap * k > MAXV ? TMLR_ERR_RANGE
+                                               : tmlr_recognizer_init_s8(&r, out8, time_ring, cap, k, win, thr, supp,
+                                                                         minc, sil);
+            if (st != TMLR_OK) {
+                fail(st);
+                continue;
+            }
+            for (i = 0; i < len; ++i) {
+                int32_t label = 0;
+                int32_t score = 0;
+                uint8_t fired = 0;
+                st = tmlr_recognizer_step_s8(&r, &in8[i * k], times[i], &label, &score, &fired);
+                if (st != TMLR_OK) {
+                    printf(i ? " s%d" : "s%d", (int)st);
+                } else {
+                    printf(i ? " %ld %ld %d" : "%ld %ld %d", (long)label, (long)score, (int)fired);
+                }
+            }
             printf("\n");
         } else {
             fprintf(stderr, "driver: unknown op %s\n", op);

@@ -7,6 +7,8 @@ full-int8 scores (shared/real/README.md); refitting on int8 scores is the repair
 
 Integer form: scores quantized to int16 with scale s (fitted: 4× headroom over the
 largest calibration score); alarm iff q > θ_q = ⌊θ / s⌋ for q = round(score / s).
+Scores that are already integers (a device's reconstruction score, ``score_scale`` given: score = q·s)
+are thresholded between two levels, θ = (θ_q + ½)·s, so the float and integer decisions are one.
 """
 
 from __future__ import annotations
@@ -49,15 +51,20 @@ class ScoreThreshold(Repair):
     name = "score_threshold"
     fitted_attributes = ("threshold_", "scale_")
 
-    def __init__(self, target_far: float = 0.1):
+    def __init__(self, target_far: float = 0.1, score_scale: float | None = None):
         self.target_far = target_far
+        self.score_scale = score_scale
 
     def fit(self, scores, y=None) -> "ScoreThreshold":
         far = check_rate("target false-alarm rate", self.target_far)
         s = np.sort(normal_scores(scores, y))[::-1]
         m = int(math.floor(far * len(s)))
         self.threshold_ = float(s[m]) if m < len(s) else float(s[-1])
-        self.scale_ = score_scale(s)
+        if self.score_scale is None:
+            self.scale_ = score_scale(s)
+        else:  # integer scores: the threshold halfway to the next level
+            self.scale_ = float(self.score_scale)
+            self.threshold_ = (float(quantize_scores(self.threshold_, self.scale_)) + 0.5) * self.scale_
         return self
 
     def apply(self, scores) -> np.ndarray:

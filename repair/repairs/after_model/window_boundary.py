@@ -45,10 +45,12 @@ class WindowBoundary(Repair):
     name = "window_boundary"
     fitted_attributes = ("alpha_", "scale_")
 
-    def __init__(self, window: int = 32, target_far: float = 0.1, alpha_frac_bits: int = 8):
+    def __init__(self, window: int = 32, target_far: float = 0.1, alpha_frac_bits: int = 8,
+                 score_scale: float | None = None):
         self.window = window
         self.target_far = target_far
         self.alpha_frac_bits = alpha_frac_bits
+        self.score_scale = score_scale  # the int16 scale integer scores come in (a device's), or None: fitted
 
     def _check_window(self) -> int:
         n = int(self.window)
@@ -76,7 +78,7 @@ class WindowBoundary(Repair):
         self.alpha_ = float(np.quantile(z, 1.0 - far, method="higher"))
         if not math.isfinite(self.alpha_):
             raise DataError("the calibration stream is constant over whole windows: no spread to set a boundary on")
-        self.scale_ = score_scale(x)
+        self.scale_ = score_scale(x) if self.score_scale is None else float(self.score_scale)
         return self
 
     def apply(self, stream) -> np.ndarray:
