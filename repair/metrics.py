@@ -221,20 +221,29 @@ def stream_detection_rates(fire_times_ms: np.ndarray, fire_labels: np.ndarray, e
 
     ``events``: rows (start_ms, end_ms, label) of the utterances in the stream. A detection of ``keyword``
     is true if it falls in [start, end + latency] of a ``keyword`` event (the first such detection counts,
-    later ones in the same event are ignored); every other detection of ``keyword`` is a false accept.
-    An event with no true detection is a false reject.
+    later ones in the same event are ignored); every other detection of ``keyword`` is a false accept,
+    counted against the label of the utterance it fell in (or "none": between utterances), as Edge Impulse's
+    performance calibration breaks them down. Latency: from an utterance's start to its true detection.
     """
     ev = np.asarray(events, np.float64).reshape(-1, 3)
     kw = ev[ev[:, 2] == keyword]
     times = np.asarray(fire_times_ms, np.float64)[np.asarray(fire_labels) == keyword]
     hit = np.zeros(len(kw), bool)
-    false = 0
+    delay = np.zeros(len(kw))
+    by_label: dict[str, int] = {}
     for t in times:
         inside = np.flatnonzero((kw[:, 0] <= t) & (t <= kw[:, 1] + latency_ms))
         if len(inside):
+            if not hit[inside[0]]:
+                delay[inside[0]] = t - kw[inside[0], 0]
             hit[inside[0]] = True
         else:
-            false += 1
+            during = np.flatnonzero((ev[:, 0] <= t) & (t < ev[:, 1]))
+            label = str(int(ev[during[0], 2])) if len(during) else "none"
+            by_label[label] = by_label.get(label, 0) + 1
+    false = sum(by_label.values())
     hours = duration_ms / 3.6e6
     return {"false_accepts": int(false), "hours": hours, "fa_per_hour": false / hours if hours else float("nan"),
-            "keyword_events": int(len(kw)), "false_reject_rate": float(1 - hit.mean()) if len(kw) else float("nan")}
+            "keyword_events": int(len(kw)), "false_reject_rate": float(1 - hit.mean()) if len(kw) else float("nan"),
+            "false_accepts_by_label": dict(sorted(by_label.items())),
+            "median_latency_ms": float(np.median(delay[hit])) if hit.any() else None}

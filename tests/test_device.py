@@ -256,6 +256,24 @@ def test_calibrate_on_the_emulated_cortex_m4(tmp_path, task, extra):
     report = json.loads((out / "report.json").read_text())
     assert report["device"]["board"] == "mps2-an386 cortex-m4"
     assert report["bit_exact"]["differ"] == 0 and report["bit_exact"]["samples"] > 500
+    if task == "ecg":  # the autoencoder's score computed on the board, equal to the twin
+        assert report["score_on_device"]["differ"] == 0 and report["score_on_device"]["samples"] > 500
+
+
+def test_the_ecg_anomaly_path_runs_on_the_sim_device(tmp_path):
+    """ECG's autoencoder on the virtual device: model, reconstruction score and threshold alarm in one INFER,
+    every score and alarm equal to the twin's; the holdout false-alarm rate reported against the target."""
+    out = tmp_path / "ecg"
+    r = subprocess.run([sys.executable, "-m", "repair", "calibrate", "--serial", "sim", "--task", "ecg", "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    score = report["score_on_device"]
+    assert score["differ"] == 0 and score["alarms_differ"] == 0 and score["samples"] == report["holdout"]["n"]
+    assert report["metrics"]["target_check"]["target"] == 0.1
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["provenance"]["reconstruction_score"]["size"] == 128
+    assert "anomaly score computed on the device" in r.stdout
 
 
 @needs_qemu

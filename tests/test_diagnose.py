@@ -78,3 +78,69 @@ def test_more_faulty_kernels_are_found_at_their_layer(flag, op):
     if op == "avgpool":
         assert d.first_divergent == next(i for i, layer in enumerate(prog.layers) if layer.op == "avgpool")
     assert all(row["differ"] == 0 for row in d.layers[:d.first_divergent])
+
+
+FAULTS = {  # build flag → (the cause diagnose must name, the op of the layer it must stop at)
+    "SINGLE_ROUNDING": ("rounding", "conv"),
+    "HWC_OUTPUT": ("permutation", "conv"),
+    "ACTIVATION_RANGE": ("clipped", "conv"),
+    "ACC16": ("clipped", "conv"),
+    "OUTPUT_ZERO_POINT": ("offset", "conv"),
+    "SHIFT_BY_ONE": ("scale", "conv"),
+    "AVGPOOL_ZERO_POINT": ("saturated", "avgpool"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_diagnose_names_the_cause_of_each_faulty_firmware(fault):
+    """Seven firmware faults (-DTMLR_FAULT_*), each the kind the forums report: diagnose stops at the first layer
+    it changes and, from that layer's output read back (READ), names the cause and what to check."""
+    cause, op = FAULTS[fault]
+    prog, x = _case()
+    with open_link("sim", model_c=model_source(prog, "digits"), build_flags=(f"-DTMLR_FAULT_{fault}",)) as link:
+        link.hello()
+        d = diagnose(link, prog, x)
+    assert d.first_divergent is not None and prog.layers[d.first_divergent].op == op
+    assert all(row["differ"] == 0 for row in d.layers[:d.first_divergent])
+    assert d.finding["cause"] == cause and f"cause: {cause} — " in d.summary()
+    assert 0 < d.finding["share"] <= 1 and d.finding["worst"] >= 1 and d.finding["inputs_read"] >= 1
+
+
+@needs_qemu
+@pytest.mark.parametrize("fault", ["HWC_OUTPUT", "SHIFT_BY_ONE"])
+def test_diagnose_names_the_cause_on_the_emulated_cortex_m4(fault):
+    cause, _ = FAULTS[fault]
+    prog, x = _case()
+    with open_link("qemu", model_c=model_source(prog, "digits"), build_flags=(f"-DTMLR_FAULT_{fault}",)) as link:
+        link.hello()
+        d = diagnose(link, prog, x[:8])
+    assert d.finding["cause"] == cause
+
+
+def test_read_returns_a_layer_larger_than_one_frame_byte_for_byte():
+    """READ in frame-sized windows: the first convolution's 12,544-byte output comes back equal to the program's."""
+    prog, x = _case()
+    with open_link("sim", model_c=model_source(prog, "digits")) as link:
+        link.hello()
+        got = link.read_layer(x[0], 0)
+    want = prog.run_tensors(x[:1], [prog.layers[0].output])[prog.layers[0].output].reshape(-1)
+    assert len(got) == prog.tensors[prog.layers[0].output].size > 2048 and np.array_equal(got, want)
+
+
+def test_calibrate_diagnoses_a_device_whose_model_departs_from_the_program(tmp_path):
+    """calibrate on a faulty firmware (its output zero point off by 3): the run is not bit-exact, and its report
+    carries the diagnosis — the first layer and the cause — without being asked."""
+    from repair.device.calibrate import run_calibrate
+    from repair.device.render import render_run
+
+    f = task_files("digits")
+    pair = load_pair(f["float"], f["int8"])
+    prog = lower(pair.int8.proto)
+    calib, holdout = load_calibration(f["calib"]), load_calibration(f["holdout"])
+    with open_link("sim", model_c=model_source(prog, "digits"), build_flags=("-DTMLR_FAULT_OUTPUT_ZERO_POINT",)) as link:
+        run = run_calibrate(link, pair, calib.subset(np.arange(60), "calib"), holdout.subset(np.arange(60), "holdout"),
+                            tmp_path, program=prog)
+    assert not run.bit_exact
+    d = run.report["diagnosis"]
+    assert d["first_divergent_layer"] == 0 and d["finding"]["cause"] == "offset" and d["inputs"] <= 8
+    assert "DIAGNOSIS" in render_run(run.report) and "constant offset of +3" in render_run(run.report)

@@ -177,6 +177,24 @@ static tmlr_status run_shim(tmlr_shim_params *s, const uint8_t *in, uint32_t cou
         }
         return TMLR_OK;
     }
+    if (s->kind == TMLR_SHIM_RECOGNIZER) {
+        const uint32_t k = (uint32_t)s->num_classes;
+        for (uint32_t i = 0; i < count; i++) {
+            const uint8_t *row = in + i * (k + 4u);
+            int32_t label = -1, score = 0;
+            uint8_t fired = 0;
+            const tmlr_status st = tmlr_recognizer_step_s8(&s->recognizer, (const int8_t *)row, get_i32(row + k),
+                                                           &label, &score, &fired);
+            if (st != TMLR_OK) {
+                return st;
+            }
+            put_u16(out + 4 * i, (uint16_t)(label & 0xFFFF));
+            out[4 * i + 2] = (uint8_t)score;
+            out[4 * i + 3] = fired;
+            s->stream_pos++;
+        }
+        return TMLR_OK;
+    }
     for (uint32_t i = 0; i < count; i++) {
         const int16_t x = (int16_t)get_u16(in + 2 * i);
         if (s->kind == TMLR_SHIM_THRESHOLD) {
@@ -194,6 +212,9 @@ static tmlr_status run_shim(tmlr_shim_params *s, const uint8_t *in, uint32_t cou
 
 static uint32_t shim_in_bytes(const tmlr_shim_params *s)
 {
+    if (s->kind == TMLR_SHIM_RECOGNIZER) {
+        return (uint32_t)s->num_classes + 4u; /* int8 posteriors, i32 time in ms */
+    }
     return s->kind == TMLR_SHIM_CLASSIFIER ? (uint32_t)s->num_classes : 2u;
 }
 
@@ -202,7 +223,14 @@ static uint32_t shim_out_bytes(const tmlr_shim_params *s)
     if (s->kind == TMLR_SHIM_CLASSIFIER) {
         return (uint32_t)s->num_classes + (s->has_thresholds ? 2u : 0u);
     }
-    return 1u;
+    return s->kind == TMLR_SHIM_RECOGNIZER ? 4u : 1u; /* recognizer: i16 label, u8 score, u8 new command */
+}
+
+static tmlr_status init_recognizer(tmlr_shim_params *s)
+{
+    tmlr_recognizer_s8 *r = &s->recognizer;
+    return tmlr_recognizer_init_s8(r, s->recognizer_scores, s->recognizer_times, r->capacity, r->num_classes,
+                                   r->window_ms, r->threshold, r->suppression_ms, r->min_count, r->silence_class);
 }
 
 static void clear_state(tmlr_shim_params *s)
@@ -210,6 +238,8 @@ static void clear_state(tmlr_shim_params *s)
     s->stream_pos = 0;
     if (s->kind == TMLR_SHIM_WINDOW) {
         (void)tmlr_window_init_s16(&s->window, s->ring, s->window.window, s->window.alpha2_q, s->window.frac_bits);
+    } else if (s->kind == TMLR_SHIM_RECOGNIZER) {
+        (void)init_recognizer(s);
     }
 }
 
@@ -298,6 +328,25 @@ static uint8_t parse_params(tmlr_shim_params *s, const uint8_t *p, uint32_t n)
         }
         return 0;
     }
+    if (s->kind == TMLR_SHIM_RECOGNIZER) {
+        /* u16 K, u16 capacity, i32 window_ms, u8 threshold, i32 suppression_ms, u16 min_count, i16 silence */
+        if (n != 17) {
+            return TMLR_E_BAD_LENGTH;
+        }
+        tmlr_recognizer_s8 *r = &s->recognizer;
+        s->num_classes = (int32_t)get_u16(p);
+        r->num_classes = s->num_classes;
+        r->capacity = (int32_t)get_u16(p + 2);
+        r->window_ms = get_i32(p + 4);
+        r->threshold = (int32_t)p[8];
+        r->suppression_ms = get_i32(p + 9);
+        r->min_count = (int32_t)get_u16(p + 13);
+        r->silence_class = (int32_t)(int16_t)get_u16(p + 15);
+        if (r->capacity > TMLR_DEV_MAX_RING || (uint32_t)r->capacity * (uint32_t)r->num_classes > TMLR_DEV_MAX_RING_BYTES) {
+            return TMLR_E_BAD_PARAMS;
+        }
+        return init_recognizer(s) == TMLR_OK ? 0 : TMLR_E_BAD_PARAMS;
+    }
     if (s->kind == TMLR_SHIM_THRESHOLD || s->kind == TMLR_SHIM_WINDOW) {
         const uint32_t base = s->kind == TMLR_SHIM_THRESHOLD ? 4u : 7u;
         if (n != base && n != base + RECON_BLOCK) {
@@ -382,7 +431,7 @@ static void cmd_shim(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t n
         reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_SHIM, 0);
         return;
     }
-    if (s->kind == TMLR_SHIM_WINDOW && pos != s->stream_pos) {
+    if ((s->kind == TMLR_SHIM_WINDOW || s->kind == TMLR_SHIM_RECOGNIZER) && pos != s->stream_pos) {
         reply_error(dev, seq, TMLR_E_STREAM_POS, TMLR_CMD_SHIM, s->stream_pos);
         return;
     }
@@ -463,6 +512,61 @@ static void cmd_probe(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
     }
     put_u16(dev->reply + 2, (uint16_t)d.layers);
     reply(dev, TMLR_CMD_PROBE | 0x80, seq, 2u + 4u * d.layers);
+}
+
+typedef struct {
+    int32_t layer;   /* the layer whose output is read */
+    uint32_t offset; /* first byte wanted */
+    uint8_t *out;    /* reply bytes */
+    uint32_t room;   /* bytes that fit the reply */
+    uint32_t copied;
+    uint32_t size;   /* that layer's output size (0: no such layer) */
+} read_request;
+
+/* READ's layer hook: a window of one layer's output bytes into the reply. */
+static void copy_layer(void *ctx, int32_t layer, const int8_t *data, int32_t size)
+{
+    read_request *r = (read_request *)ctx;
+    if (layer != r->layer) {
+        return;
+    }
+    r->size = (uint32_t)size;
+    if (r->offset < r->size) {
+        r->copied = r->size - r->offset < r->room ? r->size - r->offset : r->room;
+        memcpy(r->out, data + r->offset, r->copied);
+    }
+}
+
+/* READ: run the model on an input and reply with bytes [offset, offset + room) of one layer's output:
+ * u16 layer, u32 offset, u32 the layer's size, bytes. Tensors larger than a frame take one run per window. */
+static void cmd_read(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t n)
+{
+    const tmlr_model *m = dev->model;
+    if (m == NULL || m->probe == NULL) {
+        reply_error(dev, seq, TMLR_E_NO_MODEL, TMLR_CMD_READ, 0);
+        return;
+    }
+    if (n < 6) {
+        reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_READ, 0);
+        return;
+    }
+    read_request r = {(int32_t)get_u16(p), get_u32(p + 2), dev->reply + 12, TMLR_DEV_MAX_PAYLOAD - 10u, 0, 0};
+    if (r.layer >= m->num_layers) {
+        reply_error(dev, seq, TMLR_E_BAD_LENGTH, TMLR_CMD_READ, (uint32_t)m->num_layers);
+        return;
+    }
+    if (!take_input(dev, seq, TMLR_CMD_READ, p + 6, n - 6)) {
+        return;
+    }
+    const int32_t rc = m->probe(m->ctx, dev->tensor_in, dev->tensor_out, copy_layer, &r);
+    if (rc != 0) {
+        reply_error(dev, seq, TMLR_E_MODEL_FAILED, TMLR_CMD_READ, (uint32_t)rc);
+        return;
+    }
+    put_u16(dev->reply + 2, (uint16_t)r.layer);
+    put_u32(dev->reply + 4, r.offset);
+    put_u32(dev->reply + 8, r.size);
+    reply(dev, TMLR_CMD_READ | 0x80, seq, 10u + r.copied);
 }
 
 static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t n)
@@ -630,6 +734,9 @@ static void execute(tmlr_device *dev, uint8_t cmd, uint8_t seq, const uint8_t *p
         break;
     case TMLR_CMD_PROBE:
         cmd_probe(dev, seq, p, n);
+        break;
+    case TMLR_CMD_READ:
+        cmd_read(dev, seq, p, n);
         break;
     case TMLR_CMD_RESET:
         if (!(n == 1 && p[0] <= 2) && !(n == 5 && p[0] == 0)) {

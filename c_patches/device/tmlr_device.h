@@ -29,6 +29,12 @@
 #ifndef TMLR_DEV_MAX_WINDOW
 #define TMLR_DEV_MAX_WINDOW 1024
 #endif
+#ifndef TMLR_DEV_MAX_RING /* keyword recognizer: results in one averaging window, and their bytes (x classes) */
+#define TMLR_DEV_MAX_RING 256
+#endif
+#ifndef TMLR_DEV_MAX_RING_BYTES
+#define TMLR_DEV_MAX_RING_BYTES 4096
+#endif
 #ifndef TMLR_DEV_MAX_TENSOR
 #define TMLR_DEV_MAX_TENSOR 4096 /* largest model input or output, bytes (the tool's builds set it per model) */
 #endif
@@ -45,6 +51,7 @@ enum tmlr_command {
     TMLR_CMD_RESET = 0x06,      /* 0 [u32 pos]: clear shim state, next sample is pos; 1: forget parameters; 2: reboot */
     TMLR_CMD_LOAD = 0x07,       /* u32 offset, bytes: part of a model input larger than one frame, staged for INFER */
     TMLR_CMD_PROBE = 0x08,      /* input (or its CRC, staged) -> per layer: CRC-16, min, max of its output */
+    TMLR_CMD_READ = 0x09,       /* u16 layer, u32 offset, input (or its CRC) -> that layer's output bytes from offset */
     TMLR_CMD_ERROR = 0x7F
 };
 
@@ -63,7 +70,7 @@ enum tmlr_error {
     TMLR_E_STAGE = 12         /* INFER of a staged input whose CRC is not the host's (a restart lost it): LOAD again */
 };
 
-enum tmlr_shim_kind { TMLR_SHIM_CLASSIFIER = 1, TMLR_SHIM_THRESHOLD = 2, TMLR_SHIM_WINDOW = 3 };
+enum tmlr_shim_kind { TMLR_SHIM_CLASSIFIER = 1, TMLR_SHIM_THRESHOLD = 2, TMLR_SHIM_WINDOW = 3, TMLR_SHIM_RECOGNIZER = 4 };
 
 #define TMLR_CAP_SHIM 0x1u  /* SHIM, SET_PARAMS, BENCH */
 #define TMLR_CAP_MODEL 0x2u /* INFER */
@@ -102,6 +109,9 @@ typedef struct {
     int32_t score_size, score_mult[3], score_shift;
     tmlr_window_s16 window;
     int16_t ring[TMLR_DEV_MAX_WINDOW];
+    tmlr_recognizer_s8 recognizer; /* the keyword stream: rings of results within one averaging window */
+    int8_t recognizer_scores[TMLR_DEV_MAX_RING_BYTES];
+    int32_t recognizer_times[TMLR_DEV_MAX_RING];
     uint32_t stream_pos; /* samples the stateful shim has consumed since its state was cleared */
 } tmlr_shim_params;
 

@@ -26,12 +26,26 @@ static int8_t finish(int32_t acc, const tmlr_layer *l, int32_t c)
     /* faulty build: a 16-bit saturating accumulator, as a kernel that accumulates in int16 lanes */
     acc = acc > 32767 ? 32767 : (acc < -32768 ? -32768 : acc);
 #endif
+#ifdef TMLR_FAULT_SHIFT_BY_ONE
+    /* faulty build: the requantization's shift one too large (a multiplier/shift decoded off by one): output ×2 */
+    int32_t y = TMLR_MODEL_REQUANTIZE(acc, l->mult[i], l->shift[i] + 1) + l->out_zp;
+#else
     int32_t y = TMLR_MODEL_REQUANTIZE(acc, l->mult[i], l->shift[i]) + l->out_zp;
+#endif
+#ifdef TMLR_FAULT_OUTPUT_ZERO_POINT
+    y += 3; /* faulty build: an output zero point read off by 3 (a stale or mis-parsed quantization parameter) */
+#endif
+#ifdef TMLR_FAULT_ACTIVATION_RANGE
+    /* faulty build: a clamp at zero point + 48 (a ReLU6-style range where the model has a plain ReLU) */
+    const int32_t act_max = l->act_max < l->out_zp + 48 ? l->act_max : l->out_zp + 48;
+#else
+    const int32_t act_max = l->act_max;
+#endif
     if (y < l->act_min) {
         y = l->act_min;
     }
-    if (y > l->act_max) {
-        y = l->act_max;
+    if (y > act_max) {
+        y = act_max;
     }
     return (int8_t)y;
 }
@@ -217,6 +231,22 @@ static tmlr_status run_layer(const tmlr_net *net, const tmlr_layer *l)
     switch (l->op) {
     case TMLR_LAYER_CONV:
         conv(l, x, y);
+#ifdef TMLR_FAULT_HWC_OUTPUT
+        /* faulty build: the convolution's output stored channels-last (HWC) where the next layer reads CHW, as a
+         * kernel written for the other layout does: the right values in the wrong places */
+        {
+            static int8_t hwc[16384];
+            const int32_t hw = l->out_h * l->out_w;
+            if (l->size <= (int32_t)sizeof hwc) {
+                for (int32_t c = 0; c < l->out_c; c++) {
+                    for (int32_t q = 0; q < hw; q++) {
+                        hwc[q * l->out_c + c] = y[c * hw + q];
+                    }
+                }
+                memcpy(y, hwc, (size_t)l->size);
+            }
+        }
+#endif
         break;
     case TMLR_LAYER_FC:
         fc(l, x, y);

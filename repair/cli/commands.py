@@ -1,4 +1,4 @@
-"""The commands that work on files: info, drift, fit, fit-scores, emit, check."""
+"""The commands that work on files: info, drift, fit, fit-scores, fit-stream, emit, check."""
 
 from __future__ import annotations
 
@@ -195,6 +195,34 @@ def fit_scores_cmd(scores_path, target_far, out_path, method, window, holdout_pa
         if warning:
             click.echo(f"warning: {warning}", err=True)
     plan = fit_scores(scores, target_far, method=method, window=window, holdout=holdout)
+    write_atomic(out_path, plan.to_json(), force)
+    click.echo(render_plan(plan), nl=False)
+
+
+@main.command("fit-stream")
+@click.argument("stream_path", type=_PATH)
+@click.option("--target-fa-per-hour", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="False accepts per hour the recognizer may make on the calibration stream.")
+@click.option("--keyword", type=int, default=0, show_default=True, help="Class index of the keyword to spot.")
+@click.option("--silence-class", type=int, default=1, show_default=True,
+              help="Class index of silence (no suppression after it, as TFLM); -1: none.")
+@click.option("--holdout", "holdout_path", type=_PATH,
+              help="A held-out stream (same format) to judge it on, next to TFLM's defaults and a fixed 0.95.")
+@click.option("-o", "--output", "out_path", type=_PATH, required=True, help="Where to write plan.json.")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+def fit_stream_cmd(stream_path, target_fa_per_hour, keyword, silence_class, holdout_path, out_path, force):
+    """Fit the keyword recognizer (averaging window, threshold, suppression, minimum count; TFLM RecognizeCommands
+    in integers) to a false-accepts-per-hour target on STREAM: an .npz of the device's int8 posteriors
+    (scores), their times (times_ms) and the utterances spoken (events: start_ms, end_ms, label)."""
+    from ..atomic import write_atomic
+    from ..data.stream import load_stream
+    from ..plan.fit_stream import fit_stream
+    from ..plan.render import render_plan
+
+    _outputs_ok((out_path,), force)
+    stream = load_stream(stream_path)
+    holdout = load_stream(holdout_path) if holdout_path else None
+    plan = fit_stream(stream, target_fa_per_hour, keyword=keyword, silence_class=silence_class, holdout=holdout)
     write_atomic(out_path, plan.to_json(), force)
     click.echo(render_plan(plan), nl=False)
 

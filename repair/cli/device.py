@@ -231,7 +231,8 @@ def _finished_run(ctx, out_dir: Path):
 
 @main.command()
 @click.option("--plan", "plan_path", type=_PATH, required=True, help="plan.json from fit or calibrate.")
-@click.option("--data", "data_path", type=_PATH, required=True, help="Holdout set (with labels for the metrics).")
+@click.option("--data", "data_path", type=_PATH, required=True,
+              help="Holdout set (with labels for the metrics); for a fit-stream plan, a stream file.")
 @click.option("--float", "float_path", type=_PATH, help="Float model (default: the one the plan names).")
 @click.option("--int8", "int8_path", type=_PATH, help="Int8 model (default: the one the plan names).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -259,15 +260,24 @@ def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_onl
     plan = RepairPlan.from_json(plan_path)
     if out_dir is not None and not resume:
         check_outputs(out_dir, ("report.json", "report.md"), force)
-    data = load_calibration(data_path)
-    _, model_c = _firmware_model(url, model_path(plan, "int8", int8_path), shim_only)
+    stream = plan.task == "keyword_stream"  # --data is a stream of the device's posteriors: no model runs
+    if stream:
+        from ..data.stream import load_stream
+        from ..device.validate import run_validate_stream
+
+        data = load_stream(data_path)
+        program = model_c = None
+    else:
+        data = load_calibration(data_path)
+        program, model_c = _firmware_model(url, model_path(plan, "int8", int8_path), shim_only)
     created = out_dir is not None and not out_dir.exists()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     try:
         link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
-        run = run_validate(link, plan, data, float_path=float_path, int8_path=int8_path, out_dir=out_dir,
-                           resume=resume, check_weights=not ignore_weights)
+        run = (run_validate_stream(link, plan, data, out_dir=out_dir, resume=resume) if stream else
+               run_validate(link, plan, data, float_path=float_path, int8_path=int8_path, out_dir=out_dir,
+                            resume=resume, check_weights=not ignore_weights, program=program))
     except KeyboardInterrupt:
         raise Interrupted(_journaled(out_dir) if out_dir is not None else
                           "interrupted (nothing kept: pass -o DIR to journal a validation run)") from None

@@ -22,11 +22,12 @@ import numpy as np
 from .. import __version__
 from ..atomic import write_files
 from ..plan.plan import RepairPlan
-from ..plan.shims import ClassifierShim, shim_from_plan
+from ..plan.shims import ClassifierShim, StreamShim, shim_from_plan
 from ..resources import c_library_dir as library_dir
 from .c_array import c_array
 from .cnames import c_identifier, c_string, check_prefix
 from .pre_shim import pre_shim_files
+from .recognizer import recognizer_files
 
 SELFTEST_VECTORS = 64
 SCORE_ROWS = 16
@@ -58,13 +59,17 @@ def _names_block(plan: RepairPlan, P: str) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _version_check(P: str) -> str:
+    v = LIB_VERSION
+    return (f"#if TMLR_VERSION != {v[0] * 10000 + v[1] * 100 + v[2]}\n"
+            f'#error "{P.lower()}_params.h was generated for tmlrepair C library {v[0]}.{v[1]}.{v[2]}: regenerate it"\n'
+            "#endif\n")
+
+
 def _params_header(plan: RepairPlan, shim, P: str) -> str:
-    v, p = LIB_VERSION, P.lower()
+    p = P.lower()
     parts = [_banner(plan, "tmlrepair shim parameters."), f"#ifndef {P}_PARAMS_H\n#define {P}_PARAMS_H\n",
-             '#include "tmlr.h"\n',
-             f"#if TMLR_VERSION != {v[0] * 10000 + v[1] * 100 + v[2]}\n"
-             f'#error "{p}_params.h was generated for tmlrepair C library {v[0]}.{v[1]}.{v[2]}: regenerate it"\n'
-             "#endif\n",
+             '#include "tmlr.h"\n', _version_check(P),
              f"#define {P}_PLAN_SHA256 {c_string(plan.sha256())}\n", _names_block(plan, P)]
     changed = plan.in_model.get("int8_input_changed")
     if changed:  # the repaired model quantizes its int8 input differently: firmware that hard-codes it needs these
@@ -247,7 +252,9 @@ def _build_snippets(P: str, library: list[str], pre_shim: bool = False) -> tuple
 
 def library_sources(shim) -> list[str]:
     """The C library files (relative to c_patches/) the shim chain needs: nothing else is emitted."""
-    if isinstance(shim, ClassifierShim):
+    if isinstance(shim, StreamShim):
+        src = ["tmlr_recognizer_s8.c"]
+    elif isinstance(shim, ClassifierShim):
         src = (["tmlr_softmax_s8.c"] if shim.softmax is not None else []) + (["tmlr_class_affine_s8.c"] if shim.affine is not None else []) + \
               (["tmlr_threshold_decide_s8.c"] if shim.thresholds is not None else [])
     else:
@@ -263,9 +270,12 @@ def emit_files(plan: RepairPlan, prefix: str = "tmlr_model", seed: int = 0) -> d
     shim = shim_from_plan(plan)
     lib = library_dir()
     files: dict[str, str | bytes] = {f"tmlr/{rel}": (lib / rel).read_bytes() for rel in library_sources(shim)}
-    files[f"{p}_params.h"] = _params_header(plan, shim, P)
-    files[f"{p}_shim.h"], files[f"{p}_shim.c"] = _shim_sources(plan, shim, P)
-    files[f"{p}_selftest.c"] = _selftest(plan, shim, P, seed)
+    if isinstance(shim, StreamShim):
+        files.update(recognizer_files(shim, P, _banner(plan, "tmlrepair keyword recognizer."), _version_check(P), seed))
+    else:
+        files[f"{p}_params.h"] = _params_header(plan, shim, P)
+        files[f"{p}_shim.h"], files[f"{p}_shim.c"] = _shim_sources(plan, shim, P)
+        files[f"{p}_selftest.c"] = _selftest(plan, shim, P, seed)
     library = library_sources(shim)
     pre_shim = pre_shim_files(plan, P, _banner(plan, "tmlrepair input pre-shim."), seed)
     if pre_shim:

@@ -30,6 +30,7 @@ from ..plan.plan import RepairPlan
 from ..plan.shims import AnomalyShim, ClassifierShim, shim_from_plan
 from ..repairs import ScoreThreshold
 from . import session as S
+from .diagnose import diagnose_differing
 from .link import DeviceLink
 
 SCHEMA = "tmlrepair.device_run/1"
@@ -70,6 +71,11 @@ def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, hold
     if hello.has_model:
         run.report["model_on_device"] = _model_report(rc, rh, plan.task == "classifier", program,
                                                       hello.counter_hz, instructions_per_tick)
+        if program is not None:  # the device's model departs from the program: find the layer and the cause
+            diagnosis = diagnose_differing(link, program, np.concatenate([rc["inputs"], rh["inputs"]]),
+                                           np.concatenate([r["q"].reshape(len(r["q"]), -1) for r in (rc, rh)]))
+            if diagnosis:
+                run.report["diagnosis"] = diagnosis
         run.report["drift"]["device_vs_host_int8"] = run.report["model_on_device"]["device_vs_onnxruntime"]
         for r in (rc, rh):
             r["journal"].remove()

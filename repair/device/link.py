@@ -208,12 +208,27 @@ class DeviceLink:
                               "(docs/protocol.md) or rebuild it from this version's c_patches/")
         return P.parse_probe(self._with_input(P.PROBE, np.asarray(x, np.int8).tobytes()))
 
-    def _with_input(self, cmd: int, raw: bytes) -> bytes:
-        """Send ``cmd`` with a model input: in the frame when it fits, else LOAD chunks then the input's CRC-16
-        (re-sent when the device lost the staged input)."""
+    def read_layer(self, x: np.ndarray, layer: int) -> np.ndarray:
+        """Run the device's model on one int8 input and return one layer's whole output (int8), a frame's worth
+        per run (READ), so a tensor of any size comes back."""
+        if self.capabilities is not None and not self.capabilities & P.CAP_PROBE:
+            raise DeviceError(f"{self.name}'s firmware cannot read its layers (no PROBE/READ): add the probe hook "
+                              "(docs/protocol.md) or rebuild it from this version's c_patches/")
+        raw, out, size = np.asarray(x, np.int8).tobytes(), b"", None
+        while size is None or len(out) < size:
+            prefix = layer.to_bytes(2, "little") + len(out).to_bytes(4, "little")
+            size, chunk = P.parse_read(self._with_input(P.READ, raw, prefix), layer, len(out))
+            if not chunk and len(out) < size:
+                raise DeviceError(f"{self.name} returned no bytes of layer {layer} at {len(out)} of {size}")
+            out += chunk
+        return np.frombuffer(out, np.int8).copy()
+
+    def _with_input(self, cmd: int, raw: bytes, prefix: bytes = b"") -> bytes:
+        """Send ``cmd`` with a model input (after ``prefix``): in the frame when it fits, else LOAD chunks then the
+        input's CRC-16 (re-sent when the device lost the staged input)."""
         limit = self.max_payload or P.DEFAULT_MAX_PAYLOAD
-        if len(raw) <= limit:
-            return self.request(cmd, raw)
+        if len(prefix) + len(raw) <= limit:
+            return self.request(cmd, prefix + raw)
         if self.capabilities is not None and not self.capabilities & P.CAP_LOAD:
             raise DeviceError(f"the input is {len(raw)} B, more than one frame ({limit} B), and {self.name}'s "
                               "firmware cannot take it in parts (no LOAD): rebuild it from this version's c_patches/")
@@ -223,7 +238,7 @@ class DeviceLink:
             for offset in range(0, len(raw), step):
                 self.request(P.LOAD, offset.to_bytes(4, "little") + raw[offset:offset + step])
             try:
-                return self.request(cmd, crc)
+                return self.request(cmd, prefix + crc)
             except DeviceError as e:
                 if e.code != P.E_STAGE or attempt == 2:
                     raise

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..plan.shims import AnomalyShim, ClassifierShim
+from ..plan.shims import AnomalyShim, ClassifierShim, StreamShim
 
 PROTOCOL_VERSION = 1
 
-HELLO, SET_PARAMS, INFER, SHIM, BENCH, RESET, LOAD, PROBE, ERROR = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x7F
+HELLO, SET_PARAMS, INFER, SHIM, BENCH, RESET, LOAD, PROBE, READ, ERROR = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
+                                                                          0x08, 0x09, 0x7F)
 REPLY = 0x80
-COMMAND_NAMES = {HELLO: "hello", SET_PARAMS: "set-params", INFER: "infer", SHIM: "shim", BENCH: "bench", LOAD: "load", PROBE: "probe",
+COMMAND_NAMES = {HELLO: "hello", SET_PARAMS: "set-params", INFER: "infer", SHIM: "shim", BENCH: "bench", LOAD: "load", PROBE: "probe", READ: "read",
                  RESET: "reset", ERROR: "error"}
 
 # error codes (TMLR_E_*)
@@ -29,7 +30,7 @@ ERROR_NAMES = {1: "unknown command", 2: "bad payload length", 3: "frame too long
                11: "the CPU faulted", 12: "the staged input was lost"}
 LINK_ERRORS = frozenset({E_OVERFLOW, E_FRAMING, E_CRC})  # the request did not arrive intact: retransmit
 
-KIND_CLASSIFIER, KIND_THRESHOLD, KIND_WINDOW = 1, 2, 3
+KIND_CLASSIFIER, KIND_THRESHOLD, KIND_WINDOW, KIND_RECOGNIZER = 1, 2, 3, 4
 CAP_SHIM, CAP_MODEL, CAP_LOAD, CAP_PROBE = 0x1, 0x2, 0x4, 0x8
 RESET_STATE, RESET_PARAMS, RESET_REBOOT = 0, 1, 2
 DEFAULT_MAX_PAYLOAD = 2048  # TMLR_DEV_MAX_PAYLOAD's default, until hello says otherwise
@@ -103,6 +104,9 @@ def pack_params(shim: ClassifierShim | AnomalyShim, params_id: int) -> bytes:
         if shim.thresholds is not None:
             out += struct.pack(f"<{k}b", *shim.thresholds)
         return out
+    if isinstance(shim, StreamShim):
+        return struct.pack("<IBHHiBiHh", params_id, KIND_RECOGNIZER, shim.num_classes, shim.capacity, shim.window_ms,
+                           shim.threshold, shim.suppression_ms, shim.min_count, shim.silence_class)
     if shim.kind == "threshold":
         out = struct.pack("<IBi", params_id, KIND_THRESHOLD, shim.threshold_q)
     else:
@@ -118,11 +122,19 @@ def shim_sample_bytes(shim: ClassifierShim | AnomalyShim) -> tuple[int, int]:
     """(bytes in, bytes out) per sample through SHIM."""
     if isinstance(shim, ClassifierShim):
         return shim.num_classes, shim.num_classes + (2 if shim.thresholds is not None else 0)
+    if isinstance(shim, StreamShim):
+        return shim.num_classes + 4, 4
     return 2, 1
 
 
 def pack_shim_inputs(shim: ClassifierShim | AnomalyShim, raw: np.ndarray) -> bytes:
-    """Raw outputs of a batch as SHIM carries them: int8 logits, or int16 le anomaly scores."""
+    """Raw outputs of a batch as SHIM carries them: int8 logits, int16 le anomaly scores, or a stream's steps
+    (K int8 posteriors, then the i32 le time in ms)."""
+    if isinstance(shim, StreamShim):
+        v = np.asarray(raw, np.int64).reshape(-1, shim.num_classes + 1)
+        rows = np.zeros(len(v), [("scores", "i1", (shim.num_classes,)), ("time", "<i4")])
+        rows["scores"], rows["time"] = v[:, :-1], v[:, -1]
+        return rows.tobytes()
     if isinstance(shim, ClassifierShim):
         return np.asarray(raw, np.int8).reshape(-1, shim.num_classes).tobytes()
     return np.asarray(raw, "<i2").reshape(-1).tobytes()
@@ -146,6 +158,9 @@ def parse_shim_reply(shim: ClassifierShim | AnomalyShim, p: bytes, pos: int, cou
 def _shim_samples(shim: ClassifierShim | AnomalyShim, body: bytes, count: int) -> dict[str, np.ndarray]:
     """``count`` samples of shim outputs, as ClassifierShim.run / AnomalyShim.run return them."""
     rows = np.frombuffer(body, np.uint8).reshape(count, shim_sample_bytes(shim)[1])
+    if isinstance(shim, StreamShim):
+        return {"label": rows[:, :2].copy().view("<i2").reshape(-1).astype(np.int64),
+                "score": rows[:, 2].astype(np.int64), "fired": rows[:, 3].astype(np.int8)}
     if isinstance(shim, ClassifierShim):
         k = shim.num_classes
         out = {"probs": rows[:, :k].view(np.int8).copy()}
@@ -208,6 +223,16 @@ def parse_error(p: bytes) -> tuple[int, int, int]:
         return (0, 0, 0)
     code, cmd, detail = struct.unpack("<BBI", p)
     return code, cmd, detail
+
+
+def parse_read(p: bytes, layer: int, offset: int) -> tuple[int, bytes]:
+    """READ reply → (the layer's output size, the bytes from ``offset``)."""
+    if len(p) < 10:
+        raise ValueError("read reply too short")
+    got_layer, got_offset, size = struct.unpack_from("<HII", p)
+    if (got_layer, got_offset) != (layer, offset) or len(p) - 10 > max(0, size - offset):
+        raise ValueError(f"read reply for layer {got_layer} at {got_offset} ({len(p)} B), expected {layer} at {offset}")
+    return size, p[10:]
 
 
 def parse_probe(p: bytes) -> np.ndarray:

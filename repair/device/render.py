@@ -11,7 +11,27 @@ def _num(v, fmt=".4f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def render_stream_run(report: dict) -> str:
+    """A keyword stream's validation: the device's detections against the twin's, and what they are worth."""
+    s, r, b, d = report["stream"], report["stream_rates"], report["bit_exact"], report["detections"]
+    by_label = ", ".join(f"{k}: {v}" for k, v in r["false_accepts_by_label"].items()) or "none"
+    latency = f"{r['median_latency_ms']:.0f} ms" if r.get("median_latency_ms") is not None else "n/a"
+    return "\n".join([
+        f"tmlrepair validate on {report['device']['describe']}; plan {report['plan_sha256'][:16]}",
+        f"stream: {s['steps']:,} steps, {s['utterances']} utterances, {s['hours']:.2f} h ({s['source']})",
+        f"keyword detections on the device: {d['device']} (the Python twin: {d['twin']}); false accepts "
+        f"{r['false_accepts']} = {r['fa_per_hour']:.1f} per hour (target {report.get('target_fa_per_hour')}); "
+        f"false-reject rate {_pct(r['false_reject_rate'])} of {r['keyword_events']}; median latency {latency}",
+        f"  false accepts by the label of the utterance they fell in: {by_label}",
+        f"bit-exact: {b['samples'] - b['differ']}/{b['samples']} steps equal the Python reference (label, score, "
+        f"new command)" + (f" — DIFFER at {b['first_differing']}" if b["differ"] else ""),
+        f"link: {report['link']['requests']} requests, {report['link']['device_restarts_survived']} device restarts "
+        f"survived, {report['link']['bytes_out']} B out / {report['link']['bytes_in']} B in"]) + "\n"
+
+
 def render_run(report: dict) -> str:
+    if "stream" in report:
+        return render_stream_run(report)
     lines = [f"tmlrepair {report['command']} on {report['device']['describe']}",
              f"raw outputs from {report['raw_outputs_from']}; plan {report['plan_sha256'][:16]}"]
     im = report.get("in_model")
@@ -57,6 +77,9 @@ def render_run(report: dict) -> str:
                      + (f"{_pct(r['detection_rate'])} → " if before else "") + f"{_pct(s['detection_rate'])})")
         if m.get("warning"):
             lines.append(f"  WARNING: {m['warning']}")
+    diagnosis = report.get("diagnosis")
+    if diagnosis:
+        lines.append("DIAGNOSIS (the device's model departs from the program): " + diagnosis["summary"])
     score = report.get("score_on_device")
     if score:
         lines.append(f"anomaly score computed on the device: {score['samples'] - score['differ']}/{score['samples']} "

@@ -3,7 +3,9 @@
 The device may restart at any time (a brown-out, a watchdog, a fault): it then answers "no parameters".
 The stream uploads the parameters again and, for the stateful window boundary, rebuilds the window by
 replaying the ``window`` samples before the current one (the window's state is a function of exactly
-those samples), discarding the replayed outputs. Results already journaled are never asked for again.
+those samples), discarding the replayed outputs; the keyword recognizer's state (the last command fired,
+however long ago) is a function of the whole stream, so it is replayed from the start. Results already
+journaled are never asked for again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DeviceError
-from ..plan.shims import AnomalyShim, ClassifierShim
+from ..plan.shims import AnomalyShim, ClassifierShim, StreamShim
 from . import protocol as P
 from .journal import Journal
 from .link import DeviceLink
@@ -42,14 +44,14 @@ class ShimStream:
         self.link, self.shim, self.params_id = link, shim, params_id
         self.batch = batch_size(shim, max_payload)
         self.journal, self.progress = journal, progress
-        self.stateful = isinstance(shim, AnomalyShim) and shim.kind == "window"
+        self.stateful = isinstance(shim, StreamShim) or (isinstance(shim, AnomalyShim) and shim.kind == "window")
         self.recoveries = 0
 
     def _prepare(self, inputs: np.ndarray, pos: int) -> None:
         """Parameters uploaded and, for the window, its state as it was just before sample ``pos``."""
         self.link.set_params(self.shim, self.params_id)
         if self.stateful:
-            start = max(0, pos - self.shim.window)
+            start = 0 if isinstance(self.shim, StreamShim) else max(0, pos - self.shim.window)
             self.link.reset(P.RESET_STATE, start)
             for a in range(start, pos, self.batch):
                 self.link.shim(self.shim, inputs[a:min(pos, a + self.batch)], a)

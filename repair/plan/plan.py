@@ -3,7 +3,7 @@
 JSON schema ``tmlrepair.plan/1``: everything needed to emit C without the models.
 
 ``schema``      "tmlrepair.plan/1"
-``task``        "classifier" | "anomaly_scores" | "anomaly_stream"
+``task``        "classifier" | "anomaly_scores" | "anomaly_stream" | "keyword_stream"
 ``repairs[]``   each: ``repair`` (registry name), ``params`` (hyperparameters), ``fitted``
                 (learned state), ``integer`` (the C shim's parameters), ``kept`` (bool),
                 ``reason`` (why kept or not), ``holdout`` (metrics before/after, or the rates

@@ -43,4 +43,20 @@ def render_plan(plan: RepairPlan) -> str:
         if ag:
             lines.append(f"    integer reference = float on {ag['share']:.2%} of {ag['n']} holdout decisions "
                          f"({ag['differ']} differ{': ' + ag['why'] if ag.get('why') else ''})")
+    if plan.task == "keyword_stream" and plan.repairs and "holdout" in (plan.repairs[0].get("holdout") or {}):
+        lines += stream_comparison(plan.repairs[0])
     return "\n".join(lines) + "\n"
+
+
+def stream_comparison(entry: dict) -> list[str]:
+    """The fitted recognizer next to TFLM's defaults and the fixed 0.95 rule on the holdout stream, as a table."""
+    h = entry["holdout"]
+    rows = [("tmlrepair (fitted)", entry["integer"], h["holdout"]),
+            *((name, b["params"], b) for name, b in h["baselines_on_holdout"].items())]
+    out = ["", "holdout stream: | rule | settings | false accepts/hour | false-reject rate | median latency | "
+               "false accepts by utterance label |"]
+    for name, params, r in rows:
+        latency = f"{r['median_latency_ms']:.0f} ms" if r.get("median_latency_ms") is not None else "–"
+        out.append(f"  | {name} | {_fmt(params)} | {r['fa_per_hour']:.1f} | {r['false_reject_rate']:.1%} | "
+                   f"{latency} | {_fmt(r['false_accepts_by_label']) if r['false_accepts_by_label'] else '–'} |")
+    return out

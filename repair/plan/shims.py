@@ -66,8 +66,41 @@ class AnomalyShim:
         return {"alarm": fpa.window_boundary_alarms(q, self.window, self.alpha2_q, self.alpha2_frac_bits)}
 
 
-def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim:
+@dataclass(frozen=True)
+class StreamShim:
+    """The keyword recognizer (TFLM RecognizeCommands, ``tmlr_recognizer_s8``) over a stream of int8 posteriors."""
+
+    num_classes: int
+    window_ms: int
+    threshold: int
+    suppression_ms: int
+    min_count: int
+    silence_class: int
+    capacity: int  # the C ring: results one window holds
+    keyword: int
+
+    def __post_init__(self):
+        if not 1 <= self.min_count <= self.capacity:
+            raise DataError(f"the recognizer's minimum count {self.min_count} must be 1..its ring capacity "
+                            f"{self.capacity}: refit the plan")
+
+    def run(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """``values``: rows of K int8 posteriors then the time in ms. Per step, as the C answers: the top label
+        (−1: no decision), its average score (0: no decision), and whether a new command fired."""
+        v = np.asarray(values, np.int64).reshape(-1, self.num_classes + 1)
+        fired, label, score = fp.recognize_commands(v[:, :-1], v[:, -1], self.window_ms, self.threshold,
+                                                    self.suppression_ms, self.min_count, self.silence_class)
+        return {"label": label, "score": np.where(label >= 0, score, 0), "fired": fired.astype(np.int8)}
+
+
+def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim | StreamShim:
     kept = {r["repair"]: r for r in plan.kept()}
+    if plan.task == "keyword_stream":
+        if "stream_recognizer" not in kept:
+            raise DataError("the stream plan keeps no recognizer: nothing to emit")
+        i, p = kept["stream_recognizer"]["integer"], plan.provenance
+        return StreamShim(p["num_classes"], i["average_window_ms"], i["detection_threshold"], i["suppression_ms"],
+                          i["minimum_count"], p["silence_class"], p["ring_capacity"], p["keyword"])
     if plan.task == "classifier" and plan.provenance.get("model_softmax"):
         # the model computes its probabilities itself (a kept temperature is folded into its Softmax): the shim
         # chain is the thresholds on those probabilities

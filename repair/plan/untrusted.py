@@ -12,9 +12,12 @@ from .. import fixedpoint as fp
 from .. import fixedpoint_anomaly as fpa
 from ..fields import Fields
 
-TASKS = ("classifier", "anomaly_scores", "anomaly_stream")
+TASKS = ("classifier", "anomaly_scores", "anomaly_stream", "keyword_stream")
 CLASSIFIER = ("temperature", "vector_scaling", "class_thresholds")
 ANOMALY = ("score_threshold", "window_boundary")
+STREAM = ("stream_recognizer",)
+MAX_MS = 1 << 30
+MAX_RING = 4096
 INT16 = (-(1 << 15), (1 << 15) - 1)
 INT32 = (fp.Q31_MIN, fp.Q31_MAX)
 
@@ -47,6 +50,11 @@ def _integer_params(doc: Fields, name: str, i: dict, where: str, k: int | None) 
     elif name == "score_threshold":
         doc.number(i.get("score_scale"), f"{where}.score_scale", positive=True)
         doc.integer(i.get("threshold_q"), f"{where}.threshold_q", *INT32)
+    elif name == "stream_recognizer":
+        doc.integer(i.get("average_window_ms"), f"{where}.average_window_ms", 1, MAX_MS)
+        doc.integer(i.get("detection_threshold"), f"{where}.detection_threshold", 0, 255)
+        doc.integer(i.get("suppression_ms"), f"{where}.suppression_ms", 0, MAX_MS)
+        doc.integer(i.get("minimum_count"), f"{where}.minimum_count", 1, MAX_RING)
     elif name == "window_boundary":
         doc.number(i.get("value_scale"), f"{where}.value_scale", positive=True)
         doc.integer(i.get("window"), f"{where}.window", 2, fpa.MAX_WINDOW)
@@ -98,7 +106,12 @@ def check_plan(d, source: str) -> dict:
             doc.integer(q.get("zero_point"), "provenance.int8_output_quant.zero_point", -128, 127)
     if "reconstruction_score" in prov:
         _recon_score(doc, doc.obj(prov["reconstruction_score"], "provenance.reconstruction_score"))
-    allowed = CLASSIFIER if task == "classifier" else ANOMALY
+    if task == "keyword_stream":
+        k = doc.integer(prov.get("num_classes"), "provenance.num_classes", 1, 256)
+        doc.integer(prov.get("keyword"), "provenance.keyword", 0, k - 1)
+        doc.integer(prov.get("silence_class"), "provenance.silence_class", -1, k - 1)
+        doc.integer(prov.get("ring_capacity"), "provenance.ring_capacity", 1, MAX_RING)
+    allowed = {"classifier": CLASSIFIER, "keyword_stream": STREAM}.get(task, ANOMALY)
     for n, r in enumerate(repairs):
         where = f"repairs[{n}]"
         r = doc.obj(r, where)
