@@ -144,3 +144,24 @@ def test_calibrate_diagnoses_a_device_whose_model_departs_from_the_program(tmp_p
     d = run.report["diagnosis"]
     assert d["first_divergent_layer"] == 0 and d["finding"]["cause"] == "offset" and d["inputs"] <= 8
     assert "DIAGNOSIS" in render_run(run.report) and "constant offset of +3" in render_run(run.report)
+
+
+def test_diagnose_writes_per_layer_drift_against_float_and_a_page(tmp_path):
+    """--float adds each layer's SQNR against the float model (the device's: every digest equals the program's),
+    --html a page with the per-layer plot."""
+    import json
+
+    from click.testing import CliRunner
+
+    from repair.cli import main
+
+    f = task_files("digits")
+    r = CliRunner().invoke(main, ["diagnose", str(f["int8"]), "--data", str(f["holdout"]), "--samples", "16",
+                                  "--float", str(f["float"]), "--json", str(tmp_path / "d.json"),
+                                  "--html", str(tmp_path / "d.html")])
+    assert r.exit_code == 0, r.output
+    layers = json.loads((tmp_path / "d.json").read_text())["layers"]
+    sqnr = [row["sqnr_vs_float_db"] for row in layers]
+    assert all(v is not None and 0 < v < 60 for v in sqnr) and sqnr[0] > sqnr[-1]  # drift grows with depth
+    page = (tmp_path / "d.html").read_text()
+    assert "data:image/png;base64," in page and "SQNR vs float" in page

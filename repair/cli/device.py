@@ -301,11 +301,15 @@ def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_onl
 @click.option("--data", "data_path", type=_PATH, required=True, help="Inputs to probe with (as the float model takes them).")
 @click.option("--samples", type=click.IntRange(1, 100000), default=32, show_default=True,
               help="How many inputs of --data to probe.")
+@click.option("--float", "float_path", type=_PATH,
+              help="The float model: each layer's SQNR against it too (the device's, where it equals the program).")
 @click.option("--json", "json_path", type=_PATH, help="Write the per-layer result as JSON.")
-@click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
+@click.option("--html", "html_path", type=_PATH, help="Write a page with the per-layer plot.")
+@click.option("--force", is_flag=True, help="Replace the JSON/HTML files if they exist.")
 @_link_options
 @click.pass_context
-def diagnose(ctx, int8_model, data_path, samples, json_path, force, url, baud, timeout, retries, trace_path):
+def diagnose(ctx, int8_model, data_path, samples, float_path, json_path, html_path, force, url, baud, timeout,
+             retries, trace_path):
     """Find the first layer where the device's model stops computing what the integer program says.
 
     Each input is run once on the device (PROBE: a CRC, min and max of every layer's output) and on the host.
@@ -317,8 +321,9 @@ def diagnose(ctx, int8_model, data_path, samples, json_path, force, url, baud, t
     from ..jsonio import dumps_stable
     from ..models import QuantParams
 
-    if json_path:
-        check_writable(json_path, force)
+    for path in (json_path, html_path):
+        if path:
+            check_writable(path, force)
     program, model_c = _firmware_model(url, int8_model, shim_only=False)
     if program is None:
         from ..program import lower
@@ -338,7 +343,21 @@ def diagnose(ctx, int8_model, data_path, samples, json_path, force, url, baud, t
                         f"inputs, {int8_model} {x.shape[1]}: flash the firmware built for this model")
     result = run_diagnose(link, program, x)
     click.echo(result.summary())
+    doc = {**result.to_dict(), "summary": result.summary()}
+    if float_path:
+        import numpy as np
+
+        from ..device.diagnose import attach_float_drift
+        from ..drift.measure import measure_drift
+        from ..models import load_pair
+
+        subset = data.subset(np.arange(min(samples, len(data))), "probed")
+        attach_float_drift(doc, program, measure_drift(load_pair(float_path, int8_model), subset).tensors)
     if json_path:
-        write_atomic(json_path, dumps_stable(result.to_dict()), force)
+        write_atomic(json_path, dumps_stable(doc), force)
+    if html_path:
+        from ..device.diagnose_html import render_diagnosis_html
+
+        write_atomic(html_path, render_diagnosis_html(doc, Path(int8_model).name), force)
     ctx.exit(0 if result.first_divergent is None else 1)
 

@@ -169,3 +169,12 @@ def diagnose_differing(link: DeviceLink, program: IntProgram, x: np.ndarray, q_d
         return None
     d = diagnose(link, program, x[rows[:limit]])
     return {**d.to_dict(), "summary": d.summary()}
+
+
+def attach_float_drift(result: dict, program: IntProgram, drift_tensors: list[dict]) -> None:
+    """Each layer's SQNR against the float model (``measure_drift``'s per-tensor rows, computed on the program)
+    into ``result["layers"]``: the device's own figure on every layer its digests prove equal to the program."""
+    by_program = {program.aliases.get(t["int8_name"], t["int8_name"]): t["sqnr_db"] for t in drift_tensors}
+    for row, layer in zip(result["layers"], program.layers):
+        proven = result["first_divergent_layer"] is None or row["index"] < result["first_divergent_layer"]
+        row["sqnr_vs_float_db"] = by_program.get(layer.output) if proven else None

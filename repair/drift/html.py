@@ -21,13 +21,13 @@ def page(title: str, body: list[str]) -> str:
                       f"<style>{PAGE_STYLE}</style></head><body>", f"<h1>{t}</h1>", *body, "</body></html>\n"])
 
 
-def new_figure(width: float, height: float, cols: int = 1):
+def new_figure(width: float, height: float, cols: int = 1, rows: int = 1):
     """A matplotlib Figure and its axes, without pyplot: no global state, no backend switch in the caller's
     process (a notebook keeps its own); PNG rendering goes through Agg inside ``savefig``."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.subplots(1, cols)
+    return fig, fig.subplots(rows, cols, sharex=rows > 1)
 
 
 def figure_png(fig) -> str:
