@@ -206,3 +206,20 @@ def test_qoperator_pair_gets_output_level_drift(tiny):
     assert r.tensors == [] and r.unmatched and "QOperator" in r.unmatched[0]["reason"]
     out = r.outputs[0]
     assert out["top1_agreement"] > 0.9 and out["sqnr_db"] > 10 and "accuracy_int8" in out
+
+
+def test_tensor_statistics_do_not_depend_on_the_int8_array_memory_layout():
+    """The integer program may hand back a transposed (non-contiguous) array: the per-channel mean error must be
+    the same as for a C-ordered copy (it once summed the dequantized values instead of the differences)."""
+    from repair.drift.stats import TensorStats
+    from repair.models import QuantParams
+
+    rng = np.random.default_rng(0)
+    k = rng.integers(-128, 128, (8, 3, 5, 5)).transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)  # (8, 3, 5, 5)
+    f = rng.normal(0, 1, k.shape).astype(np.float32)
+    quant = QuantParams(0.02, 3, "int8")
+    a, b = TensorStats(quant, 1), TensorStats(quant, 1)
+    a.update(f, k)
+    b.update(f, np.ascontiguousarray(k))
+    assert not k.flags.c_contiguous
+    assert a.channel_mean_error == pytest.approx(b.channel_mean_error) and a.sqnr_db == pytest.approx(b.sqnr_db)

@@ -48,7 +48,9 @@ class TensorStats:
             self.saturated += int(np.count_nonzero(kr == qmin))
         if qmax != zp:
             self.saturated += int(np.count_nonzero(kr == qmax))
-        q = k.astype(np.float32)  # the one buffer this batch allocates; dequantized and reused in place
+        # the one buffer this batch allocates, dequantized and reused in place; C order, so that its ravel() is a
+        # view (a transposed k would otherwise leave the differences in a copy and the per-channel sums on q)
+        q = k.astype(np.float32, order="C")
         q -= np.float32(zp)
         q *= np.float32(self.quant.scale)
         if self.factors is not None and self.axis is not None and q.ndim > self.axis and \

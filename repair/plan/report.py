@@ -90,33 +90,27 @@ def _bias_plot(report: dict) -> str:
     rows = [d for d in (entry["details"] if entry else []) if "shift_rms" in d]
     if not rows:
         return ""
-    from ..drift.html import figure_png, new_figure, short
+    from ..drift.html import short
+    from ..drift.svg import svg_bars
 
-    fig, ax = new_figure(max(5, 0.5 * len(rows) + 2), 3.4)
-    ax.bar(range(len(rows)), [d["units_max_abs"] for d in rows], color="#2c7fb8")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([short(d["layer"]) for d in rows], rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("largest correction (bias units)")
-    ax.set_yscale("symlog")
-    ax.set_ylim(0, 2 * max(max(d["units_max_abs"] for d in rows), 1))  # symlog autoscale can clip the tallest
-    ax.set_title("Sequential bias correction (kept), layer by layer")
-    return "<h2>Bias correction per layer</h2>" + figure_png(fig)
+    values = [d["units_max_abs"] for d in rows]
+    return "<h2>Bias correction per layer</h2>" + svg_bars(
+        [short(d["layer"]) for d in rows], values, ylabel="largest correction (bias units)", log=True,
+        ylim=(0.0, 2 * max(max(values), 1)), title="Sequential bias correction (kept), layer by layer")
 
 
 def _metric_plot(report: dict) -> str:
-    from ..drift.html import figure_png, new_figure
+    from ..drift.svg import svg_bars
 
     h = report["holdout"]
     if h["metric"] == "sqnr":
         labels, vals = ["int8", "repaired"], [h["sqnr_int8_db"], h["sqnr_repaired_db"]]
     else:
         labels, vals = ["float", "int8", "repaired"], [h["float"], h["int8"], h["repaired"]]
-    fig, ax = new_figure(4.5, 3)
-    ax.bar(labels, vals, color=["#7f7f7f", "#c0392b", "#27ae60"][-len(vals):])
     lo = min(vals)
-    ax.set_ylim(lo - 0.1 * abs(lo) - 0.01, max(vals) + 0.02 * abs(max(vals)) + 0.01)
-    ax.set_ylabel(f"holdout {h['metric']}")
-    return figure_png(fig)
+    return svg_bars(labels, vals, colors=["#7f7f7f", "#c0392b", "#27ae60"][-len(vals):],
+                    ylim=(lo - 0.1 * abs(lo) - 0.01, max(vals) + 0.02 * abs(max(vals)) + 0.01),
+                    ylabel=f"holdout {h['metric']}")
 
 
 def render_html(report: dict) -> str:

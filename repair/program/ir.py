@@ -223,18 +223,23 @@ def _conv(layer, args, tensors):
     wo = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
     wf = w.astype(dt)
     depthwise = cg == 1 and cout == g
-    acc = np.zeros((n, cout, ho, wo), dt)
-    for ky in range(kh):
-        for kx in range(kw):
-            patch = xp[:, :, ky * dh: ky * dh + sh * (ho - 1) + 1: sh, kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
-            if g == 1:  # channels contracted by BLAS: (Cout, Cin) x (N, Cin, H·W)
-                acc += np.einsum("oc,nchw->nohw", wf[:, :, ky, kx], patch, optimize=True)
-            elif depthwise:
-                acc += patch * wf[None, :, 0, ky, kx, None, None]
-            else:
-                pg = patch.reshape(n, g, cg, ho, wo)
-                acc += np.einsum("ngchw,goc->ngohw", pg, wf[:, :, ky, kx].reshape(g, cout // g, cg),
-                                 optimize=True).reshape(n, cout, ho, wo)
+    taps = [xp[:, :, ky * dh: ky * dh + sh * (ho - 1) + 1: sh, kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
+            for ky in range(kh) for kx in range(kw)]
+    if g == 1:  # im2col and one GEMM over every sample: (Cout, Cin·kh·kw) x (Cin·kh·kw, N·H·W)
+        cols = np.empty((cg, kh * kw, n, ho, wo), dt)
+        for t, patch in enumerate(taps):
+            cols[:, t] = patch.transpose(1, 0, 2, 3)
+        acc = (wf.reshape(cout, -1) @ cols.reshape(cg * kh * kw, -1)).reshape(cout, n, ho, wo).transpose(1, 0, 2, 3)
+    elif depthwise:
+        acc = np.zeros((n, cout, ho, wo), dt)
+        for t, patch in enumerate(taps):
+            acc += patch * wf[None, :, 0, t // kw, t % kw, None, None]
+    else:
+        acc = np.zeros((n, cout, ho, wo), dt)
+        for t, patch in enumerate(taps):
+            pg = patch.reshape(n, g, cg, ho, wo)
+            acc += np.einsum("ngchw,goc->ngohw", pg, wf[:, :, t // kw, t % kw].reshape(g, cout // g, cg),
+                             optimize=True).reshape(n, cout, ho, wo)
     acc = acc.astype(np.float64) + np.asarray(p["bias"], np.float64)[None, :, None, None]  # exact: all < 2^53
     return _finish(acc, p, axis=1)
 

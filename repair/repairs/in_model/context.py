@@ -181,19 +181,27 @@ class FitContext:
     def float_values(self, name: str, divisor: np.ndarray | None = None) -> np.ndarray:
         """A seeded uniform sample (≤ VALUE_SAMPLE) of a float tensor's values on calib, plus its extremes;
         with ``divisor``, channel c (axis 1) divided by divisor[c] first (an equalized activation)."""
-        rng = np.random.default_rng(0)
+        return self.float_values_of([(name, divisor)])[0]
+
+    def float_values_of(self, requests: list[tuple[str, np.ndarray | None]]) -> list[np.ndarray]:
+        """``float_values`` of several (name, divisor) requests, all computed in one float pass over calib."""
         per_batch = max(1, VALUE_SAMPLE * self.batch // max(1, len(self.calib_x)))
-        kind = "values" if divisor is None else ("values", divisor.tobytes())
-
-        def take(a, _n):
-            a = channel_view(a, 1) if divisor is not None else np.asarray(a, np.float64)
-            if divisor is not None and a.shape[1] == divisor.size:
-                a = a / divisor[None, :, None]
-            a = a.reshape(-1)
-            keep = a if a.size <= per_batch else rng.choice(a, per_batch, replace=False)
-            return np.concatenate([keep, [a.min(), a.max()]])
-
-        return self._reduce(kind, [name], take, lambda parts: np.concatenate(parts))[name]
+        keys = [("values", name, None if d is None else d.tobytes()) for name, d in requests]
+        todo = {k: (name, d) for k, (name, d) in zip(keys, requests) if k not in self._float_cache}
+        if todo:
+            rngs = {k: np.random.default_rng(0) for k in todo}  # each sample as its own pass would draw it
+            parts: dict = {k: [] for k in todo}
+            for outs in self._float_batches(list(dict.fromkeys(name for name, _ in todo.values()))):
+                for k, (name, divisor) in todo.items():
+                    a = channel_view(outs[name], 1) if divisor is not None else np.asarray(outs[name], np.float64)
+                    if divisor is not None and a.shape[1] == divisor.size:
+                        a = a / divisor[None, :, None]
+                    a = a.reshape(-1)
+                    keep = a if a.size <= per_batch else rngs[k].choice(a, per_batch, replace=False)
+                    parts[k].append(np.concatenate([keep, [a.min(), a.max()]]))
+            for k in todo:
+                self._float_cache[k] = np.concatenate(parts[k])
+        return [self._float_cache[k] for k in keys]
 
     def _reduce(self, kind: str, names: list[str], per_batch, combine) -> dict:
         todo = [n for n in dict.fromkeys(names) if (kind, n) not in self._float_cache]

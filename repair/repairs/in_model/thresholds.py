@@ -84,6 +84,8 @@ def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
                          "why": f"no float counterpart to take ranges from ({ctx.tensor_unpaired.get(key, '')})"})
         else:
             editable.append(key)
+    ctx.float_values_of([(ctx.float_tensor(key), qm.equalized.get(key)) for key in editable
+                         if not qm.activations[key].model_input])  # every activation's values in one float pass
     best_err = _output_error(ctx, qm, x, ref)
     start_err = best_err
     for k, key in enumerate(editable):
