@@ -107,14 +107,14 @@ def test_diagnose_names_the_cause_of_each_faulty_firmware(fault):
 
 
 @needs_qemu
-@pytest.mark.parametrize("fault", ["HWC_OUTPUT", "SHIFT_BY_ONE"])
+@pytest.mark.parametrize("fault", list(FAULTS))
 def test_diagnose_names_the_cause_on_the_emulated_cortex_m4(fault):
-    cause, _ = FAULTS[fault]
+    cause, op = FAULTS[fault]
     prog, x = _case()
     with open_link("qemu", model_c=model_source(prog, "digits"), build_flags=(f"-DTMLR_FAULT_{fault}",)) as link:
         link.hello()
         d = diagnose(link, prog, x[:8])
-    assert d.finding["cause"] == cause
+    assert prog.layers[d.first_divergent].op == op and d.finding["cause"] == cause
 
 
 def test_read_returns_a_layer_larger_than_one_frame_byte_for_byte():

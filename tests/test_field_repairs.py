@@ -230,3 +230,35 @@ def test_a_pre_shim_with_parameters_out_of_range_is_refused_in_the_plan(tmp_path
     (tmp_path / "plan.json").write_text(json.dumps(d))
     with pytest.raises(DataError, match="pre-shim"):
         RepairPlan.from_json(tmp_path / "plan.json")
+
+
+@pytest.mark.parametrize("url", ["sim", "qemu"])
+def test_calibrate_runs_the_input_pre_shim_in_c_on_the_device(tmp_path, url):
+    """Raw-unit inputs through `calibrate` on the reference device: the in-model repairs add the input pre-shim,
+    the firmware is rebuilt with it in C (tmlr_input_pre_shim_s16), the device is sent the sensor's int16 readings
+    and quantizes them itself; every device output equals the program run on the twin's int8 inputs."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from repair.cli import main
+
+    if url == "qemu" and not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.skip("QEMU or the ARM toolchain is not installed (apt install qemu-system-arm gcc-arm-none-eabi)")
+    model, x, y = _problem(raw_units=True)
+    pair = _pair(tmp_path, model, x[1500:2100])
+    n = 600 if url == "sim" else 200
+    np.savez(tmp_path / "calib.npz", x=x[1500:1500 + n], y=y[1500:1500 + n])
+    np.savez(tmp_path / "holdout.npz", x=x[2100:2100 + n // 2], y=y[2100:2100 + n // 2])
+    lsb = np.ptp(x[1500:2100], axis=0) / 32768  # a 16-bit reading spans each feature's range
+    r = CliRunner().invoke(main, ["calibrate", str(pair.float.path), str(pair.int8.path), "--data",
+                                  str(tmp_path / "calib.npz"), "--holdout", str(tmp_path / "holdout.npz"),
+                                  "--serial", url, "-o", str(tmp_path / "out"), "--no-progress",
+                                  "--reading-lsb", ",".join(f"{v:.9g}" for v in lsb)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    model_run = report["model_on_device"]
+    assert "input_scaling" in report["in_model"]["kept"]
+    assert model_run["input"].startswith("raw int16 readings (12 per sample)")
+    assert model_run["bit_exact_vs_python_reference"]["differ"] == 0 and report["bit_exact"]["differ"] == 0
+    assert report["metrics"]["device_shims"]["accuracy"] > 0.8  # naive int8 loses tens of points here

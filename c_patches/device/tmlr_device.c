@@ -393,7 +393,8 @@ static void cmd_hello(tmlr_device *dev, uint8_t seq)
     p[0] = TMLR_PROTOCOL_VERSION;
     put_u16(p + 1, (uint16_t)TMLR_VERSION);
     put_u32(p + 3, TMLR_CAP_SHIM | (dev->model ? TMLR_CAP_MODEL | TMLR_CAP_LOAD : 0u) |
-                       (dev->model && dev->model->probe ? TMLR_CAP_PROBE : 0u));
+                       (dev->model && dev->model->probe ? TMLR_CAP_PROBE : 0u) |
+                       (dev->model && dev->model->pre_mult ? TMLR_CAP_PRE_SHIM : 0u));
     put_u16(p + 7, (uint16_t)TMLR_DEV_MAX_PAYLOAD);
     put_u32(p + 9, tmlr_port_counter_hz());
     put_u32(p + 13, dev->shim.params_id);
@@ -590,7 +591,18 @@ static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
         reply_error(dev, seq, TMLR_E_BAD_PARAMS, TMLR_CMD_INFER, m->out_size);
         return;
     }
-    if (!take_input(dev, seq, TMLR_CMD_INFER, p, n)) {
+    /* raw int16 readings (2 bytes per input) through the model's input pre-shim, or the int8 input itself */
+    const int raw = m->pre_mult != NULL && n == 2u * m->in_size && m->in_size <= TMLR_DEV_MAX_RAW;
+    if (raw) {
+        for (uint32_t i = 0; i < m->in_size; i++) {
+            dev->raw_in[i] = (int16_t)get_u16(p + 2 * i);
+        }
+        if (tmlr_input_pre_shim_s16(dev->raw_in, 1, (int32_t)m->in_size, m->pre_mult, m->pre_shift, m->pre_offset,
+                                    m->in_zero_point, dev->tensor_in) != TMLR_OK) {
+            reply_error(dev, seq, TMLR_E_MODEL_FAILED, TMLR_CMD_INFER, 0);
+            return;
+        }
+    } else if (!take_input(dev, seq, TMLR_CMD_INFER, p, n)) {
         return;
     }
     const uint64_t t0 = tmlr_port_counter();

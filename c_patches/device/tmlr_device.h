@@ -76,6 +76,10 @@ enum tmlr_shim_kind { TMLR_SHIM_CLASSIFIER = 1, TMLR_SHIM_THRESHOLD = 2, TMLR_SH
 #define TMLR_CAP_MODEL 0x2u /* INFER */
 #define TMLR_CAP_LOAD 0x4u  /* LOAD: inputs larger than one frame */
 #define TMLR_CAP_PROBE 0x8u /* PROBE: per-layer digests */
+#define TMLR_CAP_PRE_SHIM 0x10u /* INFER takes raw int16 readings through the model's input pre-shim */
+#ifndef TMLR_DEV_MAX_RAW
+#define TMLR_DEV_MAX_RAW 256 /* raw readings one INFER takes through the pre-shim */
+#endif
 
 /* The model the device runs (issue: the device runs the model). invoke returns 0 on success. */
 typedef struct {
@@ -93,6 +97,9 @@ typedef struct {
     int32_t (*probe)(void *ctx, const int8_t *input, int8_t *output,
                      void (*hook)(void *hook_ctx, int32_t layer, const int8_t *data, int32_t size), void *hook_ctx);
     int32_t num_layers;
+    /* Optional: the input pre-shim (tmlr_input_pre_shim_s16, features last), so INFER can take the sensor's int16
+     * readings (2 bytes per input) and quantize them on the device; NULL multipliers: none. */
+    const int32_t *pre_mult, *pre_shift, *pre_offset;
 } tmlr_model;
 
 typedef struct {
@@ -129,6 +136,7 @@ typedef struct {
     uint8_t last_valid, last_cmd, last_seq;
     uint16_t last_crc;
     int8_t tensor_in[TMLR_DEV_MAX_TENSOR], tensor_out[TMLR_DEV_MAX_TENSOR];
+    int16_t raw_in[TMLR_DEV_MAX_RAW]; /* raw readings of an INFER through the input pre-shim */
     uint8_t reboot_pending;
 } tmlr_device;
 

@@ -77,5 +77,18 @@ def parse_repairs(text: str | None) -> tuple[str, ...] | None:
     return names or None
 
 
+def parse_numbers(option: str, text: str) -> list[float]:
+    """``--reading-lsb 0.5,2``: positive finite numbers separated by commas (DataError otherwise)."""
+    from ..errors import DataError
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise DataError(f"{option} {text!r}: give numbers separated by commas") from None
+    if not all(v > 0 and v != float("inf") for v in values):
+        raise DataError(f"{option} {text!r}: every value must be a positive finite number")
+    return values
+
+
 # the commands register themselves on ``main`` when their modules load
 from . import commands, device  # noqa: E402,F401

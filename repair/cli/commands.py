@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..progress import progress_wanted as _progress_wanted
-from . import _PATH, main, parse_repairs
+from . import _PATH, main, parse_numbers, parse_repairs
 
 
 def _outputs_ok(paths, force: bool) -> None:
@@ -141,7 +141,7 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, fie
                     in_model=in_model, metric=metric, check_weights=not ignore_weights,
                     progress=_progress_wanted(progress),
                     field=None if field_path is None else load_calibration(field_path),
-                    reading_lsb=_numbers("--reading-lsb", reading_lsb))
+                    reading_lsb=parse_numbers("--reading-lsb", reading_lsb))
     text = render_plan(plan)
     if not plan.in_model.get("holdout"):  # after-model repairs only (a temperature may be folded into the model)
         files = {"plan.json": plan.to_json(), "report.md": "```\n" + text + "```\n"}
@@ -154,18 +154,6 @@ def fit(float_model, int8_model, calib_path, holdout_path, out_dir, repairs, fie
     write_files(out_dir, files, force)
     click.echo(text, nl=False)
     click.echo(f"wrote {', '.join(files)} to {out_dir}")
-
-
-def _numbers(option: str, text: str) -> list[float]:
-    from ..errors import DataError
-
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise DataError(f"{option} {text!r}: give numbers separated by commas") from None
-    if not all(v > 0 and v != float("inf") for v in values):
-        raise DataError(f"{option} {text!r}: every value must be a positive finite number")
-    return values
 
 
 @main.command("fit-scores")

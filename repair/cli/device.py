@@ -10,7 +10,7 @@ import click
 
 from ..errors import DataError
 from ..progress import progress_wanted as _progress_wanted
-from . import _PATH, main, parse_repairs
+from . import _PATH, main, parse_numbers, parse_repairs
 
 
 def _link_options(f):
@@ -40,9 +40,9 @@ def _open_link(ctx, url, baud, timeout, retries, trace_path, model_c=None):
                                        model_c=model_c))
 
 
-def _firmware_model(url: str, int8_path: Path, shim_only: bool):
+def _firmware_model(url: str, int8_path: Path, shim_only: bool, pre_shim: dict | None = None):
     """For sim and qemu: the int8 model's integer program and its C, so the firmware runs the model
-    (None, None for a real port or --shim-only)."""
+    (None, None for a real port or --shim-only); ``pre_shim``: its integer input pre-shim, built in too."""
     if url not in ("sim", "qemu") or shim_only:
         return None, None
     from ..device.targets import model_source
@@ -53,7 +53,7 @@ def _firmware_model(url: str, int8_path: Path, shim_only: bool):
         program = lower(int8_path)
     except ModelError as e:
         raise ModelError(f"{e}; pass --shim-only to run only the shims on the device") from None
-    return program, model_source(program, Path(int8_path).name)
+    return program, model_source(program, Path(int8_path).name, pre_shim["integer"] if pre_shim else None)
 
 
 @main.command()
@@ -90,6 +90,10 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
 @click.option("--in-model/--no-in-model", default=None,
               help="Repair the model itself first (equalization, activation ranges, bias correction), rebuild the "
                    "firmware with it and fit the shims on its outputs (default: on sim and qemu).")
+@click.option("--reading-lsb", default="1", show_default=True,
+              help="What one int16 sensor reading is worth in the model's input units (one number, or one per "
+                   "feature, comma-separated): with an input pre-shim, sim and qemu take raw readings and run the "
+                   "pre-shim in C.")
 @click.option("--ignore-weights", is_flag=True,
               help="Run even if INT8's weights do not match FLOAT's (you almost never want this).")
 @click.option("--progress/--no-progress", default=None, help="Progress (a bar on a terminal, lines in a log).")
@@ -97,7 +101,8 @@ def hello(ctx, url, baud, timeout, retries, trace_path):
 @_link_options
 @click.pass_context
 def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_dir, repairs, target_far, anomaly_far,
-              anomaly_boundary, window, prefix, shim_only, resume, in_model, ignore_weights, progress, force, url, baud,
+              anomaly_boundary, window, prefix, shim_only, resume, in_model, reading_lsb, ignore_weights, progress,
+              force, url, baud,
               timeout, retries, trace_path):
     """Fit the repairs on the device's outputs, upload them, run the holdout through them, emit the C.
 
@@ -148,6 +153,7 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
     if not ignore_weights:
         check_one_network(pair, calib.x)
     names = parse_repairs(repairs) or ()
+    lsb = parse_numbers("--reading-lsb", reading_lsb)
     in_names = tuple(r for r in names if r in IN_MODEL_REPAIRS) or None
     wanted = tuple(r for r in names if r not in IN_MODEL_REPAIRS) or None
     created = not out_dir.exists()
@@ -161,14 +167,15 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
             repaired = (repair_in_model(pair, calib, holdout, Path(scratch), bar.enabled, in_names) if in_model
                         else None)
             device_pair = repaired.pair if repaired else pair
-            program, model_c = _firmware_model(url, device_pair.int8.path, shim_only)
+            pre_shim = repaired.pre_shim(lsb) if repaired else None
+            program, model_c = _firmware_model(url, device_pair.int8.path, shim_only, pre_shim)
             link = _open_link(ctx, url, baud, timeout, retries, trace_path, model_c)
             run = run_calibrate(link, device_pair, calib, holdout, out_dir, repairs=wanted, target_far=target_far,
                                 anomaly_far=anomaly_far, anomaly_boundary=anomaly_boundary, window=window,
                                 resume=resume, program=program, instructions_per_tick=40 if url == "qemu" else None,
-                                progress=bar)
+                                progress=bar, pre_shim=pre_shim)
             if repaired:
-                repaired.record(run, pair)
+                repaired.record(run, pair, lsb)
     except KeyboardInterrupt:
         raise Interrupted(_journaled(out_dir)) from None
     except BaseException:

@@ -29,6 +29,7 @@ from ..plan.model_file import (
 from ..plan.plan import RepairPlan
 from ..plan.shims import AnomalyShim, ClassifierShim, shim_from_plan
 from ..repairs import ScoreThreshold
+from . import protocol as P
 from . import session as S
 from .diagnose import diagnose_differing
 from .link import DeviceLink
@@ -55,14 +56,14 @@ class DeviceRun:
 def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, out_dir: Path,
                   *, repairs: tuple[str, ...] | None = None, target_far: float = 0.01, anomaly_far: float = 0.1,
                   anomaly_boundary: str = "threshold", window: int = 32, resume: bool = False, program=None,
-                  instructions_per_tick: int | None = None, progress=None) -> DeviceRun:
+                  instructions_per_tick: int | None = None, progress=None, pre_shim: dict | None = None) -> DeviceRun:
     """``program``: the integer program the device's firmware was built from (repair.program), to check the
-    device's model bit for bit; ``instructions_per_tick``: for QEMU -icount, to report instructions."""
+    device's model bit for bit; ``instructions_per_tick``: for QEMU -icount, to report instructions;
+    ``pre_shim``: the model's input pre-shim, which the firmware runs in C on raw readings."""
     hello = link.hello()
-    rc = S.raw_outputs(link, hello, pair, calib, phase="calib-raw", journal_dir=out_dir, resume=resume,
-                       progress=progress)
-    rh = S.raw_outputs(link, hello, pair, holdout, phase="holdout-raw", journal_dir=out_dir, resume=resume,
-                       progress=progress)
+    rc, rh = (S.raw_outputs(link, hello, pair, data, phase=phase, journal_dir=out_dir, resume=resume,
+                            progress=progress, pre_shim=pre_shim)
+              for data, phase in ((calib, "calib-raw"), (holdout, "holdout-raw")))
     plan = fit_plan(pair, calib, holdout, repairs=repairs, target_far=target_far, anomaly_far=anomaly_far,
                     anomaly_boundary=anomaly_boundary, window=window, raw_outputs=(rc["q"], rh["q"]),
                     source=rh["source"])
@@ -71,6 +72,9 @@ def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, hold
     if hello.has_model:
         run.report["model_on_device"] = _model_report(rc, rh, plan.task == "classifier", program,
                                                       hello.counter_hz, instructions_per_tick)
+        if pre_shim is not None and hello.capabilities & P.CAP_PRE_SHIM:
+            run.report["model_on_device"]["input"] = (f"raw int16 readings ({pre_shim['features']} per sample) "
+                                                      "through the input pre-shim in C")
         if program is not None:  # the device's model departs from the program: find the layer and the cause
             diagnosis = diagnose_differing(link, program, np.concatenate([rc["inputs"], rh["inputs"]]),
                                            np.concatenate([r["q"].reshape(len(r["q"]), -1) for r in (rc, rh)]))
@@ -91,13 +95,19 @@ class InModelRepair:
     file: ModelFile  # repaired_int8.onnx, or repaired_int8.tflite for a .tflite model
     result: object  # repair.repairs.in_model.InModelResult
 
-    def record(self, run: DeviceRun, original: ModelPair) -> None:
+    def pre_shim(self, reading_lsb=1.0) -> dict | None:
+        """The repaired model's input pre-shim with its integer C form for readings worth ``reading_lsb``, when the
+        firmware can run it (features last); else None (the host then pre-shims and quantizes)."""
+        record = input_pre_shim(self.result.model, reading_lsb)
+        return record if record and "integer" in record and record["features_last"] else None
+
+    def record(self, run: DeviceRun, original: ModelPair, reading_lsb=1.0) -> None:
         """Into the run's plan and report: the repaired model the after-model repairs were fitted on."""
         run.plan.fitted_on(self.file.data, path=self.file.name,
                            original={"path": str(original.int8.path), "sha256": original.int8.sha256})
         model = {"path": self.file.name, "sha256": self.file.sha256}
         run.plan.in_model = {**self.result.to_dict(), "model": model}
-        for key, value in (("input_pre_shim", input_pre_shim(self.result.model)),
+        for key, value in (("input_pre_shim", input_pre_shim(self.result.model, reading_lsb)),
                            ("int8_input_changed", int8_input_change(original, self.result.model))):
             if value is not None:
                 run.plan.in_model[key] = value

@@ -208,6 +208,14 @@ class DeviceLink:
                               "(docs/protocol.md) or rebuild it from this version's c_patches/")
         return P.parse_probe(self._with_input(P.PROBE, np.asarray(x, np.int8).tobytes()))
 
+    def infer_raw(self, readings: np.ndarray, out_size: int, shim=None) -> P.InferResult:
+        """Run the device's model on one sample of raw int16 sensor readings, quantized on the device by the
+        model's input pre-shim (capability bit 4)."""
+        if self.capabilities is not None and not self.capabilities & P.CAP_PRE_SHIM:
+            raise DeviceError(f"{self.name}'s firmware has no input pre-shim: send int8 inputs, or rebuild it with "
+                              "the repaired model's pre-shim")
+        return P.parse_infer(self.request(P.INFER, np.asarray(readings, "<i2").tobytes()), out_size, shim)
+
     def read_layer(self, x: np.ndarray, layer: int) -> np.ndarray:
         """Run the device's model on one int8 input and return one layer's whole output (int8), a frame's worth
         per run (READ), so a tensor of any size comes back."""

@@ -31,7 +31,7 @@ ERROR_NAMES = {1: "unknown command", 2: "bad payload length", 3: "frame too long
 LINK_ERRORS = frozenset({E_OVERFLOW, E_FRAMING, E_CRC})  # the request did not arrive intact: retransmit
 
 KIND_CLASSIFIER, KIND_THRESHOLD, KIND_WINDOW, KIND_RECOGNIZER = 1, 2, 3, 4
-CAP_SHIM, CAP_MODEL, CAP_LOAD, CAP_PROBE = 0x1, 0x2, 0x4, 0x8
+CAP_SHIM, CAP_MODEL, CAP_LOAD, CAP_PROBE, CAP_PRE_SHIM = 0x1, 0x2, 0x4, 0x8, 0x10
 RESET_STATE, RESET_PARAMS, RESET_REBOOT = 0, 1, 2
 DEFAULT_MAX_PAYLOAD = 2048  # TMLR_DEV_MAX_PAYLOAD's default, until hello says otherwise
 

@@ -58,7 +58,7 @@ def render_run(report: dict) -> str:
         ref = model.get("bit_exact_vs_python_reference")
         lines.append(f"model on the device: {cost}"
                      + (f"; {ref['samples'] - ref['differ']}/{ref['samples']} outputs equal the Python integer "
-                        f"reference" if ref else ""))
+                        f"reference" if ref else "") + (f"; input: {model['input']}" if model.get("input") else ""))
     m = report["metrics"]
     n = report["holdout"]["n"]
     if "accuracy" in m["float"]:

@@ -17,6 +17,7 @@ from ..models import ModelPair
 from ..models.task import anomaly_scores, detect_task
 from ..plan.fit import int8_outputs
 from ..plan.shims import ClassifierShim
+from . import protocol as P
 from .journal import Journal
 from .link import DeviceLink
 from .protocol import Hello
@@ -64,26 +65,41 @@ def check_io(hello: Hello, pair: ModelPair) -> None:
                               f"firmware's {role} quantization, or flash the firmware built for this model")
 
 
-def raw_outputs(link: DeviceLink, hello: Hello, pair: ModelPair, data: CalibrationSet, *, phase: str,
-                journal_dir: Path | None, resume: bool, progress=None) -> dict:
-    """The int8 model's output on ``data``: the device's when its firmware runs the model, else onnxruntime's.
+def pre_shim_readings(pre_shim: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A sensor's int16 readings of float inputs ``x`` (r = round(x / lsb), saturated), and the int8 inputs the
+    device's C pre-shim makes of them (its twin, ``fixedpoint.input_pre_shim_s8``)."""
+    from .. import fixedpoint as fp
 
-    Returns {"z": dequantized, "q": integers, "source": text, and with a device model: "inputs", "host_q"
-    (onnxruntime's integers, for device-vs-host drift), "model_ticks", "recoveries"}.
+    lsb = np.asarray(pre_shim["reading_lsb"], np.float64)
+    readings = np.clip(np.rint(np.asarray(x, np.float64).reshape(len(x), -1) / lsb), -32768, 32767).astype(np.int16)
+    i = pre_shim["integer"]
+    q = fp.input_pre_shim_s8(readings, i["multipliers"], i["shifts"], i["offsets"], pre_shim["input_zero_point"])
+    return readings, q.astype(np.int8)
+
+
+def raw_outputs(link: DeviceLink, hello: Hello, pair: ModelPair, data: CalibrationSet, *, phase: str,
+                journal_dir: Path | None, resume: bool, progress=None, pre_shim: dict | None = None) -> dict:
+    """The int8 model's output on ``data``: the device's when its firmware runs the model, else onnxruntime's.
+    ``pre_shim``: the model's input pre-shim (``model_file.input_pre_shim``): a device that has it in C is sent the
+    sensor's raw int16 readings and quantizes them itself.
+
+    Returns {"z": dequantized, "q": integers, "source": text, and with a device model: "inputs" (the int8 inputs
+    the model ran on), "host_q" (onnxruntime's integers, for device-vs-host drift), "model_ticks", "recoveries"}.
     """
     z_host, q_host = int8_outputs(pair, data.x, runtime="onnxruntime")  # the device is compared with ORT too
     if not hello.has_model:
         return {"z": z_host, "q": q_host, "source": "onnxruntime (shim-only firmware)"}
     check_io(hello, pair)
-    x = device_inputs(pair, data, hello)
+    raw = pre_shim is not None and bool(hello.capabilities & P.CAP_PRE_SHIM)
+    readings, x = pre_shim_readings(pre_shim, data.x) if raw else (None, device_inputs(pair, data, hello))
     out_info = hello.model_output
     if out_info.size != q_host.reshape(len(data), -1).shape[1]:
         raise DeviceError(f"the device's model gives {out_info.size} outputs, this model "
                           f"{q_host.reshape(len(data), -1).shape[1]}: flash the firmware built for this model")
     journal = (Journal(journal_dir / f".journal-{phase}.jsonl", identity(phase, "", data, hello), resume=resume)
                if journal_dir else None)
-    stream = InferStream(link, out_info.size, journal=journal, progress=progress)
-    out = stream.run(x)
+    stream = InferStream(link, out_info.size, journal=journal, progress=progress, raw=raw)
+    out = stream.run(readings if raw else x)
     q = np.asarray(out["raw"], np.int64).reshape(q_host.shape)
     z = (q - out_info.zero_point).astype(np.float64) * out_info.scale
     return {"z": z, "q": q, "source": f"the device's model ({hello.board})", "inputs": x, "host_q": q_host,

@@ -96,8 +96,10 @@ class InferStream:
     classifier parameters given, the device's shim outputs), journaled every ``flush_every`` samples."""
 
     def __init__(self, link: DeviceLink, out_size: int, *, shim=None, params_id: int | None = None,
-                 journal: Journal | None = None, progress=None, flush_every: int = 16):
+                 journal: Journal | None = None, progress=None, flush_every: int = 16, raw: bool = False):
+        """``raw``: the inputs are int16 sensor readings the device's input pre-shim quantizes."""
         self.link, self.out_size, self.shim, self.params_id = link, out_size, shim, params_id
+        self.infer = link.infer_raw if raw else link.infer
         self.journal, self.progress, self.flush_every = journal, progress, flush_every
         self.recoveries = 0
 
@@ -119,7 +121,7 @@ class InferStream:
         failures = 0
         while pos < n:
             try:
-                r = self.link.infer(inputs[pos], self.out_size, self.shim)
+                r = self.infer(inputs[pos], self.out_size, self.shim)
                 if self.shim is not None and r.shim is None:  # parameters gone: the device restarted
                     raise DeviceError("restarted", P.E_NO_PARAMS)
             except DeviceError as e:

@@ -165,11 +165,12 @@ def start_qemu(elf: Path, *, timeout: float = 10.0) -> Process:
     raise DeviceError(f"qemu-system-arm did not open its serial port: {' | '.join(seen)[-300:] or 'no output'}")
 
 
-def model_source(program, title: str) -> Path:
-    """The C of an int8 program (repair.program), written once under the cache, named by its content."""
+def model_source(program, title: str, pre_shim: dict | None = None) -> Path:
+    """The C of an int8 program (repair.program), written once under the cache, named by its content;
+    ``pre_shim``: its integer input pre-shim, for a device that takes raw readings."""
     from ..codegen.model_c import emit_model_c
 
-    text = emit_model_c(program, title=title)
+    text = emit_model_c(program, title=title, pre_shim=pre_shim)
     path = cache_dir() / "models" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.c"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
