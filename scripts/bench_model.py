@@ -1,6 +1,6 @@
 """Reference-device benchmark: the int8 model on the emulated Cortex-M4, and what the shims add to it.
 
-    python scripts/bench_model.py
+    python scripts/bench_model.py [--layers-only]
 
 For each bundled model and MLPerf Tiny's kws_dscnn and ad01 (../shared/real, skipped when absent):
 instructions per inference on QEMU mps2-an386 (-icount shift=0: SysTick at 25 MHz = 40 instructions per
@@ -8,6 +8,11 @@ tick; the median of 5 INFER calls on random int8 inputs — the count is data-in
 instructions per call (BENCH, the empty loop subtracted) as a share of the model's (target <= 1%), and flash
 (.text + .data) and RAM (.data + .bss, stack included) of model plus harness (arm-none-eabi-size of the
 -Os firmware image).
+
+Per layer (digits and kws_dscnn): each conv / depthwise / pointwise / FC layer built alone into a firmware (a
+one-layer program: its input, its output) and run by INFER on QEMU; instructions per MAC (the layer's input
+and output copies included: under 0.2 per MAC here), next to CMSIS-NN's figures for the same kinds of layer
+(issue 21: CMSIS-NN 99f736a, -O2 -mcpu=cortex-m4 -DARM_MATH_DSP, one shape per kind).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from repair.device.targets import (
 )
 from repair.plan.shims import AnomalyShim, ClassifierShim
 from repair.program import lower
+from repair.program.ir import IntProgram
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny" / "models"
@@ -62,14 +68,67 @@ def size(elf: Path) -> tuple[int, int]:
     return text + data, data + bss
 
 
+CMSIS_NN = {"conv": 10.4, "depthwise": 8.0, "pointwise": 2.71, "fc": 2.12}  # instructions per MAC (issue 21)
+
+
+def layer_kind(layer) -> str | None:
+    if layer.op == "fc":
+        return "fc"
+    if layer.op != "conv":
+        return None
+    w = layer.p["weights"]
+    if layer.p["group"] > 1 and w.shape[1] == 1:
+        return "depthwise"
+    return "pointwise" if w.shape[2:] == (1, 1) else "conv"
+
+
+def one_layer(prog: IntProgram, layer) -> IntProgram:
+    """The program of one layer alone: its input tensor in, its output tensor out."""
+    keep = {layer.inputs[0], layer.output}
+    return IntProgram({k: v for k, v in prog.tensors.items() if k in keep}, [layer], layer.inputs[0], layer.output)
+
+
+def instructions(prog: IntProgram, rng, runs: int = 3) -> float:
+    tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
+    # frames large enough for any one layer's output (a 14x14x32 activation is 6 kB)
+    with open_link("qemu", model_c=model_source(prog, "bench layer"),
+                   build_flags=("-DTMLR_DEV_MAX_PAYLOAD=16384",)) as link:
+        ticks = [link.infer(rng.integers(-128, 128, tin.size), tout.size).model_ticks for _ in range(runs)]
+    return float(np.median(ticks)) * QEMU_INSTRUCTIONS_PER_TICK
+
+
+def per_layer(rng) -> None:
+    print("| model | layer | kind | MACs | instructions | instructions/MAC | CMSIS-NN | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, path in models():
+        if name not in ("digits", "kws_dscnn"):
+            continue
+        prog = lower(path)
+        for i, layer in enumerate(prog.layers):
+            kind = layer_kind(layer)
+            if kind is None:
+                continue
+            single = one_layer(prog, layer)
+            macs = single.macs()
+            insn = instructions(single, rng)
+            print(f"| {name} | {i} {layer.node[-24:]} | {kind} | {macs:,} | {insn:,.0f} | {insn / macs:.2f} | "
+                  f"{CMSIS_NN[kind]} | {insn / macs / CMSIS_NN[kind]:.2f}x |")
+
+
 def main() -> None:
+    import sys
+
+    rng = np.random.default_rng(0)
+    per_layer(rng)
+    if "--layers-only" in sys.argv:
+        return
+    print()
     base_flash, base_ram = size(build("mps2-an386"))
     print(f"harness alone (shim-only firmware): flash {base_flash:,} B, RAM {base_ram:,} B "
           f"(of which stack {STACK:,} B)\n")
     print("| model | layers | MACs | instructions/inference | instructions/MAC | shim | shim instructions/call "
           "| shim share | flash (model + harness) | RAM (model + harness) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    rng = np.random.default_rng(0)
     for name, path in models():
         prog = lower(path)
         src = model_source(prog, name)

@@ -4,6 +4,10 @@
 #include "tmlr_fixedpoint.h"
 #include "tmlr_model.h"
 
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
+#include <arm_acle.h> /* SXTB16, SMLAD: the Cortex-M4's two 16-bit MACs per instruction */
+#endif
+
 #ifdef TMLR_FAULT_SINGLE_ROUNDING
 /* A deliberately faulty build (tests of `tmlrepair diagnose`): one rounding of acc·M / 2^(31−s), as kernels that
  * skip the doubling high multiply do, instead of TFLM's two. */
@@ -14,40 +18,72 @@ static int32_t faulty_requantize(int32_t acc, int32_t mult, int32_t shift)
     const int64_t half = (int64_t)1 << (total - 1);
     return (int32_t)(p >= 0 ? (p + half) >> total : -((-p + half) >> total));
 }
-#define TMLR_MODEL_REQUANTIZE faulty_requantize
-#else
-#define TMLR_MODEL_REQUANTIZE tmlr_requantize
 #endif
 
-static int8_t finish(int32_t acc, const tmlr_layer *l, int32_t c)
+#if defined(__GNUC__)
+#define TMLR_HOT static inline __attribute__((always_inline))
+#define TMLR_KERNEL static __attribute__((noinline)) /* its own registers: inlined into the layer switch, the loops spill */
+#else
+#define TMLR_HOT static inline
+#define TMLR_KERNEL static
+#endif
+
+/* One output channel's requantization, read from the layer once and kept in registers by the kernels (their int8
+ * stores may alias the layer table, so the compiler would otherwise reload every field for every output). */
+typedef struct {
+    int32_t mult, shift, out_zp, act_min, act_max;
+} requant;
+
+TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
 {
     const int32_t i = l->per_channel ? c : 0;
+    requant q = {l->mult[i], l->shift[i], l->out_zp, l->act_min, l->act_max};
+#ifdef TMLR_FAULT_SHIFT_BY_ONE
+    q.shift += 1; /* faulty build: the requantization's shift one too large (decoded off by one): output x2 */
+#endif
+#ifdef TMLR_FAULT_ACTIVATION_RANGE
+    /* faulty build: a clamp at zero point + 48 (a ReLU6-style range where the model has a plain ReLU) */
+    q.act_max = q.act_max < q.out_zp + 48 ? q.act_max : q.out_zp + 48;
+#endif
+    return q;
+}
+
+/* tmlr_requantize for the common case, inline and branch-light: a positive multiplier (the doubling high multiply
+ * cannot saturate: that needs M = -2^31) and no left shift. The same integers: SRDHM rounds half away from zero
+ * through the nudge and C's truncating division, then the rounding divide by 2^right, ties away from zero. */
+TMLR_HOT int32_t requantize_right(int32_t acc, int32_t mult, int32_t right)
+{
+    const int64_t p = (int64_t)acc * (int64_t)mult;
+    const int32_t high = (int32_t)((p + (p >= 0 ? ((int64_t)1 << 30) : 1 - ((int64_t)1 << 30))) / ((int64_t)1 << 31));
+    const int32_t mask = (int32_t)((1u << right) - 1u);
+    const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+    return (high >> right) + ((high & mask) > threshold ? 1 : 0);
+}
+
+/* z_y + requantize(acc), clamped: TFLM's MultiplyByQuantizedMultiplier, then the activation range. */
+TMLR_HOT int8_t finish_q(int32_t acc, const requant *q)
+{
 #ifdef TMLR_FAULT_ACC16
     /* faulty build: a 16-bit saturating accumulator, as a kernel that accumulates in int16 lanes */
     acc = acc > 32767 ? 32767 : (acc < -32768 ? -32768 : acc);
 #endif
-#ifdef TMLR_FAULT_SHIFT_BY_ONE
-    /* faulty build: the requantization's shift one too large (a multiplier/shift decoded off by one): output ×2 */
-    int32_t y = TMLR_MODEL_REQUANTIZE(acc, l->mult[i], l->shift[i] + 1) + l->out_zp;
+#ifdef TMLR_FAULT_SINGLE_ROUNDING
+    int32_t y = faulty_requantize(acc, q->mult, q->shift) + q->out_zp;
 #else
-    int32_t y = TMLR_MODEL_REQUANTIZE(acc, l->mult[i], l->shift[i]) + l->out_zp;
+    int32_t y = (q->shift <= 0 && q->mult > 0 ? requantize_right(acc, q->mult, -q->shift)
+                                              : tmlr_requantize(acc, q->mult, q->shift)) + q->out_zp;
 #endif
 #ifdef TMLR_FAULT_OUTPUT_ZERO_POINT
     y += 3; /* faulty build: an output zero point read off by 3 (a stale or mis-parsed quantization parameter) */
 #endif
-#ifdef TMLR_FAULT_ACTIVATION_RANGE
-    /* faulty build: a clamp at zero point + 48 (a ReLU6-style range where the model has a plain ReLU) */
-    const int32_t act_max = l->act_max < l->out_zp + 48 ? l->act_max : l->out_zp + 48;
-#else
-    const int32_t act_max = l->act_max;
-#endif
-    if (y < l->act_min) {
-        y = l->act_min;
-    }
-    if (y > act_max) {
-        y = act_max;
-    }
-    return (int8_t)y;
+    y = y < q->act_min ? q->act_min : y;
+    return (int8_t)(y > q->act_max ? q->act_max : y);
+}
+
+static int8_t finish(int32_t acc, const tmlr_layer *l, int32_t c)
+{
+    const requant q = requant_of(l, c);
+    return finish_q(acc, &q);
 }
 
 /* first k in [0, n) with 0 <= base + k * step < limit, and one past the last (step > 0) */
@@ -64,28 +100,207 @@ static void valid_taps(int32_t base, int32_t step, int32_t n, int32_t limit, int
     *hi = k1;
 }
 
-static void conv_pointwise(const tmlr_layer *l, const int8_t *x, int8_t *y)
+/* ------------------------------------------------------------------ fast paths (im2col + dot products) */
+
+#ifndef TMLR_MODEL_MAX_COL
+#define TMLR_MODEL_MAX_COL 1024 /* int16 im2col column: one output pixel's taps x a group's input channels */
+#endif
+
+/* One output pixel's inputs, (x - in_zp) as int16 in the weights' order (input channel, ky, kx); 0 where padded. */
+static int16_t col_buf[TMLR_MODEL_MAX_COL];
+
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
+TMLR_HOT uint32_t load32(const void *p)
 {
-    const int32_t hw = l->in_h * l->in_w;
-    for (int32_t oc = 0; oc < l->out_c; oc++) {
-        const int8_t *w = l->weights + (size_t)oc * (size_t)l->in_c;
-        for (int32_t p = 0; p < hw; p++) {
-            int32_t acc = l->bias[oc];
-            const int8_t *xp = x + p;
-            for (int32_t ic = 0; ic < l->in_c; ic++) {
-                acc += ((int32_t)*xp - l->in_zp) * (int32_t)w[ic];
-                xp += hw;
+    uint32_t v;
+    memcpy(&v, p, 4); /* one LDR: Cortex-M4 loads unaligned words */
+    return v;
+}
+
+/* acc + sum_k col[k] * w[k]: four MACs per two SMLADs. SXTB16 sign-extends bytes 0,2 (and, rotated, 1,3) of four
+ * weights; PKHBT/PKHTB re-pair them as (w0, w1), (w2, w3) to meet the column's int16 pairs. */
+TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int32_t acc)
+{
+    int32_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const uint32_t v = load32(w + k);
+        const uint32_t even = (uint32_t)__sxtb16((int32_t)v);
+        const uint32_t odd = (uint32_t)__sxtb16((int32_t)((v >> 8) | (v << 24)));
+        uint32_t w01, w23; /* PKHBT w01 = (even.lo, odd.lo), PKHTB w23 = (even.hi, odd.hi) */
+        __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(w01) : "r"(even), "r"(odd));
+        __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(w23) : "r"(odd), "r"(even));
+        acc = __smlad((int32_t)load32(col + k), (int32_t)w01, acc);
+        acc = __smlad((int32_t)load32(col + k + 2), (int32_t)w23, acc);
+    }
+    for (; k < n; k++) {
+        acc += (int32_t)col[k] * (int32_t)w[k];
+    }
+    return acc;
+}
+#else
+/* The portable dot product (cores without the DSP extension, and the host build). */
+TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int32_t acc)
+{
+    for (int32_t k = 0; k < n; k++) {
+        acc += (int32_t)col[k] * (int32_t)w[k];
+    }
+    return acc;
+}
+#endif
+
+/* Convolution by columns: per output pixel, the column of its inputs is built once (im2col into col_buf) and
+ * dotted with every output channel's weights of its group. Same integers as `conv` (integer sums do not depend on
+ * their order): padded taps contribute 0, as (x - zp) does for TFLM's skipped taps. */
+TMLR_KERNEL void conv_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
+{
+    const int32_t group = l->group, cin_g = l->in_c / group, cout_g = l->out_c / group;
+    const int32_t kh = l->kh, kw = l->kw, sh = l->sh, sw = l->sw, dh = l->dh, dw = l->dw;
+    const int32_t in_h = l->in_h, in_w = l->in_w, out_h = l->out_h, out_w = l->out_w;
+    const int32_t pad_t = l->pad_t, pad_l = l->pad_l, taps = kh * kw, k_len = cin_g * taps;
+    const int32_t hw_in = in_h * in_w, hw_out = out_h * out_w;
+    const int16_t zp = (int16_t)l->in_zp;
+    const int8_t *weights = l->weights;
+    const int32_t *bias = l->bias;
+    for (int32_t g = 0; g < group; g++) {
+        const int8_t *xg = x + (size_t)(g * cin_g) * (size_t)hw_in;
+        const int8_t *wg = weights + (size_t)(g * cout_g) * (size_t)k_len;
+        for (int32_t oy = 0; oy < out_h; oy++) {
+            const int32_t iy0 = oy * sh - pad_t;
+            int32_t ky_lo, ky_hi;
+            valid_taps(iy0, dh, kh, in_h, &ky_lo, &ky_hi);
+            for (int32_t ox = 0; ox < out_w; ox++) {
+                const int32_t ix0 = ox * sw - pad_l;
+                int32_t kx_lo, kx_hi;
+                valid_taps(ix0, dw, kw, in_w, &kx_lo, &kx_hi);
+                if (ky_lo != 0 || ky_hi != kh || kx_lo != 0 || kx_hi != kw) {
+                    memset(col_buf, 0, (size_t)k_len * sizeof col_buf[0]); /* a border pixel: padded taps are 0 */
+                }
+                for (int32_t ic = 0; ic < cin_g; ic++) {
+                    const int8_t *xc = xg + (size_t)ic * (size_t)hw_in;
+                    for (int32_t ky = ky_lo; ky < ky_hi; ky++) {
+                        const int8_t *xr = xc + (iy0 + ky * dh) * in_w + ix0;
+                        int16_t *c = col_buf + ic * taps + ky * kw;
+                        for (int32_t kx = kx_lo; kx < kx_hi; kx++) {
+                            c[kx] = (int16_t)(xr[kx * dw] - zp);
+                        }
+                    }
+                }
+                int8_t *yp = y + (size_t)(g * cout_g) * (size_t)hw_out + oy * out_w + ox;
+                for (int32_t o = 0; o < cout_g; o++) {
+                    const int32_t oc = g * cout_g + o;
+                    const requant q = requant_of(l, oc);
+                    *yp = finish_q(dot_s16_s8(col_buf, wg + (size_t)o * (size_t)k_len, k_len, bias[oc]), &q);
+                    yp += hw_out;
+                }
             }
-            y[oc * hw + p] = finish(acc, l, oc);
         }
     }
 }
 
-static void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
+/* A 3x3 depthwise convolution (one output channel per input channel, no dilation): the input zero point folded
+ * into the bias (acc = bias - zp * sum(w) + sum(x * w), exact in int32) and the nine taps unrolled where the window
+ * is inside the input; border pixels sum only their valid taps of (x - zp), as TFLM skips the others. */
+TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
-    if (l->kh == 1 && l->kw == 1 && l->sh == 1 && l->sw == 1 && l->pad_t == 0 && l->pad_l == 0 && l->group == 1 &&
-        l->out_h == l->in_h && l->out_w == l->in_w) {
-        conv_pointwise(l, x, y);
+    const int32_t in_h = l->in_h, in_w = l->in_w, out_h = l->out_h, out_w = l->out_w;
+    const int32_t sh = l->sh, sw = l->sw, pad_t = l->pad_t, pad_l = l->pad_l, zp = l->in_zp;
+    const int8_t *x_end = x + (size_t)l->in_c * (size_t)(in_h * in_w); /* a word load must stay inside the input */
+    (void)x_end;
+    for (int32_t c = 0; c < l->out_c; c++) {
+        const int8_t *xc = x + (size_t)c * (size_t)(in_h * in_w);
+        const int8_t *w = l->weights + 9 * c;
+        const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+        const int32_t bias = l->bias[c], folded = bias - zp * (w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7 + w8);
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
+        /* int16 pairs: (w0, w2) of each row for SMLAD, the middle taps (w1, w4) for SMLABB/SMLABT */
+        const uint32_t w02_0 = ((uint32_t)w0 & 0xFFFFu) | ((uint32_t)w2 << 16);
+        const uint32_t w02_1 = ((uint32_t)w3 & 0xFFFFu) | ((uint32_t)w5 << 16);
+        const uint32_t w02_2 = ((uint32_t)w6 & 0xFFFFu) | ((uint32_t)w8 << 16);
+        const uint32_t w1_01 = ((uint32_t)w1 & 0xFFFFu) | ((uint32_t)w4 << 16);
+#endif
+        const requant q = requant_of(l, c);
+        int8_t *yc = y + (size_t)c * (size_t)(out_h * out_w);
+        for (int32_t oy = 0; oy < out_h; oy++) {
+            const int32_t iy0 = oy * sh - pad_t;
+            const int rows_inside = iy0 >= 0 && iy0 + 2 < in_h;
+            for (int32_t ox = 0; ox < out_w; ox++) {
+                const int32_t ix0 = ox * sw - pad_l;
+                int32_t acc;
+                if (rows_inside && ix0 >= 0 && ix0 + 2 < in_w) {
+                    const int8_t *r0 = xc + iy0 * in_w + ix0, *r1 = r0 + in_w, *r2 = r1 + in_w;
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
+                    if (r2 + 3 < x_end) { /* a word from each row: (x0, x2) by SMLAD, x1 by SMLABB (x3 unused) */
+                        const uint32_t a = load32(r0), b = load32(r1), d = load32(r2);
+                        acc = __smlad(__sxtb16((int32_t)a), (int32_t)w02_0, folded);
+                        acc = __smlabb(__sxtb16((int32_t)((a >> 8) | (a << 24))), (int32_t)w1_01, acc);
+                        acc = __smlad(__sxtb16((int32_t)b), (int32_t)w02_1, acc);
+                        acc = __smlabt(__sxtb16((int32_t)((b >> 8) | (b << 24))), (int32_t)w1_01, acc);
+                        acc = __smlad(__sxtb16((int32_t)d), (int32_t)w02_2, acc);
+                        acc = __smlabb(__sxtb16((int32_t)((d >> 8) | (d << 24))), w7, acc);
+                    } else
+#endif
+                    {
+                        acc = folded + r0[0] * w0 + r0[1] * w1 + r0[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 +
+                              r2[0] * w6 + r2[1] * w7 + r2[2] * w8;
+                    }
+                } else {
+                    acc = bias;
+                    for (int32_t ky = 0; ky < 3; ky++) {
+                        const int32_t iy = iy0 + ky;
+                        for (int32_t kx = 0; kx < 3; kx++) {
+                            const int32_t ix = ix0 + kx;
+                            if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
+                                acc += (xc[iy * in_w + ix] - zp) * w[ky * 3 + kx];
+                            }
+                        }
+                    }
+                }
+                yc[oy * out_w + ox] = finish_q(acc, &q);
+            }
+        }
+    }
+}
+
+/* A 1x1 convolution by columns: each pixel's channel vector gathered once, then one dot product per output. */
+TMLR_KERNEL void conv_pointwise_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
+{
+    const int32_t hw = l->in_h * l->in_w, in_c = l->in_c, out_c = l->out_c;
+    const int16_t zp = (int16_t)l->in_zp;
+    const int8_t *weights = l->weights;
+    const int32_t *bias = l->bias;
+    for (int32_t p = 0; p < hw; p++) {
+        const int8_t *xp = x + p;
+        for (int32_t ic = 0; ic < in_c; ic++) {
+            col_buf[ic] = (int16_t)(xp[(size_t)ic * (size_t)hw] - zp);
+        }
+        int8_t *yp = y + p;
+        for (int32_t oc = 0; oc < out_c; oc++) {
+            const requant q = requant_of(l, oc);
+            *yp = finish_q(dot_s16_s8(col_buf, weights + (size_t)oc * (size_t)in_c, in_c, bias[oc]), &q);
+            yp += hw;
+        }
+    }
+}
+
+/* A convolution: the fast paths above where they apply, else directly (any shape, no scratch). */
+TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
+{
+#ifdef TMLR_FAULT_DEPTHWISE_ORDER
+    const int fast = !(l->group > 1 && l->in_c == l->group); /* the fault lives in the direct path's depthwise */
+#else
+    const int fast = 1;
+#endif
+    if (fast && l->kh == 1 && l->kw == 1 && l->sh == 1 && l->sw == 1 && l->pad_t == 0 && l->pad_l == 0 &&
+        l->group == 1 && l->out_h == l->in_h && l->out_w == l->in_w && l->in_c <= TMLR_MODEL_MAX_COL) {
+        conv_pointwise_columns(l, x, y);
+        return;
+    }
+    if (fast && l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c) {
+        depthwise_3x3(l, x, y);
+        return;
+    }
+    if (fast && (l->in_c / l->group) * l->kh * l->kw <= TMLR_MODEL_MAX_COL) {
+        conv_columns(l, x, y);
         return;
     }
     const int32_t cin_g = l->in_c / l->group, cout_g = l->out_c / l->group;
@@ -128,8 +343,17 @@ static void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-static void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
+TMLR_KERNEL void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
+    if (l->in_c <= TMLR_MODEL_MAX_COL) { /* the input as one column, dotted with every output's weights */
+        for (int32_t i = 0; i < l->in_c; i++) {
+            col_buf[i] = (int16_t)(x[i] - l->in_zp);
+        }
+        for (int32_t o = 0; o < l->out_c; o++) {
+            y[o] = finish(dot_s16_s8(col_buf, l->weights + (size_t)o * (size_t)l->in_c, l->in_c, l->bias[o]), l, o);
+        }
+        return;
+    }
     for (int32_t o = 0; o < l->out_c; o++) {
         const int8_t *w = l->weights + (size_t)o * (size_t)l->in_c;
         int32_t acc = l->bias[o];
@@ -140,7 +364,7 @@ static void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-static void pool(const tmlr_layer *l, const int8_t *x, int8_t *y, int is_max)
+TMLR_KERNEL void pool(const tmlr_layer *l, const int8_t *x, int8_t *y, int is_max)
 {
     for (int32_t c = 0; c < l->out_c; c++) {
         const int8_t *xc = x + (size_t)c * (size_t)(l->in_h * l->in_w);
@@ -170,7 +394,7 @@ static void pool(const tmlr_layer *l, const int8_t *x, int8_t *y, int is_max)
 /* TFLM's int8 AVERAGE_POOL_2D (reference_integer_ops::AveragePool, CMSIS-NN arm_avgpool_s8): the raw int8 values
  * summed (the zero point is not subtracted: input and output share scale and zero point), then divided by the
  * window size rounding half away from zero with C truncation, and clamped to the activation range. */
-static void avgpool_tflm(const tmlr_layer *l, const int8_t *x, int8_t *y)
+TMLR_KERNEL void avgpool_tflm(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t count = l->kh * l->kw;
     for (int32_t c = 0; c < l->out_c; c++) {
@@ -191,7 +415,7 @@ static void avgpool_tflm(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-static void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8_t *y)
+TMLR_KERNEL void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8_t *y)
 {
     for (int32_t i = 0; i < l->size; i++) {
         const int32_t xa = tmlr_requantize(((int32_t)a[i] - l->in_zp) * (1 << 20), l->mult1, l->shift1);
@@ -200,7 +424,7 @@ static void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8_t *y
     }
 }
 
-static void transpose(const tmlr_layer *l, const int8_t *x, int8_t *y)
+TMLR_KERNEL void transpose(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     int32_t stride[4] = {1, 1, 1, 1}, out_dims[4] = {1, 1, 1, 1}, in_stride[4] = {0, 0, 0, 0};
     for (int32_t d = l->ndim - 2; d >= 0; d--) {
