@@ -161,21 +161,23 @@ def requantize_float(x: np.ndarray, multiplier, shift) -> np.ndarray | None:
     right = np.maximum(-s, 0)
     half = np.floor(np.exp2(right - 1.0))  # ⌊2^r / 2⌋: the rounding divide's nudge
     p = xf * m  # a new array: the passes below work in place
-    neg = np.signbit(p)
-    np.abs(p, out=p)
     peak = amax * float(np.abs(m).max())
     if peak + (1 << 30) + float(np.max(half)) * 2.0 ** 31 < 2.0 ** 53:
-        # one floor: ⌊(⌊a⌋ + h) / 2^r⌋ = ⌊(a + h) / 2^r⌋ for integer h, so both roundings are one exact division
-        p += (1 << 30) + half * 2.0 ** 31
-        p -= neg
+        # one rounding: with K = 2^30 + h·2^31, p ≥ 0 gives ⌊(p + K) / 2^(31+r)⌋ and p < 0 gives
+        # −⌊(−p + K − 1) / 2^(31+r)⌋; both are trunc((p + c) / 2^(31+r)) with c = K or 1 − K (every step exact)
+        k = (1 << 30) + half * 2.0 ** 31
+        p += np.where(p >= 0, k, 1.0 - k)
         p *= np.exp2(-31.0 - right)
-    else:
-        p += 1 << 30
-        p -= neg
-        p *= 2.0 ** -31
-        np.floor(p, out=p)
-        p += half
-        p *= np.exp2(-right.astype(np.float64))
+        np.trunc(p, out=p)
+        return p
+    neg = np.signbit(p)
+    np.abs(p, out=p)
+    p += 1 << 30
+    p -= neg
+    p *= 2.0 ** -31
+    np.floor(p, out=p)
+    p += half
+    p *= np.exp2(-right.astype(np.float64))
     np.floor(p, out=p)
     np.negative(p, out=p, where=neg)
     return p
