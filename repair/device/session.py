@@ -24,12 +24,8 @@ from .protocol import Hello
 from .stream import InferStream, ShimStream, shim_inputs
 
 
-def float_outputs(pair: ModelPair, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    sess = pair.float.session(())
-    name = pair.float.inputs[0].name
-    step = min(batch, pair.max_batch or batch)
-    return np.concatenate([sess.run(None, {name: x[i:i + step]})[0] for i in range(0, len(x), step)]).astype(
-        np.float64)
+def float_outputs(pair: ModelPair, x: np.ndarray) -> np.ndarray:
+    return pair.run_batched(pair.float.session(()), x, int8=False).astype(np.float64)
 
 
 def device_inputs(pair: ModelPair, data: CalibrationSet, hello: Hello) -> np.ndarray:

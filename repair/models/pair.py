@@ -188,6 +188,16 @@ class ModelPair:
             out[q_spec.name] = x
         return out
 
+    def run_batched(self, sess, x: np.ndarray, *, int8: bool, batch_size: int = 256) -> np.ndarray:
+        """The first output of ``sess`` — an onnxruntime session of this pair's float model, or of its int8 model (or
+        an edited copy: ``int8`` feeds quantize where its input is integer) — on float-model inputs ``x``, in
+        batches the models accept, concatenated."""
+        name = self.float.inputs[0].name
+        batch = min(batch_size, self.max_batch or batch_size)
+        outs = [sess.run(None, self.int8_feed({name: x[i:i + batch]}) if int8 else {name: x[i:i + batch]})[0]
+                for i in range(0, len(x), batch)]
+        return np.concatenate(outs)
+
     def int8_input_integers(self, x: np.ndarray, quant: QuantParams | None = None) -> np.ndarray:
         """The int8 input the int8 model's integer program (and a device) takes for float-model inputs ``x``: the
         int8 feed as is, or the float feed through the model's input pre-shim (if any) and its input quantization

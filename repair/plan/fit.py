@@ -79,10 +79,7 @@ def int8_outputs(pair: ModelPair, x: np.ndarray, batch_size: int = 256, model=No
         from ..repairs.in_model.context import session
 
         sess = session(model, [o.name for o in model.graph.output])
-    batch = min(batch_size, pair.max_batch or batch_size)
-    name = pair.float.inputs[0].name
-    outs = [sess.run(None, pair.int8_feed({name: x[i:i + batch]}))[0] for i in range(0, len(x), batch)]
-    raw = np.concatenate(outs)
+    raw = pair.run_batched(sess, x, int8=True, batch_size=batch_size)
     if np.issubdtype(raw.dtype, np.integer):
         return quant.dequantize(raw).astype(np.float64), raw.astype(np.int64)
     # float output written by a final DequantizeLinear: re-quantizing recovers its integers exactly

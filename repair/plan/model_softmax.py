@@ -74,10 +74,7 @@ def int8_logits(pair: ModelPair, sm: ModelSoftmax, x: np.ndarray, batch_size: in
         pass
 
     sess = session(model if model is not None else pair.int8.proto, [sm.logits])
-    name = pair.float.inputs[0].name
-    batch = min(batch_size, pair.max_batch or batch_size)
-    out = [sess.run(None, pair.int8_feed({name: x[i:i + batch]}))[0] for i in range(0, len(x), batch)]
-    return np.concatenate(out).reshape(len(x), -1).astype(np.int64)
+    return pair.run_batched(sess, x, int8=True, batch_size=batch_size).reshape(len(x), -1).astype(np.int64)
 
 
 def folded_scale(sm: ModelSoftmax, temperature: float) -> float:
