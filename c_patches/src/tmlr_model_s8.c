@@ -204,15 +204,16 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t in_h = l->in_h, in_w = l->in_w, out_h = l->out_h, out_w = l->out_w;
     const int32_t sh = l->sh, sw = l->sw, pad_t = l->pad_t, pad_l = l->pad_l, zp = l->in_zp;
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
     const int8_t *x_end = x + (size_t)l->in_c * (size_t)(in_h * in_w); /* a word load must stay inside the input */
-    (void)x_end;
+#endif
     for (int32_t c = 0; c < l->out_c; c++) {
         const int8_t *xc = x + (size_t)c * (size_t)(in_h * in_w);
         const int8_t *w = l->weights + 9 * c;
         const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
         const int32_t bias = l->bias[c], folded = bias - zp * (w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7 + w8);
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
-        /* int16 pairs: (w0, w2) of each row for SMLAD, the middle taps (w1, w4) for SMLABB/SMLABT */
+        /* int16 pairs: (first, last) tap of each row for SMLAD; the middle taps w1, w4 paired for SMLABB/SMLABT, w7 alone */
         const uint32_t w02_0 = ((uint32_t)w0 & 0xFFFFu) | ((uint32_t)w2 << 16);
         const uint32_t w02_1 = ((uint32_t)w3 & 0xFFFFu) | ((uint32_t)w5 << 16);
         const uint32_t w02_2 = ((uint32_t)w6 & 0xFFFFu) | ((uint32_t)w8 << 16);
