@@ -119,32 +119,74 @@ TMLR_HOT uint32_t load32(const void *p)
 
 /* acc + sum_k col[k] * w[k]: four MACs per two SMLADs. SXTB16 sign-extends bytes 0,2 (and, rotated, 1,3) of four
  * weights; PKHBT/PKHTB re-pair them as (w0, w1), (w2, w3) to meet the column's int16 pairs. */
+/* Four int8 weights as two int16 pairs in the column's order: (w0, w1), (w2, w3). */
+TMLR_HOT void expand_weights(const int8_t *w, int32_t *w01, int32_t *w23)
+{
+    const uint32_t v = load32(w);
+    const uint32_t even = (uint32_t)__sxtb16((int32_t)v);
+    const uint32_t odd = (uint32_t)__sxtb16((int32_t)((v >> 8) | (v << 24)));
+    uint32_t lo, hi; /* PKHBT lo = (even.lo, odd.lo), PKHTB hi = (even.hi, odd.hi) */
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(lo) : "r"(even), "r"(odd));
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(hi) : "r"(odd), "r"(even));
+    *w01 = (int32_t)lo;
+    *w23 = (int32_t)hi;
+}
+
 TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int32_t acc)
 {
     int32_t k = 0;
     for (; k + 4 <= n; k += 4) {
-        const uint32_t v = load32(w + k);
-        const uint32_t even = (uint32_t)__sxtb16((int32_t)v);
-        const uint32_t odd = (uint32_t)__sxtb16((int32_t)((v >> 8) | (v << 24)));
-        uint32_t w01, w23; /* PKHBT w01 = (even.lo, odd.lo), PKHTB w23 = (even.hi, odd.hi) */
-        __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(w01) : "r"(even), "r"(odd));
-        __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(w23) : "r"(odd), "r"(even));
-        acc = __smlad((int32_t)load32(col + k), (int32_t)w01, acc);
-        acc = __smlad((int32_t)load32(col + k + 2), (int32_t)w23, acc);
+        int32_t w01, w23;
+        expand_weights(w + k, &w01, &w23);
+        acc = __smlad((int32_t)load32(col + k), w01, acc);
+        acc = __smlad((int32_t)load32(col + k + 2), w23, acc);
     }
     for (; k < n; k++) {
         acc += (int32_t)col[k] * (int32_t)w[k];
     }
     return acc;
 }
+
+/* Four columns (``stride`` apart) dotted with one weight row: each weight word expanded once for four pixels. */
+TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, int32_t n, int32_t *acc)
+{
+    const int16_t *c0 = col, *c1 = col + stride, *c2 = col + 2 * stride, *c3 = col + 3 * stride;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], k = 0;
+    for (; k + 4 <= n; k += 4) {
+        int32_t w01, w23;
+        expand_weights(w + k, &w01, &w23);
+        a0 = __smlad((int32_t)load32(c0 + k + 2), w23, __smlad((int32_t)load32(c0 + k), w01, a0));
+        a1 = __smlad((int32_t)load32(c1 + k + 2), w23, __smlad((int32_t)load32(c1 + k), w01, a1));
+        a2 = __smlad((int32_t)load32(c2 + k + 2), w23, __smlad((int32_t)load32(c2 + k), w01, a2));
+        a3 = __smlad((int32_t)load32(c3 + k + 2), w23, __smlad((int32_t)load32(c3 + k), w01, a3));
+    }
+    for (; k < n; k++) {
+        const int32_t wk = w[k];
+        a0 += c0[k] * wk;
+        a1 += c1[k] * wk;
+        a2 += c2[k] * wk;
+        a3 += c3[k] * wk;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
 #else
-/* The portable dot product (cores without the DSP extension, and the host build). */
+/* The portable dot products (cores without the DSP extension, and the host build). */
 TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int32_t acc)
 {
     for (int32_t k = 0; k < n; k++) {
         acc += (int32_t)col[k] * (int32_t)w[k];
     }
     return acc;
+}
+
+TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, int32_t n, int32_t *acc)
+{
+    for (int32_t j = 0; j < 4; j++) {
+        acc[j] = dot_s16_s8(col + j * stride, w, n, acc[j]);
+    }
 }
 #endif
 
@@ -197,79 +239,137 @@ TMLR_KERNEL void conv_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-/* A 3x3 depthwise convolution (one output channel per input channel, no dilation): the input zero point folded
- * into the bias (acc = bias - zp * sum(w) + sum(x * w), exact in int32) and the nine taps unrolled where the window
- * is inside the input; border pixels sum only their valid taps of (x - zp), as TFLM skips the others. */
+/* One channel's 3x3 kernel, ready for the interior runs: the zero point folded into the bias, and on the Cortex-M4
+ * the taps as int16 pairs — (first, last) of each row for SMLAD, the middle taps w1, w4 paired for SMLABB/SMLABT,
+ * w7 alone. */
+typedef struct {
+    int32_t folded; /* bias - zp * sum(w): acc = folded + sum(x * w) over raw int8 x, exact in int32 */
+    int32_t w[9];
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
+    int32_t w02_0, w02_1, w02_2, w1_01;
+#endif
+} dw3_kernel;
+
+/* n outputs of one row whose 3x3 windows lie inside the input, the first window's top-left at r0, stepping sw;
+ * `last` is the input's end (a word load reads one byte past the window: only where that byte exists). */
+TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, const dw3_kernel *k, const requant *q,
+                      const int8_t *last, int8_t *y)
+{
+    for (int32_t i = 0; i < n; i++, r0 += sw) {
+        const int8_t *r1 = r0 + in_w, *r2 = r1 + in_w;
+        int32_t acc;
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
+        if (r2 + 3 < last) { /* a word from each row: (x0, x2) by SMLAD, x1 by SMLABB/SMLABT (x3 unused) */
+            const uint32_t a = load32(r0), b = load32(r1), d = load32(r2);
+            acc = __smlad(__sxtb16((int32_t)a), k->w02_0, k->folded);
+            acc = __smlabb(__sxtb16((int32_t)((a >> 8) | (a << 24))), k->w1_01, acc);
+            acc = __smlad(__sxtb16((int32_t)b), k->w02_1, acc);
+            acc = __smlabt(__sxtb16((int32_t)((b >> 8) | (b << 24))), k->w1_01, acc);
+            acc = __smlad(__sxtb16((int32_t)d), k->w02_2, acc);
+            acc = __smlabb(__sxtb16((int32_t)((d >> 8) | (d << 24))), k->w[7], acc);
+        } else
+#else
+        (void)last;
+#endif
+        {
+            const int32_t *w = k->w;
+            acc = k->folded + r0[0] * w[0] + r0[1] * w[1] + r0[2] * w[2] + r1[0] * w[3] + r1[1] * w[4] +
+                  r1[2] * w[5] + r2[0] * w[6] + r2[1] * w[7] + r2[2] * w[8];
+        }
+        y[i] = finish_q(acc, q);
+    }
+}
+
+/* A 3x3 depthwise convolution (one output channel per input channel, no dilation): each output row's interior run
+ * through `dw3_run`; border pixels sum only their valid taps of (x - zp), as TFLM skips the others. */
 TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t in_h = l->in_h, in_w = l->in_w, out_h = l->out_h, out_w = l->out_w;
     const int32_t sh = l->sh, sw = l->sw, pad_t = l->pad_t, pad_l = l->pad_l, zp = l->in_zp;
-#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
-    const int8_t *x_end = x + (size_t)l->in_c * (size_t)(in_h * in_w); /* a word load must stay inside the input */
-#endif
+    const int8_t *last = x + (size_t)l->in_c * (size_t)(in_h * in_w);
+    /* the interior columns: ix0 = ox * sw - pad_l with 0 <= ix0 and ix0 + 2 < in_w */
+    const int32_t ox_a = (pad_l + sw - 1) / sw;
+    int32_t ox_b = in_w >= 3 ? (in_w - 3 + pad_l) / sw + 1 : 0;
+    ox_b = ox_b > out_w ? out_w : (ox_b < ox_a ? ox_a : ox_b);
     for (int32_t c = 0; c < l->out_c; c++) {
         const int8_t *xc = x + (size_t)c * (size_t)(in_h * in_w);
-        const int8_t *w = l->weights + 9 * c;
-        const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
-        const int32_t bias = l->bias[c], folded = bias - zp * (w0 + w1 + w2 + w3 + w4 + w5 + w6 + w7 + w8);
+        const int8_t *wc = l->weights + 9 * c;
+        dw3_kernel k;
+        int32_t sum = 0;
+        for (int32_t t = 0; t < 9; t++) {
+            k.w[t] = wc[t];
+            sum += wc[t];
+        }
+        k.folded = l->bias[c] - zp * sum;
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
-        /* int16 pairs: (first, last) tap of each row for SMLAD; the middle taps w1, w4 paired for SMLABB/SMLABT, w7 alone */
-        const uint32_t w02_0 = ((uint32_t)w0 & 0xFFFFu) | ((uint32_t)w2 << 16);
-        const uint32_t w02_1 = ((uint32_t)w3 & 0xFFFFu) | ((uint32_t)w5 << 16);
-        const uint32_t w02_2 = ((uint32_t)w6 & 0xFFFFu) | ((uint32_t)w8 << 16);
-        const uint32_t w1_01 = ((uint32_t)w1 & 0xFFFFu) | ((uint32_t)w4 << 16);
+        k.w02_0 = (int32_t)(((uint32_t)k.w[0] & 0xFFFFu) | ((uint32_t)k.w[2] << 16));
+        k.w02_1 = (int32_t)(((uint32_t)k.w[3] & 0xFFFFu) | ((uint32_t)k.w[5] << 16));
+        k.w02_2 = (int32_t)(((uint32_t)k.w[6] & 0xFFFFu) | ((uint32_t)k.w[8] << 16));
+        k.w1_01 = (int32_t)(((uint32_t)k.w[1] & 0xFFFFu) | ((uint32_t)k.w[4] << 16));
 #endif
         const requant q = requant_of(l, c);
         int8_t *yc = y + (size_t)c * (size_t)(out_h * out_w);
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t iy0 = oy * sh - pad_t;
             const int rows_inside = iy0 >= 0 && iy0 + 2 < in_h;
+            int8_t *yr = yc + oy * out_w;
+            if (rows_inside && ox_b > ox_a) {
+                dw3_run(xc + iy0 * in_w + ox_a * sw - pad_l, in_w, sw, ox_b - ox_a, &k, &q, last, yr + ox_a);
+            }
             for (int32_t ox = 0; ox < out_w; ox++) {
+                if (rows_inside && ox >= ox_a && ox < ox_b) {
+                    ox = ox_b - 1; /* the interior run is done */
+                    continue;
+                }
                 const int32_t ix0 = ox * sw - pad_l;
-                int32_t acc;
-                if (rows_inside && ix0 >= 0 && ix0 + 2 < in_w) {
-                    const int8_t *r0 = xc + iy0 * in_w + ix0, *r1 = r0 + in_w, *r2 = r1 + in_w;
-#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
-                    if (r2 + 3 < x_end) { /* a word from each row: (x0, x2) by SMLAD, x1 by SMLABB (x3 unused) */
-                        const uint32_t a = load32(r0), b = load32(r1), d = load32(r2);
-                        acc = __smlad(__sxtb16((int32_t)a), (int32_t)w02_0, folded);
-                        acc = __smlabb(__sxtb16((int32_t)((a >> 8) | (a << 24))), (int32_t)w1_01, acc);
-                        acc = __smlad(__sxtb16((int32_t)b), (int32_t)w02_1, acc);
-                        acc = __smlabt(__sxtb16((int32_t)((b >> 8) | (b << 24))), (int32_t)w1_01, acc);
-                        acc = __smlad(__sxtb16((int32_t)d), (int32_t)w02_2, acc);
-                        acc = __smlabb(__sxtb16((int32_t)((d >> 8) | (d << 24))), w7, acc);
-                    } else
-#endif
-                    {
-                        acc = folded + r0[0] * w0 + r0[1] * w1 + r0[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 +
-                              r2[0] * w6 + r2[1] * w7 + r2[2] * w8;
-                    }
-                } else {
-                    acc = bias;
-                    for (int32_t ky = 0; ky < 3; ky++) {
-                        const int32_t iy = iy0 + ky;
-                        for (int32_t kx = 0; kx < 3; kx++) {
-                            const int32_t ix = ix0 + kx;
-                            if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
-                                acc += (xc[iy * in_w + ix] - zp) * w[ky * 3 + kx];
-                            }
+                int32_t acc = l->bias[c];
+                for (int32_t ky = 0; ky < 3; ky++) {
+                    const int32_t iy = iy0 + ky;
+                    for (int32_t kx = 0; kx < 3; kx++) {
+                        const int32_t ix = ix0 + kx;
+                        if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
+                            acc += (xc[iy * in_w + ix] - zp) * k.w[ky * 3 + kx];
                         }
                     }
                 }
-                yc[oy * out_w + ox] = finish_q(acc, &q);
+                yr[ox] = finish_q(acc, &q);
             }
         }
     }
 }
 
-/* A 1x1 convolution by columns: each pixel's channel vector gathered once, then one dot product per output. */
+/* A 1x1 convolution by columns: four pixels' channel vectors gathered at a time (while 4 x in_c fits col_buf), then
+ * one four-column dot product per output channel; the last pixels one at a time. */
 TMLR_KERNEL void conv_pointwise_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t hw = l->in_h * l->in_w, in_c = l->in_c, out_c = l->out_c;
     const int16_t zp = (int16_t)l->in_zp;
     const int8_t *weights = l->weights;
     const int32_t *bias = l->bias;
-    for (int32_t p = 0; p < hw; p++) {
+    int32_t p = 0;
+    if (4 * in_c <= TMLR_MODEL_MAX_COL) {
+        for (; p + 4 <= hw; p += 4) {
+            for (int32_t ic = 0; ic < in_c; ic++) {
+                const int8_t *xr = x + (size_t)ic * (size_t)hw + p;
+                col_buf[ic] = (int16_t)(xr[0] - zp);
+                col_buf[in_c + ic] = (int16_t)(xr[1] - zp);
+                col_buf[2 * in_c + ic] = (int16_t)(xr[2] - zp);
+                col_buf[3 * in_c + ic] = (int16_t)(xr[3] - zp);
+            }
+            int8_t *yp = y + p;
+            for (int32_t oc = 0; oc < out_c; oc++) {
+                int32_t acc[4] = {bias[oc], bias[oc], bias[oc], bias[oc]};
+                dot4_s16_s8(col_buf, in_c, weights + (size_t)oc * (size_t)in_c, in_c, acc);
+                const requant q = requant_of(l, oc);
+                yp[0] = finish_q(acc[0], &q);
+                yp[1] = finish_q(acc[1], &q);
+                yp[2] = finish_q(acc[2], &q);
+                yp[3] = finish_q(acc[3], &q);
+                yp += hw;
+            }
+        }
+    }
+    for (; p < hw; p++) {
         const int8_t *xp = x + p;
         for (int32_t ic = 0; ic < in_c; ic++) {
             col_buf[ic] = (int16_t)(xp[(size_t)ic * (size_t)hw] - zp);
