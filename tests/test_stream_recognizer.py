@@ -158,6 +158,10 @@ def test_fit_stream_emit_and_the_sim_device_agree(tmp_path):
     assert report["bit_exact"]["differ"] == 0 and report["bit_exact"]["samples"] == len(np.load(hold)["times_ms"])
     assert report["detections"]["device"] == report["detections"]["twin"] > 0
     assert report["stream_rates"]["false_reject_rate"] == h["holdout"]["false_reject_rate"]
+    assert not list((tmp_path / "run").glob(".journal-*"))  # a finished run's journal is gone
+    r = CliRunner().invoke(main, ["validate", "--plan", str(tmp_path / "plan.json"), "--data", str(hold),
+                                  "--serial", "sim", "-o", str(tmp_path / "run"), "--resume"])
+    assert r.exit_code == 0 and "already finished" in r.output, r.output
 
 
 @pytest.mark.parametrize("bad,says", [

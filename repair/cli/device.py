@@ -265,6 +265,8 @@ def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_onl
     from ..plan.plan import RepairPlan
 
     plan = RepairPlan.from_json(plan_path)
+    if out_dir is not None and resume and not any(out_dir.glob(JOURNALS)) and (out_dir / "report.json").is_file():
+        return _finished_run(ctx, out_dir)  # nothing left to do: show the result, rewrite nothing
     if out_dir is not None and not resume:
         check_outputs(out_dir, ("report.json", "report.md"), force)
     stream = plan.task == "keyword_stream"  # --data is a stream of the device's posteriors: no model runs
@@ -299,6 +301,8 @@ def validate(ctx, plan_path, data_path, float_path, int8_path, out_dir, shim_onl
 
         write_files(out_dir, {"report.json": dumps_stable(run.report), "report.md": "```\n" + text + "```\n"},
                     force=True)
+        for journal in out_dir.glob(JOURNALS):  # the run is finished: its journals have served
+            journal.unlink()
     click.echo(text, nl=False)
     ctx.exit(0 if run.bit_exact else 1)
 
