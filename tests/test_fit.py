@@ -101,3 +101,13 @@ def test_fit_scores_bad_input(tmp_path, content, extra, match):
     assert r.exit_code == 2, r.output
     assert match in r.stderr and "Traceback" not in r.output
     assert not (tmp_path / "p.json").exists()
+
+
+def test_svg_bars_draw_what_matplotlib_would_refuse():
+    """The fit report's inline SVG bars: a value with no number (NaN, inf) draws as a 0 bar whose tooltip says so;
+    labels are escaped."""
+    from repair.drift.svg import svg_bars
+
+    svg = svg_bars(["<float>", "int8"], [float("nan"), 0.5], ylabel="a & b")
+    assert svg.startswith("<svg") and svg.endswith("</svg>") and "&lt;float&gt;: nan" in svg and "a &amp; b" in svg
+    assert "<svg" in svg_bars(["x"], [float("inf")], log=True, ylim=(0.0, 2.0))

@@ -21,6 +21,8 @@ def svg_bars(labels: list[str], values: list[float], *, colors: list[str] | str 
              title: str = "", ylim: tuple[float, float] | None = None, log: bool = False) -> str:
     """A bar chart (one bar per label) as an inline <svg>. ``log``: bar heights on log10(1 + v) (v ≥ 0), the
     ticks still in v's units. Labels longer than the bar's room are rotated 45°."""
+    shown = [float(v) for v in values]
+    values = [v if math.isfinite(v) else 0.0 for v in shown]  # a bar of 0 for a value that has none (its tooltip says)
     n = len(values)
     colors = [colors] * n if isinstance(colors, str) else colors
     f = (lambda v: math.log10(1 + max(v, 0.0))) if log else (lambda v: v)
@@ -47,11 +49,11 @@ def svg_bars(labels: list[str], values: list[float], *, colors: list[str] | str 
             out.append(f'<line x1="{left}" x2="{width - 20}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#e0e0e0"/>'
                        f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     base = y(max(lo, 0.0) if lo <= 0 <= hi else lo)
-    for i, (label, v, c) in enumerate(zip(labels, values, colors)):
+    for i, (label, v, c, s) in enumerate(zip(labels, values, colors, shown)):
         x0 = left + i * bar_w + 4
         top_y = y(min(max(v, lo), hi))
         out.append(f'<rect x="{x0}" y="{min(top_y, base):.1f}" width="{bar_w - 8}" '
-                   f'height="{abs(base - top_y):.1f}" fill="{c}"><title>{e(label)}: {v:.4g}</title></rect>')
+                   f'height="{abs(base - top_y):.1f}" fill="{c}"><title>{e(label)}: {s:.4g}</title></rect>')
         cx, ly = x0 + (bar_w - 8) / 2, top + plot_h + 14
         out.append(f'<text x="{cx:.1f}" y="{ly}" text-anchor="{"end" if rotate else "middle"}"'
                    + (f' transform="rotate(-45 {cx:.1f} {ly})"' if rotate else "") + f">{e(label)}</text>")
