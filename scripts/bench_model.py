@@ -11,7 +11,7 @@ instructions per call (BENCH, the empty loop subtracted) as a share of the model
 
 Per layer (digits and kws_dscnn): each conv / depthwise / pointwise / FC layer built alone into a firmware (a
 one-layer program: its input, its output) and run by INFER on QEMU; instructions per MAC (the layer's input
-and output copies included: under 0.2 per MAC here), next to CMSIS-NN's figures for the same kinds of layer
+and output copies included), next to CMSIS-NN's figures for the same kinds of layer
 (issue 21: CMSIS-NN 99f736a, -O2 -mcpu=cortex-m4 -DARM_MATH_DSP, one shape per kind).
 """
 

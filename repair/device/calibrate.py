@@ -75,7 +75,8 @@ def run_calibrate(link: DeviceLink, pair: ModelPair, calib: CalibrationSet, hold
         if pre_shim is not None and hello.capabilities & P.CAP_PRE_SHIM:
             run.report["model_on_device"]["input"] = (f"raw int16 readings ({pre_shim['features']} per sample) "
                                                       "through the input pre-shim in C")
-        if program is not None:  # the device's model departs from the program: find the layer and the cause
+        differ = run.report["model_on_device"].get("bit_exact_vs_python_reference", {}).get("differ", 0)
+        if program is not None and differ:  # the device's model departs from the program: find the layer and why
             diagnosis = diagnose_differing(link, program, np.concatenate([rc["inputs"], rh["inputs"]]),
                                            np.concatenate([r["q"].reshape(len(r["q"]), -1) for r in (rc, rh)]))
             if diagnosis:

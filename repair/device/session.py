@@ -92,8 +92,7 @@ def raw_outputs(link: DeviceLink, hello: Hello, pair: ModelPair, data: Calibrati
     if out_info.size != q_host.reshape(len(data), -1).shape[1]:
         raise DeviceError(f"the device's model gives {out_info.size} outputs, this model "
                           f"{q_host.reshape(len(data), -1).shape[1]}: flash the firmware built for this model")
-    journal = (Journal(journal_dir / f".journal-{phase}.jsonl", identity(phase, "", data, hello), resume=resume)
-               if journal_dir else None)
+    journal = phase_journal(journal_dir, phase, "", data, hello, resume)
     stream = InferStream(link, out_info.size, journal=journal, progress=progress, raw=raw)
     out = stream.run(readings if raw else x)
     q = np.asarray(out["raw"], np.int64).reshape(q_host.shape)
@@ -128,9 +127,7 @@ def scores_on_device(link: DeviceLink, hello: Hello, pair: ModelPair, shim, plan
     threshold's alarm). Returns the device's int16 scores, and how they compare with the twin's on the device's own
     int8 inputs and outputs (and, for a threshold, the device's alarms with the plan's)."""
     x = device_inputs(pair, data, hello)
-    journal = (Journal(journal_dir / ".journal-holdout-scores.jsonl", identity("holdout-scores", plan_sha256, data,
-                                                                               hello), resume=resume)
-               if journal_dir else None)
+    journal = phase_journal(journal_dir, "holdout-scores", plan_sha256, data, hello, resume)
     stream = InferStream(link, hello.model_output.size, shim=shim, params_id=params_id(plan_sha256),
                          journal=journal, progress=progress)
     out = stream.run(x)
@@ -171,6 +168,14 @@ def bit_exact(device: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -
         differ |= (got != np.asarray(want).reshape(n, -1)).any(axis=1)
     idx = np.flatnonzero(differ)
     return {"samples": int(n), "differ": int(len(idx)), "first_differing": idx[:10].tolist()}
+
+
+def phase_journal(journal_dir: Path | None, phase: str, plan_sha256: str, data, hello: Hello,
+                  resume: bool) -> Journal | None:
+    """The journal of one phase of a run (``.journal-PHASE.jsonl`` in ``journal_dir``), or None without a folder."""
+    if journal_dir is None:
+        return None
+    return Journal(journal_dir / f".journal-{phase}.jsonl", identity(phase, plan_sha256, data, hello), resume=resume)
 
 
 def identity(kind: str, plan_sha256: str, data: CalibrationSet, hello: Hello) -> dict:
