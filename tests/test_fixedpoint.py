@@ -147,6 +147,16 @@ def test_batched_requantize_paths_equal_the_twin():
         got = requantize_float(small.astype(np.float64), m, min(s, 0))
         np.testing.assert_array_equal(got, fp.requantize(small, m, min(s, 0)))
     assert requantize_float(np.array([float(1 << 22)]), 1 << 30, 0) is None  # refuses where it would round
+    # ties of both roundings (multipliers with few bits make x·M land on exact halves), per channel on the leading
+    # axis as the program applies them, with and without a stated bound
+    x = np.arange(-5000, 5001, dtype=np.int64)
+    for m in (1 << 30, 1 << 29, 3 << 28, -(1 << 30), fp.Q31_MAX, fp.Q31_MIN):
+        shifts = np.arange(-12, 1)
+        want = np.stack([fp.requantize(x, m, int(s)) for s in shifts])
+        xs = np.broadcast_to(x.astype(np.float64), (len(shifts), len(x)))
+        for bound in (None, 5000.0):
+            got = requantize_float(xs, np.full((len(shifts), 1), m), shifts[:, None], bound)
+            np.testing.assert_array_equal(got, want)
 
 
 def test_recon_score_is_the_mean_squared_error_in_score_units():

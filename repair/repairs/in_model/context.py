@@ -28,14 +28,39 @@ VALUE_SAMPLE = 200_000
 
 
 def session(model: onnx.ModelProto, outputs: list[str]):
-    """An onnxruntime session computing exactly ``outputs`` (graph outputs replaced), optimisations off."""
+    """An onnxruntime session computing exactly ``outputs`` (graph outputs replaced), optimisations off, and
+    only the nodes they depend on: onnxruntime runs every node of a graph, so a request for an early layer's
+    tensor (sequential bias correction asks for each layer's in turn) would otherwise pay for the whole model."""
     from onnx import helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.output[:]
     m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in outputs)
+    needed = ancestors(m.graph.node, outputs)
+    kept = [n for k, n in enumerate(m.graph.node) if k in needed]
+    if len(kept) < len(m.graph.node):
+        del m.graph.node[:]
+        m.graph.node.extend(kept)
+        used = {i for n in kept for i in n.input}
+        dropped = {i.name for i in m.graph.initializer if i.name not in used}
+        inits = [i for i in m.graph.initializer if i.name not in dropped]
+        del m.graph.initializer[:]
+        m.graph.initializer.extend(inits)
+        inputs = [i for i in m.graph.input if i.name not in dropped]  # an initializer listed as an input (IR < 4)
+        del m.graph.input[:]
+        m.graph.input.extend(inputs)
     return ort_session(m)
+
+
+def ancestors(nodes, outputs: list[str]) -> set[int]:
+    """Positions of the ``nodes`` (in topological order) that ``outputs`` depend on."""
+    wanted, needed = set(outputs), set()
+    for k in range(len(nodes) - 1, -1, -1):
+        if any(o in wanted for o in nodes[k].output):
+            needed.add(k)
+            wanted.update(i for i in nodes[k].input if i)
+    return needed
 
 
 def channel_view(a: np.ndarray, axis: int) -> np.ndarray:
