@@ -28,7 +28,14 @@ from repair.repairs.in_model.equalization import (
 from repair.repairs.in_model.parts import range_params
 from repair.repairs.in_model.thresholds import fit_thresholds
 
-from .conftest import DATASETS, make_float_model, quantize_model, real_model, task_files
+from .conftest import (
+    DATASETS,
+    TASKS,
+    make_float_model,
+    quantize_model,
+    real_model,
+    task_files,
+)
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +224,54 @@ def test_thresholds_never_raise_the_calibration_output_error(digits):
     keys = {r["activation"] for r in rows}
     assert not any("interface" in r["why"] for r in rows)
     assert any(a.model_input and k in keys for k, a in qm.activations.items())
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_edits_run_through_one_part_equal_each_edited_model_run_whole(task):
+    """edited_outputs (one session over the part of the graph the edits reach, fed the cut) gives exactly the
+    outputs of running each edited model whole, for a range edit of every activation and a bias edit."""
+    from repair.repairs.in_model.edits import edited_outputs
+    from repair.repairs.in_model.thresholds import candidates
+
+    f = task_files(task)
+    pair = load_pair(f["float"], f["int8"])
+    x = load_calibration(f["calib"]).x[:96].astype(np.float32)
+    ctx = FitContext(pair, x, batch_size=40)  # three batches, the last one short
+    qm = QdqModel(pair.int8.proto)
+    edits = []
+    for key, act in qm.activations.items():
+        if act.interface:
+            continue
+        t = qm.copy()
+        lo, hi = candidates(np.random.default_rng(0).normal(0, 1, 5000))["p99"]
+        t.set_activation(key, *range_params(lo * 3, hi * 3))
+        edits.append(t)
+    t = qm.copy()
+    t.set_bias_int(t.layers[-1], t.bias_int(t.layers[-1]) + 5)
+    edits.append(t)
+    assert len(edits) > 2
+    together = edited_outputs(ctx, qm, edits, x)  # one part: every edit's constants are inputs of it
+    for e, g in zip(edits, together):
+        whole = ctx.outputs(e.to_model(), x, int8=True)
+        np.testing.assert_array_equal(g, whole)
+        np.testing.assert_array_equal(edited_outputs(ctx, qm, [e], x)[0], whole)  # its own part, fed a cut
+    assert not np.array_equal(together[0], ctx.outputs(qm.to_model(), x, int8=True))  # the edits do change it
+
+
+def test_an_edit_that_adds_a_node_is_run_whole(tmp_path):
+    from repair.repairs.in_model.edits import edited_outputs
+
+    f = make_float_model(tmp_path / "f.onnx", bias=False, channels=6)
+    x = np.random.default_rng(3).uniform(0, 1, (64, 1, 8, 8)).astype(np.float32)
+    pair = load_pair(f, quantize_model(f, tmp_path / "q.onnx", x[:48]))
+    ctx, qm = FitContext(pair, x), QdqModel(pair.int8.proto)
+    added, ranged = qm.copy(), qm.copy()
+    added.set_bias_int(added.layers[0], np.full(qm.n_out(qm.layers[0]), 40))  # a bias DQ node appears
+    key = next(k for k, a in qm.activations.items() if not a.interface and not a.model_input)
+    ranged.set_activation(key, qm.activation_params(key)[0] * 2, qm.activation_params(key)[1])
+    assert len(added.model.graph.node) > len(qm.model.graph.node)
+    for e, g in zip((added, ranged), edited_outputs(ctx, qm, [added, ranged], x)):
+        np.testing.assert_array_equal(g, ctx.outputs(e.to_model(), x, int8=True))
 
 
 # ---------------------------------------------------------------------------------------------- the fit

@@ -53,11 +53,12 @@ def session(model: onnx.ModelProto, outputs: list[str]):
     return ort_session(m)
 
 
-def ancestors(nodes, outputs: list[str]) -> set[int]:
-    """Positions of the ``nodes`` (in topological order) that ``outputs`` depend on."""
+def ancestors(nodes, outputs: list[str], within: set[int] | None = None) -> set[int]:
+    """Positions of the ``nodes`` (in topological order) that ``outputs`` depend on; with ``within``, only
+    through those positions (a tensor produced elsewhere is taken as given)."""
     wanted, needed = set(outputs), set()
     for k in range(len(nodes) - 1, -1, -1):
-        if any(o in wanted for o in nodes[k].output):
+        if (within is None or k in within) and any(o in wanted for o in nodes[k].output):
             needed.add(k)
             wanted.update(i for i in nodes[k].input if i)
     return needed
@@ -105,19 +106,20 @@ class FitContext:
     def run(self, model: onnx.ModelProto, names: list[str], x: np.ndarray, *, int8: bool):
         """Yield each batch's outputs (dict name → array) of ``model`` on ``x``."""
         sess = session(model, names)
+        feed = self.feeder(model, int8=int8)
+        for i in range(0, len(x), self.batch):
+            yield dict(zip(names, sess.run(names, feed(x[i:i + self.batch]))))
+
+    def feeder(self, model: onnx.ModelProto, *, int8: bool):
+        """float inputs → the feed dict of ``model`` (the float model, or an int8 one: ``int8``)."""
+        if not int8:
+            return lambda xb: {self.float_input: xb}
         q_input = self.pair.int8.inputs[0].name
         # an int8 input is quantized with ``model``'s own parameters (a repair may have refitted them)
-        int8_input = int8 and self.pair.int8.inputs[0].dtype.startswith("int")
-        quant = GraphIndex(model).input_quant(q_input) if int8_input else None
-        for i in range(0, len(x), self.batch):
-            xb = x[i:i + self.batch]
-            if not int8:
-                feed = {self.float_input: xb}
-            elif quant is not None:
-                feed = {q_input: quant.quantize(xb)}
-            else:
-                feed = {q_input: self.pair.int8_feed({self.float_input: xb})[q_input]}
-            yield dict(zip(names, sess.run(names, feed)))
+        quant = GraphIndex(model).input_quant(q_input) if self.pair.int8.inputs[0].dtype.startswith("int") else None
+        if quant is not None:
+            return lambda xb: {q_input: quant.quantize(xb)}
+        return lambda xb: {q_input: self.pair.int8_feed({self.float_input: xb})[q_input]}
 
     def outputs(self, model: onnx.ModelProto, x: np.ndarray, *, int8: bool) -> np.ndarray:
         """The model's first output on ``x`` as float64 (int8 outputs dequantized)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .context import VALUE_SAMPLE, FitContext
+from .edits import edited_outputs
 from .parts import range_params
 from .qdq import QdqModel
 
@@ -51,8 +52,8 @@ def candidates(v: np.ndarray) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _output_error(ctx: FitContext, qm: QdqModel, x: np.ndarray, ref: np.ndarray) -> float:
-    out = ctx.outputs(qm.to_model(), x, int8=True)
+def _relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """Mean squared difference from the float model's output, over the float output's variance."""
     return float(np.mean((out - ref) ** 2) / max(float(np.var(ref)), 1e-30))
 
 
@@ -86,24 +87,26 @@ def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
             editable.append(key)
     ctx.float_values_of([(ctx.float_tensor(key), qm.equalized.get(key)) for key in editable
                          if not qm.activations[key].model_input])  # every activation's values in one float pass
-    best_err = _output_error(ctx, qm, x, ref)
+    best_err = _relative_error(ctx.outputs(qm.to_model(), x, int8=True), ref)
     start_err = best_err
     for k, key in enumerate(editable):
         act = qm.activations[key]
         v = _input_values(ctx, qm) if act.model_input else ctx.float_values(ctx.float_tensor(key), qm.equalized.get(key))
         current = qm.activation_params(key)
         tried = {}
-        best_name, best_params = "current", current
         for name, (lo, hi) in candidates(v).items():
             params = range_params(lo, hi)
-            if params == current or params in tried.values():
-                continue
-            trial = qm.copy()
-            trial.set_activation(key, *params)
-            err = _output_error(ctx, trial, x, ref)
-            tried[name] = params
+            if params != current and params not in tried.values():
+                tried[name] = params
+        trials = []
+        for params in tried.values():
+            trials.append(qm.copy())
+            trials[-1].set_activation(key, *params)
+        best_name, best_params = "current", current
+        for name, out in zip(tried, edited_outputs(ctx, qm, trials, x)):  # in candidate order: ties keep the first
+            err = _relative_error(out, ref)
             if err < best_err:
-                best_err, best_name, best_params = err, name, params
+                best_err, best_name, best_params = err, name, tried[name]
         if best_name != "current":
             qm.set_activation(key, *best_params)
         rows.append({"activation": key, "float_tensor": _float_name(ctx, qm.activations[key], key),
