@@ -33,10 +33,16 @@ MSE_FRACTIONS = np.linspace(0.06, 1.0, 48)
 SEARCH_SAMPLES = 128
 
 
-def _fake_quant(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def _quant_mse(v: np.ndarray, lo: float, hi: float) -> float:
+    """E[(v − Q(v))²] for the int8 quantizer of range [lo, hi]: Q(v) = (clamp(rint(v/s) + z) − z)·s, clamped
+    as clamp(rint(v/s), −128 − z, 127 − z) (the same integers), in place."""
     scale, zp = range_params(lo, hi)
-    q = np.clip(np.rint(v / scale) + zp, -128, 127)
-    return (q - zp) * scale
+    q = np.divide(v, scale)
+    np.rint(q, out=q)
+    np.clip(q, -128 - zp, 127 - zp, out=q)
+    q *= scale
+    np.subtract(v, q, out=q)
+    return float(np.dot(q, q)) / q.size
 
 
 def candidates(v: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -46,7 +52,7 @@ def candidates(v: np.ndarray) -> dict[str, tuple[float, float]]:
     out = {"minmax": (lo, hi)}
     for p in PERCENTILES:
         out[f"p{p:g}"] = (float(np.percentile(v, 100 - p)) if signed else lo, float(np.percentile(v, p)))
-    errs = [float(np.mean((v - _fake_quant(v, lo * f, hi * f)) ** 2)) for f in MSE_FRACTIONS]
+    errs = [_quant_mse(v, lo * f, hi * f) for f in MSE_FRACTIONS]
     f = float(MSE_FRACTIONS[int(np.argmin(errs))])
     out["mse"] = (lo * f, hi * f)
     return out
