@@ -159,6 +159,20 @@ def test_batched_requantize_paths_equal_the_twin():
             np.testing.assert_array_equal(got, want)
 
 
+def test_add_input_rescale_equals_the_twin_on_every_int8_value():
+    """The float path of TFLM Add's input rescale, requantize((x − z)·2^20, M, s), equals the integer twin on
+    every int8 x, zero points at the ends, multipliers with ties (powers of two) and random ones, every s ≤ 0."""
+    from repair.program.ir import ADD_LEFT_SHIFT, _add_input
+
+    x = np.arange(-128, 128)
+    rng = np.random.default_rng(5)
+    for m in [1 << 30, 1 << 29, 3 << 28, fp.Q31_MAX, *rng.integers(1 << 29, fp.Q31_MAX, 40)]:
+        for s in range(-25, 2):
+            for z in (-128, 0, 4, 127):
+                want = fp.requantize((x - z) * (1 << ADD_LEFT_SHIFT), int(m), s)
+                np.testing.assert_array_equal(_add_input(x.astype(np.float32), z, int(m), s), want)
+
+
 def test_recon_score_is_the_mean_squared_error_in_score_units():
     """The integer score equals round(Σ(s_in·e − s_out·f)² / (n·s)) (computed exactly with fractions of the
     float64 scales) to within one unit (the multipliers are rounded to 30 bits), for realistic scales."""

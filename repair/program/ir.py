@@ -324,10 +324,31 @@ def _requant(layer, args, tensors):
 
 def _add(layer, args, tensors):
     p = layer.p
-    x0, x1 = (np.asarray(a, np.int64) for a in args)
-    a = fp.requantize((x0 - p["in_zp"]) * (1 << ADD_LEFT_SHIFT), p["mult1"], p["shift1"])
-    b = fp.requantize((x1 - p["in1_zp"]) * (1 << ADD_LEFT_SHIFT), p["mult2"], p["shift2"])
+    a = _add_input(args[0], p["in_zp"], p["mult1"], p["shift1"])
+    b = _add_input(args[1], p["in1_zp"], p["mult2"], p["shift2"])
     return _finish(a + b, p)
+
+
+def _add_input(x, zero_point: int, multiplier: int, shift: int) -> np.ndarray:
+    """requantize((x − z)·2^20, M, shift): one input of TFLM's int8 Add, in its common sum's units.
+
+    For shift = −r ≤ 0 in float64, exactly: with v = (x − z)·M (|v| < 2^40), SRDHM(v·2^20) =
+    ⌊(v·2^20 + 2^30) / 2^31⌋ = ⌊(v + 2^10) / 2^11⌋ = u (both signs: gemmlowp's nudge makes it round half up),
+    then the rounding divide by 2^r, ties away from zero, = trunc(u/2^r + ½·sign(u)) (r ≥ 1; u itself for r = 0).
+    Every value is an integer or a half below 2^53. A left shift (never from TFLM's Add, whose input multipliers
+    are below one) takes the int64 path.
+    """
+    if shift > 0:
+        return fp.requantize((np.asarray(x, np.int64) - zero_point) * (1 << ADD_LEFT_SHIFT), multiplier, shift)
+    v = (np.asarray(x, np.float64) - zero_point) * float(multiplier)
+    v += 1 << 10
+    v *= 2.0 ** -11
+    np.floor(v, out=v)
+    if shift < 0:
+        v *= 2.0 ** shift
+        v += np.copysign(0.5, v)
+        np.trunc(v, out=v)
+    return v
 
 
 def _softmax(layer, args, tensors):

@@ -1,0 +1,72 @@
+"""Benchmark: the integer program (the device's arithmetic, batched in numpy) against one onnxruntime pass of the
+int8 model with graph optimisations off (how tmlrepair ran int8 models before), same model, same inputs.
+
+    python scripts/bench_program.py [--samples 1000] [--repeats 5]
+
+Bundled tasks (their calibration inputs) and, when ../shared/real is present, the MLPerf Tiny int8 models
+(random int8 inputs). Each figure is the median of ``--repeats`` runs of the whole set, models loaded and
+sessions created beforehand; the ratio is program / onnxruntime (issue 21's target: ≤ 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from repair.models import load_pair
+from repair.models.pair import load_model, ort_session
+from repair.program import lower
+from repair.program.runner import ProgramRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny" / "models"
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cases(samples: int):
+    for task in ("digits", "motions", "ecg"):
+        d = ROOT / "datasets" / task
+        pair = load_pair(d / "float.onnx", d / "int8.onnx")
+        x = np.load(d / "calib.npz")["x"].astype(np.float32)
+        x = np.resize(x, (samples, *x.shape[1:]))
+        runner = ProgramRunner(pair, lower(pair.int8.proto))
+        sess = ort_session(pair.int8.proto)
+        name = sess.get_inputs()[0].name
+        feed = pair.int8_feed({pair.float.inputs[0].name: x})[name]
+        yield task, lambda r=runner, x=x: r.output_values(x), lambda s=sess, f=feed, n=name: s.run(None, {n: f})
+    for path in sorted(REAL.glob("*int8*.onnx")) if REAL.is_dir() else []:
+        model = load_model(path, "INT8")
+        prog = lower(model.proto)
+        spec = model.inputs[0]
+        rng = np.random.default_rng(0)
+        q = rng.integers(-128, 128, (samples, *spec.shape)).astype(np.int8)
+        sess = ort_session(model.proto)
+        feed = q if spec.dtype == "int8" else spec.quant.dequantize(q) if spec.quant else q.astype(np.float32)
+        yield path.stem, lambda p=prog, q=q: p.run(q), lambda s=sess, f=feed, n=spec.name: s.run(None, {n: f})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    print("| model | integer program | onnxruntime int8, optimisations off | ratio |\n|---|---|---|---|")
+    for name, program, ort in cases(args.samples):
+        tp, to = median_time(program, args.repeats), median_time(ort, args.repeats)
+        print(f"| {name} | {1e3 * tp:.0f} ms | {1e3 * to:.0f} ms | {tp / to:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
