@@ -49,12 +49,13 @@ TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
 }
 
 /* tmlr_requantize for the common case, inline and branch-light: a positive multiplier (the doubling high multiply
- * cannot saturate: that needs M = -2^31) and no left shift. The same integers: SRDHM rounds half away from zero
- * through the nudge and C's truncating division, then the rounding divide by 2^right, ties away from zero. */
+ * cannot saturate: that needs M = -2^31) and no left shift. The same integers: SRDHM's nudge (2^30, or 1 - 2^30
+ * for a negative product) with C's truncating division by 2^31 is floor((p + 2^30) / 2^31) for either sign — one
+ * SMLAL onto 2^30 and an arithmetic shift (14 instructions against 26 on the Cortex-M4) — then the rounding divide
+ * by 2^right, ties away from zero. */
 TMLR_HOT int32_t requantize_right(int32_t acc, int32_t mult, int32_t right)
 {
-    const int64_t p = (int64_t)acc * (int64_t)mult;
-    const int32_t high = (int32_t)((p + (p >= 0 ? ((int64_t)1 << 30) : 1 - ((int64_t)1 << 30))) / ((int64_t)1 << 31));
+    const int32_t high = (int32_t)(((int64_t)acc * (int64_t)mult + ((int64_t)1 << 30)) >> 31);
     const int32_t mask = (int32_t)((1u << right) - 1u);
     const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
     return (high >> right) + ((high & mask) > threshold ? 1 : 0);
@@ -117,29 +118,36 @@ TMLR_HOT uint32_t load32(const void *p)
     return v;
 }
 
-/* acc + sum_k col[k] * w[k]: four MACs per two SMLADs. SXTB16 sign-extends bytes 0,2 (and, rotated, 1,3) of four
- * weights; PKHBT/PKHTB re-pair them as (w0, w1), (w2, w3) to meet the column's int16 pairs. */
-/* Four int8 weights as two int16 pairs in the column's order: (w0, w1), (w2, w3). */
-TMLR_HOT void expand_weights(const int8_t *w, int32_t *w01, int32_t *w23)
+/* Columns and weights meet in "lane order": of every four values, SXTB16 takes bytes 0 and 2 of a weight word and,
+ * rotated by 8, bytes 1 and 3, so a column holds each block of four as (x0, x2, x1, x3) — then one SMLAD per pair,
+ * no re-pairing of the weights (CMSIS-NN's arm_nn_mat_mult kernels read their operands the same way). A column
+ * shorter than a block, or its last n % 4 values, stay in order and are summed one by one. */
+TMLR_HOT void lane_order(int16_t *col, int32_t n)
 {
-    const uint32_t v = load32(w);
-    const uint32_t even = (uint32_t)__sxtb16((int32_t)v);
-    const uint32_t odd = (uint32_t)__sxtb16((int32_t)((v >> 8) | (v << 24)));
-    uint32_t lo, hi; /* PKHBT lo = (even.lo, odd.lo), PKHTB hi = (even.hi, odd.hi) */
-    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(lo) : "r"(even), "r"(odd));
-    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(hi) : "r"(odd), "r"(even));
-    *w01 = (int32_t)lo;
-    *w23 = (int32_t)hi;
+    for (int32_t k = 0; k + 4 <= n; k += 4) {
+        const int16_t t = col[k + 1];
+        col[k + 1] = col[k + 2];
+        col[k + 2] = t;
+    }
 }
 
+/* Four int8 weights as int16 lanes (w0, w2) and (w1, w3). */
+TMLR_HOT void weight_lanes(const int8_t *w, int32_t *even, int32_t *odd)
+{
+    const uint32_t v = load32(w);
+    *even = __sxtb16((int32_t)v);
+    *odd = __sxtb16((int32_t)((v >> 8) | (v << 24)));
+}
+
+/* acc + sum_k col[k] * w[k], the column in lane order: four MACs per two SMLADs. */
 TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int32_t acc)
 {
     int32_t k = 0;
     for (; k + 4 <= n; k += 4) {
-        int32_t w01, w23;
-        expand_weights(w + k, &w01, &w23);
-        acc = __smlad((int32_t)load32(col + k), w01, acc);
-        acc = __smlad((int32_t)load32(col + k + 2), w23, acc);
+        int32_t even, odd;
+        weight_lanes(w + k, &even, &odd);
+        acc = __smlad((int32_t)load32(col + k), even, acc);
+        acc = __smlad((int32_t)load32(col + k + 2), odd, acc);
     }
     for (; k < n; k++) {
         acc += (int32_t)col[k] * (int32_t)w[k];
@@ -147,18 +155,40 @@ TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int3
     return acc;
 }
 
-/* Four columns (``stride`` apart) dotted with one weight row: each weight word expanded once for four pixels. */
+/* Two weight rows dotted with one column (lane order): each column word loaded once for both. */
+TMLR_HOT void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1, int32_t n, int32_t *a0,
+                          int32_t *a1)
+{
+    int32_t s0 = *a0, s1 = *a1, k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const int32_t c02 = (int32_t)load32(col + k), c13 = (int32_t)load32(col + k + 2);
+        int32_t even, odd;
+        weight_lanes(w0 + k, &even, &odd);
+        s0 = __smlad(c13, odd, __smlad(c02, even, s0));
+        weight_lanes(w1 + k, &even, &odd);
+        s1 = __smlad(c13, odd, __smlad(c02, even, s1));
+    }
+    for (; k < n; k++) {
+        s0 += (int32_t)col[k] * (int32_t)w0[k];
+        s1 += (int32_t)col[k] * (int32_t)w1[k];
+    }
+    *a0 = s0;
+    *a1 = s1;
+}
+
+/* Four columns (``stride`` apart, lane order) dotted with one weight row: each weight word expanded once for four
+ * pixels. */
 TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, int32_t n, int32_t *acc)
 {
     const int16_t *c0 = col, *c1 = col + stride, *c2 = col + 2 * stride, *c3 = col + 3 * stride;
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], k = 0;
     for (; k + 4 <= n; k += 4) {
-        int32_t w01, w23;
-        expand_weights(w + k, &w01, &w23);
-        a0 = __smlad((int32_t)load32(c0 + k + 2), w23, __smlad((int32_t)load32(c0 + k), w01, a0));
-        a1 = __smlad((int32_t)load32(c1 + k + 2), w23, __smlad((int32_t)load32(c1 + k), w01, a1));
-        a2 = __smlad((int32_t)load32(c2 + k + 2), w23, __smlad((int32_t)load32(c2 + k), w01, a2));
-        a3 = __smlad((int32_t)load32(c3 + k + 2), w23, __smlad((int32_t)load32(c3 + k), w01, a3));
+        int32_t even, odd;
+        weight_lanes(w + k, &even, &odd);
+        a0 = __smlad((int32_t)load32(c0 + k + 2), odd, __smlad((int32_t)load32(c0 + k), even, a0));
+        a1 = __smlad((int32_t)load32(c1 + k + 2), odd, __smlad((int32_t)load32(c1 + k), even, a1));
+        a2 = __smlad((int32_t)load32(c2 + k + 2), odd, __smlad((int32_t)load32(c2 + k), even, a2));
+        a3 = __smlad((int32_t)load32(c3 + k + 2), odd, __smlad((int32_t)load32(c3 + k), even, a3));
     }
     for (; k < n; k++) {
         const int32_t wk = w[k];
@@ -172,8 +202,32 @@ TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, i
     acc[2] = a2;
     acc[3] = a3;
 }
+
+/* A contiguous int8 vector as a column of (x - zp) in lane order: SXTAB16 adds -zp to two sign-extended bytes at
+ * once, so each word of four inputs becomes its two lane pairs in four instructions. */
+TMLR_HOT void column_of(const int8_t *x, int32_t n, int32_t zp, int16_t *col)
+{
+    const int32_t minus_zp = (int32_t)(((uint32_t)(-zp) & 0xFFFFu) * 0x10001u);
+    int32_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const uint32_t v = load32(x + k);
+        const uint32_t even = (uint32_t)__sxtab16(minus_zp, (int32_t)v);
+        const uint32_t odd = (uint32_t)__sxtab16(minus_zp, (int32_t)((v >> 8) | (v << 24)));
+        memcpy(col + k, &even, 4);
+        memcpy(col + k + 2, &odd, 4);
+    }
+    for (; k < n; k++) {
+        col[k] = (int16_t)(x[k] - zp);
+    }
+}
 #else
-/* The portable dot products (cores without the DSP extension, and the host build). */
+/* The portable dot products (cores without the DSP extension, and the host build): columns in plain order. */
+TMLR_HOT void lane_order(int16_t *col, int32_t n)
+{
+    (void)col;
+    (void)n;
+}
+
 TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int32_t acc)
 {
     for (int32_t k = 0; k < n; k++) {
@@ -182,10 +236,24 @@ TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int3
     return acc;
 }
 
+TMLR_HOT void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1, int32_t n, int32_t *a0,
+                          int32_t *a1)
+{
+    *a0 = dot_s16_s8(col, w0, n, *a0);
+    *a1 = dot_s16_s8(col, w1, n, *a1);
+}
+
 TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, int32_t n, int32_t *acc)
 {
     for (int32_t j = 0; j < 4; j++) {
         acc[j] = dot_s16_s8(col + j * stride, w, n, acc[j]);
+    }
+}
+
+TMLR_HOT void column_of(const int8_t *x, int32_t n, int32_t zp, int16_t *col)
+{
+    for (int32_t k = 0; k < n; k++) {
+        col[k] = (int16_t)(x[k] - zp);
     }
 }
 #endif
@@ -227,6 +295,7 @@ TMLR_KERNEL void conv_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
                         }
                     }
                 }
+                lane_order(col_buf, k_len);
                 int8_t *yp = y + (size_t)(g * cout_g) * (size_t)hw_out + oy * out_w + ox;
                 for (int32_t o = 0; o < cout_g; o++) {
                     const int32_t oc = g * cout_g + o;
@@ -250,49 +319,64 @@ typedef struct {
 #endif
 } dw3_kernel;
 
-/* n outputs of one row whose 3x3 windows lie inside the input, the first window's top-left at r0, stepping sw;
- * `last` is the input's end (a word load reads one byte past the window: only where that byte exists). */
+/* n outputs of one row of 3x3 windows, the first window's top-left at r0, stepping sw, rows in_w apart (a word
+ * load reads one byte past a window: the caller's image has that byte). */
 TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, const dw3_kernel *k, const requant *q,
-                      const int8_t *last, int8_t *y)
+                      int8_t *y)
 {
     for (int32_t i = 0; i < n; i++, r0 += sw) {
         const int8_t *r1 = r0 + in_w, *r2 = r1 + in_w;
         int32_t acc;
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
-        if (r2 + 3 < last) { /* a word from each row: (x0, x2) by SMLAD, x1 by SMLABB/SMLABT (x3 unused) */
-            const uint32_t a = load32(r0), b = load32(r1), d = load32(r2);
-            acc = __smlad(__sxtb16((int32_t)a), k->w02_0, k->folded);
-            acc = __smlabb(__sxtb16((int32_t)((a >> 8) | (a << 24))), k->w1_01, acc);
-            acc = __smlad(__sxtb16((int32_t)b), k->w02_1, acc);
-            acc = __smlabt(__sxtb16((int32_t)((b >> 8) | (b << 24))), k->w1_01, acc);
-            acc = __smlad(__sxtb16((int32_t)d), k->w02_2, acc);
-            acc = __smlabb(__sxtb16((int32_t)((d >> 8) | (d << 24))), k->w[7], acc);
-        } else
+        /* a word from each row: (x0, x2) by SMLAD, x1 by SMLABB/SMLABT (x3 unused) */
+        const uint32_t a = load32(r0), b = load32(r1), d = load32(r2);
+        acc = __smlad(__sxtb16((int32_t)a), k->w02_0, k->folded);
+        acc = __smlabb(__sxtb16((int32_t)((a >> 8) | (a << 24))), k->w1_01, acc);
+        acc = __smlad(__sxtb16((int32_t)b), k->w02_1, acc);
+        acc = __smlabt(__sxtb16((int32_t)((b >> 8) | (b << 24))), k->w1_01, acc);
+        acc = __smlad(__sxtb16((int32_t)d), k->w02_2, acc);
+        acc = __smlabb(__sxtb16((int32_t)((d >> 8) | (d << 24))), k->w[7], acc);
 #else
-        (void)last;
+        const int32_t *w = k->w;
+        acc = k->folded + r0[0] * w[0] + r0[1] * w[1] + r0[2] * w[2] + r1[0] * w[3] + r1[1] * w[4] +
+              r1[2] * w[5] + r2[0] * w[6] + r2[1] * w[7] + r2[2] * w[8];
 #endif
-        {
-            const int32_t *w = k->w;
-            acc = k->folded + r0[0] * w[0] + r0[1] * w[1] + r0[2] * w[2] + r1[0] * w[3] + r1[1] * w[4] +
-                  r1[2] * w[5] + r2[0] * w[6] + r2[1] * w[7] + r2[2] * w[8];
-        }
         y[i] = finish_q(acc, q);
     }
 }
 
-/* A 3x3 depthwise convolution (one output channel per input channel, no dilation): each output row's interior run
- * through `dw3_run`; border pixels sum only their valid taps of (x - zp), as TFLM skips the others. */
+/* The padded image of one channel for a 3x3 depthwise layer: rows (out_h - 1) * sh + 3, columns (out_w - 1) * sw + 3,
+ * and the byte a word load reads past the last window. */
+static int32_t dw3_image_bytes(const tmlr_layer *l)
+{
+    return ((l->out_h - 1) * l->sh + 3) * ((l->out_w - 1) * l->sw + 3) + 1;
+}
+
+/* A 3x3 depthwise convolution (one output channel per input channel, no dilation). Each channel is copied into an
+ * image padded with the input zero point (in col_buf's bytes), so that every output is an interior one: with the
+ * zero point folded into the bias (acc = bias - zp * sum(w) + sum(x * w)), a padded tap adds zp * w - zp * w = 0,
+ * as TFLM's skipped taps do. Layers whose image does not fit col_buf take the column path. */
 TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t in_h = l->in_h, in_w = l->in_w, out_h = l->out_h, out_w = l->out_w;
     const int32_t sh = l->sh, sw = l->sw, pad_t = l->pad_t, pad_l = l->pad_l, zp = l->in_zp;
-    const int8_t *last = x + (size_t)l->in_c * (size_t)(in_h * in_w);
-    /* the interior columns: ix0 = ox * sw - pad_l with 0 <= ix0 and ix0 + 2 < in_w */
-    const int32_t ox_a = (pad_l + sw - 1) / sw;
-    int32_t ox_b = in_w >= 3 ? (in_w - 3 + pad_l) / sw + 1 : 0;
-    ox_b = ox_b > out_w ? out_w : (ox_b < ox_a ? ox_a : ox_b);
+    const int32_t ph = (out_h - 1) * sh + 3, pw = (out_w - 1) * sw + 3;
+    const int32_t c_lo = pad_l < pw ? pad_l : pw, c_hi = pad_l + in_w < pw ? pad_l + in_w : pw;
+    int8_t *image = (int8_t *)col_buf;
     for (int32_t c = 0; c < l->out_c; c++) {
         const int8_t *xc = x + (size_t)c * (size_t)(in_h * in_w);
+        for (int32_t r = 0; r < ph; r++) {
+            int8_t *row = image + r * pw;
+            const int32_t iy = r - pad_t;
+            if (iy < 0 || iy >= in_h || c_hi <= c_lo) {
+                memset(row, zp, (size_t)pw);
+                continue;
+            }
+            memset(row, zp, (size_t)c_lo);
+            memcpy(row + c_lo, xc + iy * in_w, (size_t)(c_hi - c_lo));
+            memset(row + c_hi, zp, (size_t)(pw - c_hi));
+        }
+        image[ph * pw] = 0;
         const int8_t *wc = l->weights + 9 * c;
         dw3_kernel k;
         int32_t sum = 0;
@@ -310,30 +394,7 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
         const requant q = requant_of(l, c);
         int8_t *yc = y + (size_t)c * (size_t)(out_h * out_w);
         for (int32_t oy = 0; oy < out_h; oy++) {
-            const int32_t iy0 = oy * sh - pad_t;
-            const int rows_inside = iy0 >= 0 && iy0 + 2 < in_h;
-            int8_t *yr = yc + oy * out_w;
-            if (rows_inside && ox_b > ox_a) {
-                dw3_run(xc + iy0 * in_w + ox_a * sw - pad_l, in_w, sw, ox_b - ox_a, &k, &q, last, yr + ox_a);
-            }
-            for (int32_t ox = 0; ox < out_w; ox++) {
-                if (rows_inside && ox >= ox_a && ox < ox_b) {
-                    ox = ox_b - 1; /* the interior run is done */
-                    continue;
-                }
-                const int32_t ix0 = ox * sw - pad_l;
-                int32_t acc = l->bias[c];
-                for (int32_t ky = 0; ky < 3; ky++) {
-                    const int32_t iy = iy0 + ky;
-                    for (int32_t kx = 0; kx < 3; kx++) {
-                        const int32_t ix = ix0 + kx;
-                        if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
-                            acc += (xc[iy * in_w + ix] - zp) * k.w[ky * 3 + kx];
-                        }
-                    }
-                }
-                yr[ox] = finish_q(acc, &q);
-            }
+            dw3_run(image + oy * sh * pw, pw, sw, out_w, &k, &q, yc + oy * out_w);
         }
     }
 }
@@ -356,6 +417,9 @@ TMLR_KERNEL void conv_pointwise_columns(const tmlr_layer *l, const int8_t *x, in
                 col_buf[2 * in_c + ic] = (int16_t)(xr[2] - zp);
                 col_buf[3 * in_c + ic] = (int16_t)(xr[3] - zp);
             }
+            for (int32_t j = 0; j < 4; j++) {
+                lane_order(col_buf + j * in_c, in_c);
+            }
             int8_t *yp = y + p;
             for (int32_t oc = 0; oc < out_c; oc++) {
                 int32_t acc[4] = {bias[oc], bias[oc], bias[oc], bias[oc]};
@@ -374,6 +438,7 @@ TMLR_KERNEL void conv_pointwise_columns(const tmlr_layer *l, const int8_t *x, in
         for (int32_t ic = 0; ic < in_c; ic++) {
             col_buf[ic] = (int16_t)(xp[(size_t)ic * (size_t)hw] - zp);
         }
+        lane_order(col_buf, in_c);
         int8_t *yp = y + p;
         for (int32_t oc = 0; oc < out_c; oc++) {
             const requant q = requant_of(l, oc);
@@ -396,7 +461,8 @@ TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
         conv_pointwise_columns(l, x, y);
         return;
     }
-    if (fast && l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c) {
+    if (fast && l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c &&
+        dw3_image_bytes(l) <= (int32_t)sizeof col_buf) {
         depthwise_3x3(l, x, y);
         return;
     }
@@ -446,12 +512,19 @@ TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 
 TMLR_KERNEL void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
-    if (l->in_c <= TMLR_MODEL_MAX_COL) { /* the input as one column, dotted with every output's weights */
-        for (int32_t i = 0; i < l->in_c; i++) {
-            col_buf[i] = (int16_t)(x[i] - l->in_zp);
+    const int32_t n = l->in_c;
+    if (n <= TMLR_MODEL_MAX_COL) { /* the input as one column, dotted with two outputs' weights at a time */
+        column_of(x, n, l->in_zp, col_buf);
+        int32_t o = 0;
+        for (; o + 2 <= l->out_c; o += 2) {
+            int32_t a0 = l->bias[o], a1 = l->bias[o + 1];
+            dot2_s16_s8(col_buf, l->weights + (size_t)o * (size_t)n, l->weights + (size_t)(o + 1) * (size_t)n, n,
+                        &a0, &a1);
+            y[o] = finish(a0, l, o);
+            y[o + 1] = finish(a1, l, o + 1);
         }
-        for (int32_t o = 0; o < l->out_c; o++) {
-            y[o] = finish(dot_s16_s8(col_buf, l->weights + (size_t)o * (size_t)l->in_c, l->in_c, l->bias[o]), l, o);
+        if (o < l->out_c) {
+            y[o] = finish(dot_s16_s8(col_buf, l->weights + (size_t)o * (size_t)n, n, l->bias[o]), l, o);
         }
         return;
     }
