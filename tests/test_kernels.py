@@ -19,10 +19,10 @@ from .tflite_builder import random_op_model, tflm_run  # noqa: E402
 
 
 def _cases(rng, per_kind: int) -> list[tuple[bytes, tuple[int, ...], str]]:
-    """``per_kind`` random conv, depthwise and fc models, and as many 3x3 undilated depthwise models with one
-    output channel per input channel (the fast path, rare among random draws)."""
+    """``per_kind`` random conv, depthwise and fc models, and as many of each fast path's shapes (rare among random
+    draws): 3x3 undilated depthwise with one output channel per input channel, and 1x1 stride-1 pointwise."""
     cases = [random_op_model(kind, rng) for kind in ("conv", "depthwise", "fc") for _ in range(per_kind)]
-    dw3 = []
+    dw3, pointwise = [], []
     while len(dw3) < per_kind:
         model, shape, desc = random_op_model("depthwise", rng)
         if " k3x3 " in desc and " d1,1 " in desc:
@@ -31,7 +31,11 @@ def _cases(rng, per_kind: int) -> list[tuple[bytes, tuple[int, ...], str]]:
             w = layer.p["weights"]
             if layer.p["group"] == w.shape[0] and w.shape[1] == 1:  # one output channel per input channel
                 dw3.append((model, shape, desc))
-    return cases + dw3
+    while len(pointwise) < per_kind:
+        model, shape, desc = random_op_model("conv", rng)
+        if " k1x1 s1,1 " in desc:
+            pointwise.append((model, shape, desc))
+    return cases + dw3 + pointwise
 
 
 def _check(url: str, cases) -> None:

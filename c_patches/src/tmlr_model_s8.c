@@ -324,7 +324,26 @@ typedef struct {
 TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, const dw3_kernel *k, const requant *q,
                       int8_t *y)
 {
-    for (int32_t i = 0; i < n; i++, r0 += sw) {
+    int32_t i = 0;
+#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
+    /* stride 1: two neighbouring outputs from the same three words — output i takes (x0, x2) and x1, output i + 1
+     * (x1, x3) and x2 (the top half of the even lanes, by SMLATB/SMLATT) */
+    for (; sw == 1 && i + 2 <= n; i += 2, r0 += 2) {
+        const uint32_t a = load32(r0), b = load32(r0 + in_w), d = load32(r0 + 2 * in_w);
+        const int32_t ae = __sxtb16((int32_t)a), ao = __sxtb16((int32_t)((a >> 8) | (a << 24)));
+        const int32_t be = __sxtb16((int32_t)b), bo = __sxtb16((int32_t)((b >> 8) | (b << 24)));
+        const int32_t de = __sxtb16((int32_t)d), dd = __sxtb16((int32_t)((d >> 8) | (d << 24)));
+        int32_t acc0 = __smlabb(ao, k->w1_01, __smlad(ae, k->w02_0, k->folded));
+        int32_t acc1 = __smlatb(ae, k->w1_01, __smlad(ao, k->w02_0, k->folded));
+        acc0 = __smlabt(bo, k->w1_01, __smlad(be, k->w02_1, acc0));
+        acc1 = __smlatt(be, k->w1_01, __smlad(bo, k->w02_1, acc1));
+        acc0 = __smlabb(dd, k->w[7], __smlad(de, k->w02_2, acc0));
+        acc1 = __smlatb(de, k->w[7], __smlad(dd, k->w02_2, acc1));
+        y[i] = finish_q(acc0, q);
+        y[i + 1] = finish_q(acc1, q);
+    }
+#endif
+    for (; i < n; i++, r0 += sw) {
         const int8_t *r1 = r0 + in_w, *r2 = r1 + in_w;
         int32_t acc;
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
@@ -345,6 +364,21 @@ TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, con
     }
 }
 
+/* n bytes a word at a time (the Cortex-M4 loads and stores unaligned words): a row of a few bytes would cost a call
+ * and a byte loop in newlib-nano's memcpy. */
+TMLR_HOT void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
+{
+    int32_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        uint32_t v;
+        memcpy(&v, src + k, 4);
+        memcpy(dst + k, &v, 4);
+    }
+    for (; k < n; k++) {
+        dst[k] = src[k];
+    }
+}
+
 /* The padded image of one channel for a 3x3 depthwise layer: rows (out_h - 1) * sh + 3, columns (out_w - 1) * sw + 3,
  * and the byte a word load reads past the last window. */
 static int32_t dw3_image_bytes(const tmlr_layer *l)
@@ -362,21 +396,14 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
     const int32_t sh = l->sh, sw = l->sw, pad_t = l->pad_t, pad_l = l->pad_l, zp = l->in_zp;
     const int32_t ph = (out_h - 1) * sh + 3, pw = (out_w - 1) * sw + 3;
     const int32_t c_lo = pad_l < pw ? pad_l : pw, c_hi = pad_l + in_w < pw ? pad_l + in_w : pw;
+    const int32_t rows = in_h < ph - pad_t ? in_h : ph - pad_t; /* input rows the image holds */
     int8_t *image = (int8_t *)col_buf;
+    memset(image, zp, (size_t)(ph * pw + 1)); /* the padding: the same bytes for every channel */
     for (int32_t c = 0; c < l->out_c; c++) {
         const int8_t *xc = x + (size_t)c * (size_t)(in_h * in_w);
-        for (int32_t r = 0; r < ph; r++) {
-            int8_t *row = image + r * pw;
-            const int32_t iy = r - pad_t;
-            if (iy < 0 || iy >= in_h || c_hi <= c_lo) {
-                memset(row, zp, (size_t)pw);
-                continue;
-            }
-            memset(row, zp, (size_t)c_lo);
-            memcpy(row + c_lo, xc + iy * in_w, (size_t)(c_hi - c_lo));
-            memset(row + c_hi, zp, (size_t)(pw - c_hi));
+        for (int32_t iy = 0; iy < rows && c_hi > c_lo; iy++) {
+            copy_bytes(image + (iy + pad_t) * pw + c_lo, xc + iy * in_w, c_hi - c_lo);
         }
-        image[ph * pw] = 0;
         const int8_t *wc = l->weights + 9 * c;
         dw3_kernel k;
         int32_t sum = 0;
@@ -399,50 +426,33 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-/* A 1x1 convolution by columns: four pixels' channel vectors gathered at a time (while 4 x in_c fits col_buf), then
- * one four-column dot product per output channel; the last pixels one at a time. */
+/* A 1x1 convolution by columns: four pixels' channel vectors gathered at a time (4 x in_c fits col_buf: the caller
+ * checks), then one four-column dot product per output channel. The last group's missing pixels repeat its last
+ * pixel, and only its own outputs are stored. */
 TMLR_KERNEL void conv_pointwise_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t hw = l->in_h * l->in_w, in_c = l->in_c, out_c = l->out_c;
     const int16_t zp = (int16_t)l->in_zp;
     const int8_t *weights = l->weights;
     const int32_t *bias = l->bias;
-    int32_t p = 0;
-    if (4 * in_c <= TMLR_MODEL_MAX_COL) {
-        for (; p + 4 <= hw; p += 4) {
+    for (int32_t p = 0; p < hw; p += 4) {
+        const int32_t count = hw - p < 4 ? hw - p : 4;
+        for (int32_t j = 0; j < 4; j++) {
+            const int8_t *xp = x + p + (j < count ? j : count - 1);
+            int16_t *c = col_buf + j * in_c;
             for (int32_t ic = 0; ic < in_c; ic++) {
-                const int8_t *xr = x + (size_t)ic * (size_t)hw + p;
-                col_buf[ic] = (int16_t)(xr[0] - zp);
-                col_buf[in_c + ic] = (int16_t)(xr[1] - zp);
-                col_buf[2 * in_c + ic] = (int16_t)(xr[2] - zp);
-                col_buf[3 * in_c + ic] = (int16_t)(xr[3] - zp);
+                c[ic] = (int16_t)(xp[(size_t)ic * (size_t)hw] - zp);
             }
-            for (int32_t j = 0; j < 4; j++) {
-                lane_order(col_buf + j * in_c, in_c);
-            }
-            int8_t *yp = y + p;
-            for (int32_t oc = 0; oc < out_c; oc++) {
-                int32_t acc[4] = {bias[oc], bias[oc], bias[oc], bias[oc]};
-                dot4_s16_s8(col_buf, in_c, weights + (size_t)oc * (size_t)in_c, in_c, acc);
-                const requant q = requant_of(l, oc);
-                yp[0] = finish_q(acc[0], &q);
-                yp[1] = finish_q(acc[1], &q);
-                yp[2] = finish_q(acc[2], &q);
-                yp[3] = finish_q(acc[3], &q);
-                yp += hw;
-            }
+            lane_order(c, in_c);
         }
-    }
-    for (; p < hw; p++) {
-        const int8_t *xp = x + p;
-        for (int32_t ic = 0; ic < in_c; ic++) {
-            col_buf[ic] = (int16_t)(xp[(size_t)ic * (size_t)hw] - zp);
-        }
-        lane_order(col_buf, in_c);
         int8_t *yp = y + p;
         for (int32_t oc = 0; oc < out_c; oc++) {
+            int32_t acc[4] = {bias[oc], bias[oc], bias[oc], bias[oc]};
+            dot4_s16_s8(col_buf, in_c, weights + (size_t)oc * (size_t)in_c, in_c, acc);
             const requant q = requant_of(l, oc);
-            *yp = finish_q(dot_s16_s8(col_buf, weights + (size_t)oc * (size_t)in_c, in_c, bias[oc]), &q);
+            for (int32_t j = 0; j < count; j++) {
+                yp[j] = finish_q(acc[j], &q);
+            }
             yp += hw;
         }
     }
@@ -457,7 +467,7 @@ TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
     const int fast = 1;
 #endif
     if (fast && l->kh == 1 && l->kw == 1 && l->sh == 1 && l->sw == 1 && l->pad_t == 0 && l->pad_l == 0 &&
-        l->group == 1 && l->out_h == l->in_h && l->out_w == l->in_w && l->in_c <= TMLR_MODEL_MAX_COL) {
+        l->group == 1 && l->out_h == l->in_h && l->out_w == l->in_w && 4 * l->in_c <= TMLR_MODEL_MAX_COL) {
         conv_pointwise_columns(l, x, y);
         return;
     }
