@@ -9,7 +9,7 @@ instructions per call (BENCH, the empty loop subtracted) as a share of the model
 (.text + .data) and RAM (.data + .bss, stack included) of model plus harness (arm-none-eabi-size of the
 -Os firmware image).
 
-Per layer (digits and kws_dscnn): each conv / depthwise / pointwise / FC layer built alone into a firmware (a
+Per layer (issue 21's CMSIS-NN shapes, then digits and kws_dscnn): each conv / depthwise / pointwise / FC layer built alone into a firmware (a
 one-layer program: its input, its output) and run by INFER on QEMU; instructions per MAC (the layer's input
 and output copies included), next to CMSIS-NN's figures for the same kinds of layer
 (issue 21: CMSIS-NN 99f736a, -O2 -mcpu=cortex-m4 -DARM_MATH_DSP, one shape per kind).
@@ -31,7 +31,7 @@ from repair.device.targets import (
 )
 from repair.plan.shims import AnomalyShim, ClassifierShim
 from repair.program import lower
-from repair.program.ir import IntProgram
+from repair.program.ir import IntProgram, Layer, QTensor
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny" / "models"
@@ -97,9 +97,37 @@ def instructions(prog: IntProgram, rng, runs: int = 3) -> float:
     return float(np.median(ticks)) * QEMU_INSTRUCTIONS_PER_TICK
 
 
+#: the shapes of issue 21's CMSIS-NN measurement: (kind, input channels, output channels, kernel, height, width)
+CMSIS_SHAPES = (("conv", 1, 16, 3, 28, 28), ("depthwise", 32, 32, 3, 14, 14), ("pointwise", 32, 64, 1, 14, 14),
+                ("fc", 256, 10, 1, 1, 1))
+
+
+def synthetic(kind: str, cin: int, cout: int, k: int, h: int, w: int, rng) -> IntProgram:
+    """One layer of the given shape (stride 1, SAME padding), random int8 weights and per-channel requantization."""
+    group = cin if kind == "depthwise" else 1
+    pad = k // 2
+    p = {"in_zp": -5, "out_zp": 3, "act_min": -128, "act_max": 127,
+         "bias": [int(v) for v in rng.integers(-2000, 2000, cout)],
+         "mult": [int(v) for v in rng.integers(1 << 30, (1 << 31) - 1, cout)], "shift": [-8] * cout}
+    if kind == "fc":
+        p["weights"] = rng.integers(-127, 128, (cout, cin)).astype(np.int8)
+        tensors = {"x": QTensor("x", (cin,), 0.1, -5), "y": QTensor("y", (cout,), 0.1, 3)}
+        return IntProgram(tensors, [Layer("fc", ["x"], "y", f"fc {cin}->{cout}", p)], "x", "y")
+    p.update({"weights": rng.integers(-127, 128, (cout, cin // group, k, k)).astype(np.int8), "group": group,
+              "strides": (1, 1), "dilations": (1, 1), "pads": (pad, pad, pad, pad), "in_hw": (h, w), "out_hw": (h, w)})
+    tensors = {"x": QTensor("x", (cin, h, w), 0.1, -5), "y": QTensor("y", (cout, h, w), 0.1, 3)}
+    return IntProgram(tensors, [Layer("conv", ["x"], "y", f"{kind} {cin}->{cout} {k}x{k} on {h}x{w}", p)], "x", "y")
+
+
 def per_layer(rng) -> None:
     print("| model | layer | kind | MACs | instructions | instructions/MAC | CMSIS-NN | ratio |")
     print("|---|---|---|---|---|---|---|---|")
+    for kind, cin, cout, k, h, w in CMSIS_SHAPES:  # the same shapes as CMSIS-NN's figures
+        single = synthetic(kind, cin, cout, k, h, w, rng)
+        macs = single.macs()
+        insn = instructions(single, rng)
+        print(f"| CMSIS-NN's shape | {single.layers[0].node} | {kind} | {macs:,} | {insn:,.0f} | {insn / macs:.2f} | "
+              f"{CMSIS_NN[kind]} | {insn / macs / CMSIS_NN[kind]:.2f}x |")
     for name, path in models():
         if name not in ("digits", "kws_dscnn"):
             continue

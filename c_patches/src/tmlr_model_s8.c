@@ -32,12 +32,13 @@ static int32_t faulty_requantize(int32_t acc, int32_t mult, int32_t shift)
  * stores may alias the layer table, so the compiler would otherwise reload every field for every output). */
 typedef struct {
     int32_t mult, shift, out_zp, act_min, act_max;
+    int32_t right, mask; /* the common case (see requantize_right): right = -shift, mask = 2^right - 1; else right = -1 */
 } requant;
 
 TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
 {
     const int32_t i = l->per_channel ? c : 0;
-    requant q = {l->mult[i], l->shift[i], l->out_zp, l->act_min, l->act_max};
+    requant q = {l->mult[i], l->shift[i], l->out_zp, l->act_min, l->act_max, -1, 0};
 #ifdef TMLR_FAULT_SHIFT_BY_ONE
     q.shift += 1; /* faulty build: the requantization's shift one too large (decoded off by one): output x2 */
 #endif
@@ -45,6 +46,8 @@ TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
     /* faulty build: a clamp at zero point + 48 (a ReLU6-style range where the model has a plain ReLU) */
     q.act_max = q.act_max < q.out_zp + 48 ? q.act_max : q.out_zp + 48;
 #endif
+    q.right = q.shift <= 0 && q.mult > 0 ? -q.shift : -1;
+    q.mask = q.right >= 0 ? (int32_t)((1u << q.right) - 1u) : 0;
     return q;
 }
 
@@ -53,10 +56,9 @@ TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
  * for a negative product) with C's truncating division by 2^31 is floor((p + 2^30) / 2^31) for either sign — one
  * SMLAL onto 2^30 and an arithmetic shift (14 instructions against 26 on the Cortex-M4) — then the rounding divide
  * by 2^right, ties away from zero. */
-TMLR_HOT int32_t requantize_right(int32_t acc, int32_t mult, int32_t right)
+TMLR_HOT int32_t requantize_right(int32_t acc, int32_t mult, int32_t right, int32_t mask)
 {
     const int32_t high = (int32_t)(((int64_t)acc * (int64_t)mult + ((int64_t)1 << 30)) >> 31);
-    const int32_t mask = (int32_t)((1u << right) - 1u);
     const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
     return (high >> right) + ((high & mask) > threshold ? 1 : 0);
 }
@@ -71,8 +73,8 @@ TMLR_HOT int8_t finish_q(int32_t acc, const requant *q)
 #ifdef TMLR_FAULT_SINGLE_ROUNDING
     int32_t y = faulty_requantize(acc, q->mult, q->shift) + q->out_zp;
 #else
-    int32_t y = (q->shift <= 0 && q->mult > 0 ? requantize_right(acc, q->mult, -q->shift)
-                                              : tmlr_requantize(acc, q->mult, q->shift)) + q->out_zp;
+    int32_t y = (q->right >= 0 ? requantize_right(acc, q->mult, q->right, q->mask)
+                               : tmlr_requantize(acc, q->mult, q->shift)) + q->out_zp;
 #endif
 #ifdef TMLR_FAULT_OUTPUT_ZERO_POINT
     y += 3; /* faulty build: an output zero point read off by 3 (a stale or mis-parsed quantization parameter) */
@@ -258,50 +260,90 @@ TMLR_HOT void column_of(const int8_t *x, int32_t n, int32_t zp, int16_t *col)
 }
 #endif
 
-/* Convolution by columns: per output pixel, the column of its inputs is built once (im2col into col_buf) and
- * dotted with every output channel's weights of its group. Same integers as `conv` (integer sums do not depend on
- * their order): padded taps contribute 0, as (x - zp) does for TFLM's skipped taps. */
+/* The column of output pixel p (row-major over out_h x out_w) of the group whose input starts at xg: its inputs
+ * (x - zp) as int16 in the weights' order (input channel, ky, kx), 0 where padded, in lane order. A 1x1 stride-1
+ * unpadded layer reads one value per channel. */
+static void gather_column(const tmlr_layer *l, const int8_t *xg, int32_t p, int16_t *col)
+{
+    const int32_t cin_g = l->in_c / l->group, kh = l->kh, kw = l->kw, taps = kh * kw, k_len = cin_g * taps;
+    const int32_t in_h = l->in_h, in_w = l->in_w, hw_in = in_h * in_w, zp = l->in_zp;
+    if (taps == 1 && l->sh == 1 && l->sw == 1 && l->pad_t == 0 && l->pad_l == 0 && l->out_w == in_w) {
+        for (int32_t ic = 0; ic < cin_g; ic++) {
+            col[ic] = (int16_t)(xg[(size_t)ic * (size_t)hw_in + (size_t)p] - zp);
+        }
+        lane_order(col, k_len);
+        return;
+    }
+    const int32_t iy0 = (p / l->out_w) * l->sh - l->pad_t, ix0 = (p % l->out_w) * l->sw - l->pad_l;
+    int32_t ky_lo, ky_hi, kx_lo, kx_hi;
+    valid_taps(iy0, l->dh, kh, in_h, &ky_lo, &ky_hi);
+    valid_taps(ix0, l->dw, kw, in_w, &kx_lo, &kx_hi);
+    if (ky_lo != 0 || ky_hi != kh || kx_lo != 0 || kx_hi != kw) {
+        memset(col, 0, (size_t)k_len * sizeof col[0]); /* a border pixel: padded taps are 0 */
+    }
+    for (int32_t ic = 0; ic < cin_g; ic++) {
+        const int8_t *xc = xg + (size_t)ic * (size_t)hw_in;
+        for (int32_t ky = ky_lo; ky < ky_hi; ky++) {
+            const int8_t *xr = xc + (iy0 + ky * l->dh) * in_w + ix0;
+            int16_t *c = col + ic * taps + ky * kw;
+            for (int32_t kx = kx_lo; kx < kx_hi; kx++) {
+                c[kx] = (int16_t)(xr[kx * l->dw] - zp);
+            }
+        }
+    }
+    lane_order(col, k_len);
+}
+
+/* Every output channel of a group (first oc0, n of them) for the four columns in col_buf: one four-column dot product
+ * per channel, its requantization read once for the four; `count` of them stored (the rest repeat a pixel). */
+TMLR_KERNEL void four_columns_out(const tmlr_layer *l, const int8_t *wg, int32_t oc0, int32_t n, int32_t k_len,
+                                  int32_t count, int8_t *yp, int32_t hw_out)
+{
+    for (int32_t o = 0; o < n; o++) {
+        const int32_t oc = oc0 + o;
+        int32_t acc[4] = {l->bias[oc], l->bias[oc], l->bias[oc], l->bias[oc]};
+        dot4_s16_s8(col_buf, k_len, wg + (size_t)o * (size_t)k_len, k_len, acc);
+        const requant q = requant_of(l, oc);
+        if (count == 4) { /* unrolled: the four accumulators stay in registers */
+            yp[0] = finish_q(acc[0], &q);
+            yp[1] = finish_q(acc[1], &q);
+            yp[2] = finish_q(acc[2], &q);
+            yp[3] = finish_q(acc[3], &q);
+        } else {
+            for (int32_t j = 0; j < count; j++) {
+                yp[j] = finish_q(acc[j], &q);
+            }
+        }
+        yp += hw_out;
+    }
+}
+
+/* Convolution by columns (im2col into col_buf): four output pixels' columns at a time (while four fit), each weight
+ * word then expanded once for the four (dot4), and an output channel's requantization read once for them; one
+ * pixel at a time for longer columns. The last group's missing pixels repeat its last pixel, and only its own
+ * outputs are stored. Same integers as `conv` (integer sums do not depend on their order): padded taps contribute
+ * 0, as TFLM skips them. */
 TMLR_KERNEL void conv_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t group = l->group, cin_g = l->in_c / group, cout_g = l->out_c / group;
-    const int32_t kh = l->kh, kw = l->kw, sh = l->sh, sw = l->sw, dh = l->dh, dw = l->dw;
-    const int32_t in_h = l->in_h, in_w = l->in_w, out_h = l->out_h, out_w = l->out_w;
-    const int32_t pad_t = l->pad_t, pad_l = l->pad_l, taps = kh * kw, k_len = cin_g * taps;
-    const int32_t hw_in = in_h * in_w, hw_out = out_h * out_w;
-    const int16_t zp = (int16_t)l->in_zp;
-    const int8_t *weights = l->weights;
-    const int32_t *bias = l->bias;
+    const int32_t k_len = cin_g * l->kh * l->kw, hw_in = l->in_h * l->in_w, hw_out = l->out_h * l->out_w;
+    const int32_t step = 4 * k_len <= TMLR_MODEL_MAX_COL ? 4 : 1;
     for (int32_t g = 0; g < group; g++) {
         const int8_t *xg = x + (size_t)(g * cin_g) * (size_t)hw_in;
-        const int8_t *wg = weights + (size_t)(g * cout_g) * (size_t)k_len;
-        for (int32_t oy = 0; oy < out_h; oy++) {
-            const int32_t iy0 = oy * sh - pad_t;
-            int32_t ky_lo, ky_hi;
-            valid_taps(iy0, dh, kh, in_h, &ky_lo, &ky_hi);
-            for (int32_t ox = 0; ox < out_w; ox++) {
-                const int32_t ix0 = ox * sw - pad_l;
-                int32_t kx_lo, kx_hi;
-                valid_taps(ix0, dw, kw, in_w, &kx_lo, &kx_hi);
-                if (ky_lo != 0 || ky_hi != kh || kx_lo != 0 || kx_hi != kw) {
-                    memset(col_buf, 0, (size_t)k_len * sizeof col_buf[0]); /* a border pixel: padded taps are 0 */
-                }
-                for (int32_t ic = 0; ic < cin_g; ic++) {
-                    const int8_t *xc = xg + (size_t)ic * (size_t)hw_in;
-                    for (int32_t ky = ky_lo; ky < ky_hi; ky++) {
-                        const int8_t *xr = xc + (iy0 + ky * dh) * in_w + ix0;
-                        int16_t *c = col_buf + ic * taps + ky * kw;
-                        for (int32_t kx = kx_lo; kx < kx_hi; kx++) {
-                            c[kx] = (int16_t)(xr[kx * dw] - zp);
-                        }
-                    }
-                }
-                lane_order(col_buf, k_len);
-                int8_t *yp = y + (size_t)(g * cout_g) * (size_t)hw_out + oy * out_w + ox;
+        const int8_t *wg = l->weights + (size_t)(g * cout_g) * (size_t)k_len;
+        for (int32_t p = 0; p < hw_out; p += step) {
+            const int32_t count = hw_out - p < step ? hw_out - p : step;
+            for (int32_t j = 0; j < step; j++) {
+                gather_column(l, xg, p + (j < count ? j : count - 1), col_buf + j * k_len);
+            }
+            int8_t *yp = y + (size_t)(g * cout_g) * (size_t)hw_out + p;
+            if (step == 4) {
+                four_columns_out(l, wg, g * cout_g, cout_g, k_len, count, yp, hw_out);
+            } else {
                 for (int32_t o = 0; o < cout_g; o++) {
                     const int32_t oc = g * cout_g + o;
-                    const requant q = requant_of(l, oc);
-                    *yp = finish_q(dot_s16_s8(col_buf, wg + (size_t)o * (size_t)k_len, k_len, bias[oc]), &q);
-                    yp += hw_out;
+                    const int32_t acc = dot_s16_s8(col_buf, wg + (size_t)o * (size_t)k_len, k_len, l->bias[oc]);
+                    yp[(size_t)o * (size_t)hw_out] = finish(acc, l, oc);
                 }
             }
         }
@@ -426,38 +468,6 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-/* A 1x1 convolution by columns: four pixels' channel vectors gathered at a time (4 x in_c fits col_buf: the caller
- * checks), then one four-column dot product per output channel. The last group's missing pixels repeat its last
- * pixel, and only its own outputs are stored. */
-TMLR_KERNEL void conv_pointwise_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
-{
-    const int32_t hw = l->in_h * l->in_w, in_c = l->in_c, out_c = l->out_c;
-    const int16_t zp = (int16_t)l->in_zp;
-    const int8_t *weights = l->weights;
-    const int32_t *bias = l->bias;
-    for (int32_t p = 0; p < hw; p += 4) {
-        const int32_t count = hw - p < 4 ? hw - p : 4;
-        for (int32_t j = 0; j < 4; j++) {
-            const int8_t *xp = x + p + (j < count ? j : count - 1);
-            int16_t *c = col_buf + j * in_c;
-            for (int32_t ic = 0; ic < in_c; ic++) {
-                c[ic] = (int16_t)(xp[(size_t)ic * (size_t)hw] - zp);
-            }
-            lane_order(c, in_c);
-        }
-        int8_t *yp = y + p;
-        for (int32_t oc = 0; oc < out_c; oc++) {
-            int32_t acc[4] = {bias[oc], bias[oc], bias[oc], bias[oc]};
-            dot4_s16_s8(col_buf, in_c, weights + (size_t)oc * (size_t)in_c, in_c, acc);
-            const requant q = requant_of(l, oc);
-            for (int32_t j = 0; j < count; j++) {
-                yp[j] = finish_q(acc[j], &q);
-            }
-            yp += hw;
-        }
-    }
-}
-
 /* A convolution: the fast paths above where they apply, else directly (any shape, no scratch). */
 TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
@@ -466,11 +476,6 @@ TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 #else
     const int fast = 1;
 #endif
-    if (fast && l->kh == 1 && l->kw == 1 && l->sh == 1 && l->sw == 1 && l->pad_t == 0 && l->pad_l == 0 &&
-        l->group == 1 && l->out_h == l->in_h && l->out_w == l->in_w && 4 * l->in_c <= TMLR_MODEL_MAX_COL) {
-        conv_pointwise_columns(l, x, y);
-        return;
-    }
     if (fast && l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c &&
         dw3_image_bytes(l) <= (int32_t)sizeof col_buf) {
         depthwise_3x3(l, x, y);
