@@ -24,9 +24,9 @@ def _plan(task, **kw):
 
 def test_temperature_improves_holdout_nll_and_keeps_accuracy():
     plan = _plan("digits")
-    t = next(r for r in plan.repairs if r["repair"] == "temperature")
-    m = t["holdout"]["metrics"]
-    assert t["kept"] and m["nll_after"] < m["nll_before"]
+    t = next(r for r in plan.repairs if r.repair == "temperature")
+    m = t.holdout["metrics"]
+    assert t.kept and m["nll_after"] < m["nll_before"]
     assert m["accuracy_after"] == m["accuracy_before"]
 
 
@@ -34,14 +34,14 @@ def test_temperature_improves_holdout_nll_and_keeps_accuracy():
 def test_integer_references_decide_like_float_on_99_5_percent(task):
     plan = _plan(task)
     for r in plan.repairs:
-        if "int_agreement" in r:
-            assert r["int_agreement"]["share"] >= 0.995, r["repair"]
-            assert r["int_agreement"]["differ"] == 0 or r["int_agreement"]["why"]
+        if r.int_agreement is not None:
+            assert r.int_agreement["share"] >= 0.995, r.repair
+            assert r.int_agreement["differ"] == 0 or r.int_agreement["why"]
 
 
 def test_ecg_adaptive_boundary_hits_its_false_alarm_target_on_holdout():
     plan = _plan("ecg", anomaly_boundary="window", window=16)
-    rates = plan.repairs[0]["holdout"]["rates"]
+    rates = plan.repairs[0].holdout["rates"]
     assert abs(rates["false_alarm_rate"] - 0.10) <= 0.03
     assert 0 < rates["detection_rate"] <= 1
 
@@ -57,7 +57,7 @@ def test_plan_json_is_stable_and_loads(tmp_path):
     assert CliRunner().invoke(main, [*args, "--force"]).exit_code == 0
     assert (out / "plan.json").read_text() == first  # deterministic
     plan = RepairPlan.from_json(out / "plan.json")
-    assert [r["repair"] for r in plan.repairs] == ["temperature", "vector_scaling", "class_thresholds"]
+    assert [r.repair for r in plan.repairs] == ["temperature", "vector_scaling", "class_thresholds"]
     assert "NaN" not in first
     assert CliRunner().invoke(main, args).exit_code == 2  # exists, no --force
 

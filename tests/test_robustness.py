@@ -451,7 +451,7 @@ def test_a_softmax_model_gets_no_second_softmax(softmax_digits):
     pair = load_pair(s["float"], s["int8"])
     plan = fit_plan(pair, load_calibration(s["calib"]), load_calibration(s["holdout"]),
                     repairs=("temperature", "vector_scaling", "class_thresholds"))
-    by = {r["repair"]: r for r in plan.repairs}
+    by = {r.repair: r.to_dict() for r in plan.repairs}
     assert "model_softmax" in plan.provenance
     assert by["temperature"]["kept"] and "folded into the model's Softmax" in by["temperature"]["reason"]
     m = by["temperature"]["holdout"]["metrics"]
@@ -506,7 +506,7 @@ def test_sww_thresholds_act_on_its_own_probabilities(tmp_path):
     calib = CalibrationSet(x=x[0::2], y=y[0::2], source="sww even")
     holdout = CalibrationSet(x=x[1::2], y=y[1::2], source="sww odd")
     plan = fit_plan(pair, calib, holdout, repairs=("temperature", "vector_scaling", "class_thresholds"))
-    by = {r["repair"]: r for r in plan.repairs}
+    by = {r.repair: r.to_dict() for r in plan.repairs}
     th = by["class_thresholds"]
     assert max(th["integer"]["thresholds_q"]) < 127 and th["int_agreement"]["share"] == 1.0
     assert th["holdout"]["rates"]["undecided"] < 0.5

@@ -163,15 +163,14 @@ def _plan_checks(plan: RepairPlan, task: str, int8_out: np.ndarray, data: Calibr
                  tol: Tolerances) -> list[Check]:
     """The plan's repairs on the new model; ``int8_out`` is what drift collected: logits, or anomaly scores."""
     from ..plan.fit import calibrated_probs
-    from ..repairs import from_dict
 
     if data.y is None:
         raise DataError(f"{data.source} has no labels: checking the plan's repairs needs them")
     z = np.asarray(int8_out, np.float64)
     checks = []
     for entry in plan.kept():
-        rep = from_dict(entry)
-        name = entry["repair"]
+        rep = entry.to_repair()
+        name = entry.repair
         if name in ("score_threshold", "window_boundary"):
             if task not in ("reconstruction", "score"):
                 raise DataError(f"the plan's {name} needs anomaly scores, but the model is a {task}")

@@ -173,7 +173,7 @@ def judge_on_device(link, hello, pair: ModelPair, plan: RepairPlan, holdout: Cal
         sr = (values * shim.score_scale if shim.recon is not None  # the integer score the device computes
               else anomaly_scores(task, holdout.x, zh))
         before = _float_threshold(pair, task, calib, plan) if calib is not None else None
-        target = next((r["params"]["target_far"] for r in plan.kept() if "target_far" in r["params"]), None)
+        target = next((r.params["target_far"] for r in plan.kept() if "target_far" in r.params), None)
         report["metrics"] = S.anomaly_metrics(holdout.y, sf, sr, device, before, shim.window or 0, target)
     return DeviceRun(plan, report)
 
@@ -197,6 +197,6 @@ def _model_report(rc: dict, rh: dict, classifier: bool, program, hz: int, per_ti
 
 def _float_threshold(pair: ModelPair, task: str, calib: CalibrationSet, plan: RepairPlan) -> float:
     """The threshold one would ship without tmlrepair: fitted on the float model's calib scores."""
-    far = next((r["params"]["target_far"] for r in plan.kept() if "target_far" in r["params"]), 0.1)
+    far = next((r.params["target_far"] for r in plan.kept() if "target_far" in r.params), 0.1)
     s = anomaly_scores(task, calib.x, S.float_outputs(pair, calib.x))
     return float(ScoreThreshold(far).fit(s, calib.y).threshold_)

@@ -1,6 +1,8 @@
-"""One fitted repair as a plan entry: state, C parameters, holdout effect, integer agreement."""
+"""One fitted repair as a plan entry (``PlanEntry``): state, C parameters, holdout effect, integer agreement."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,14 +29,58 @@ def agreement(float_decisions, int_decisions, why: str) -> dict:
     return d
 
 
-def plan_entry(repair: Repair, integer: dict, *, kept: bool, reason: str, holdout: dict | None = None,
-               int_agreement: dict | None = None, warning: str | None = None) -> dict:
-    d = repair.to_dict()
-    d.update({"integer": integer, "kept": bool(kept), "reason": reason})
-    if warning:
-        d["warning"] = warning
-    if holdout is not None:
-        d["holdout"] = holdout
-    if int_agreement is not None:
-        d["int_agreement"] = int_agreement
-    return d
+@dataclass
+class PlanEntry:
+    """One after-model repair in a plan: the repair (registry name, hyperparameters, fitted state), the C shim's
+    integer parameters, and what fitting decided — kept or not and why, the holdout effect, the integer reference's
+    agreement with the float path, the cross-validation behind a keep/drop, a warning. ``plan.json`` holds
+    ``to_dict()``; keys this version does not know are carried through unchanged (``extra``), so a plan read and
+    written again hashes the same."""
+
+    repair: str
+    params: dict
+    fitted: dict
+    integer: dict
+    kept: bool
+    reason: str
+    holdout: dict | None = None
+    int_agreement: dict | None = None
+    cross_validation: dict | None = None
+    warning: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, repair: Repair, integer: dict, *, kept: bool, reason: str, holdout: dict | None = None,
+           int_agreement: dict | None = None, cross_validation: dict | None = None,
+           warning: str | None = None) -> "PlanEntry":
+        """The entry of a fitted ``repair``: the one constructor fitting uses."""
+        d = repair.to_dict()
+        return cls(d["repair"], d["params"], d["fitted"], integer, bool(kept), reason, holdout, int_agreement,
+                   cross_validation, warning or None)
+
+    @classmethod
+    def not_fitted(cls, repair: Repair, reason: str) -> "PlanEntry":
+        """The entry of a repair that was not fitted (it cannot apply to this model), saying why."""
+        return cls(repair.name, repair.get_params(), {}, {}, False, reason)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PlanEntry":
+        """An entry of a plan.json already checked by ``untrusted.check_plan``."""
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(d["repair"], d.get("params", {}), d.get("fitted", {}), d.get("integer", {}), bool(d.get("kept")),
+                   d.get("reason", ""), d.get("holdout"), d.get("int_agreement"), d.get("cross_validation"),
+                   d.get("warning") or None, {k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        d = {"repair": self.repair, "params": self.params, "fitted": self.fitted, "integer": self.integer,
+             "kept": self.kept, "reason": self.reason, **self.extra}
+        for key in ("holdout", "int_agreement", "cross_validation", "warning"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+    def to_repair(self) -> Repair:
+        """The repair object again (``repair.repairs.from_dict``), to apply it."""
+        from ..repairs import from_dict
+
+        return from_dict(self.to_dict())

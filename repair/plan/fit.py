@@ -35,7 +35,7 @@ from ..repairs import (
     WindowBoundary,
 )
 from ..repairs.in_model.fit import cv_decision, cv_folds
-from .entry import WHY_ARGMAX, WHY_SCORES, WHY_THRESHOLD, agreement, plan_entry
+from .entry import WHY_ARGMAX, WHY_SCORES, WHY_THRESHOLD, PlanEntry, agreement
 from .model_file import input_pre_shim, int8_input_change, repaired_model_file
 from .model_softmax import (
     find_model_softmax,
@@ -152,10 +152,10 @@ def _set_repaired(plan: RepairPlan, pair: ModelPair, model, holdout: Calibration
 
 def _with_folded_temperature(pair: ModelPair, plan: RepairPlan, model):
     """``model`` with a kept temperature folded into its own Softmax (a model without one is returned as is)."""
-    kept = {r["repair"]: r for r in plan.kept()}
+    kept = {r.repair: r for r in plan.kept()}
     if "model_softmax" not in plan.provenance or "temperature" not in kept:
         return model
-    return fold_temperature(model, find_model_softmax(pair), kept["temperature"]["fitted"]["temperature_"])
+    return fold_temperature(model, find_model_softmax(pair), kept["temperature"].fitted["temperature_"])
 
 
 def _after_model(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_boundary, window, result):
@@ -235,7 +235,7 @@ def _fit_after(pair, calib, holdout, repairs, target_far, anomaly_far, anomaly_b
     raise DataError(f"no after-model repair applies to a model whose output has shape {list(pair.float.outputs[0].shape)}")
 
 
-def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
+def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[PlanEntry]:
     entries = []
     is_prob = zc.min() >= 0 and np.allclose(zc.sum(axis=1), 1.0, atol=0.02)
     raw = M.nll(M.as_probabilities(zh), yh)
@@ -249,8 +249,8 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
             continue
         if is_prob:
             rep = TemperatureScaling() if name == "temperature" else VectorScaling()
-            entries.append({"repair": name, "params": rep.get_params(), "fitted": {}, "integer": {}, "kept": False,
-                            "reason": "the model outputs probabilities (Softmax inside): calibrate its logits instead"})
+            entries.append(PlanEntry.not_fitted(rep, "the model outputs probabilities (Softmax inside): calibrate its "
+                                                     "logits instead"))
             continue
         rep = (TemperatureScaling() if name == "temperature" else VectorScaling()).fit(zc, yc)
         logits_after = rep.apply(zh)
@@ -273,10 +273,9 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
         reason = (f"cross-validated NLL gain {cv['mean_gain']:+.4f} ± {cv['standard_error']:.4f} over {len(folds)} "
                   f"calibration folds ({'beyond' if kept else 'within'} its noise); holdout NLL "
                   f"{best_nll:.4f} → {nll_after:.4f} (reported, not used to decide)")
-        entry = plan_entry(rep, integer, kept=kept, reason=reason, holdout={"metrics": metrics},
-                           int_agreement=agreement(p_after.argmax(1), p_int.argmax(1), WHY_ARGMAX[name]))
-        entry["cross_validation"] = cv
-        entries.append(entry)
+        entries.append(PlanEntry.of(rep, integer, kept=kept, reason=reason, holdout={"metrics": metrics},
+                                    int_agreement=agreement(p_after.argmax(1), p_int.argmax(1), WHY_ARGMAX[name]),
+                                    cross_validation=cv))
         if kept:
             best_nll, best_probs_float, best_probs_int, best_cv = nll_after, p_after, p_int, fold_cv
     if "class_thresholds" in wanted:
@@ -287,13 +286,13 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[dict]:
             best_probs_int = fp.softmax_s8(qh, *fp.softmax_params(1.0, out_q.scale))
         dec_i = rep.apply_int(best_probs_int)
         rates = M.accept_reject_rates(dec_f, yh, zc.shape[1])
-        entries.append(plan_entry(rep, rep.integer_params(), kept=True,
+        entries.append(PlanEntry.of(rep, rep.integer_params(), kept=True,
                                   reason=f"fitted to a {target_far:.1%} false-accept rate per class",
                                   holdout={"rates": rates}, int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
     return entries
 
 
-def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) -> list[dict]:
+def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) -> list[PlanEntry]:
     """After-model repairs of a model that ends in its own Softmax (``repair.plan.model_softmax``): ``qc``/``qh`` are its
     int8 probabilities; ``logits`` the int8 logits feeding the Softmax on (calib, holdout), None when only the
     outputs are known (a device's). Temperature is judged on the int8 probabilities the folded Softmax gives."""
@@ -309,8 +308,7 @@ def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) ->
                    "folds into the Softmax instead)" if name == "vector_scaling" else
                    "only the model's probabilities are known here (a device's outputs): fit the temperature with "
                    "`tmlrepair fit`, which folds it into the model's Softmax")
-            entries.append({"repair": name, "params": rep.get_params(), "fitted": {}, "integer": {}, "kept": False,
-                            "reason": why})
+            entries.append(PlanEntry.not_fitted(rep, why))
             continue
         lc, lh = (sm.quant.dequantize(q).astype(np.float64) for q in logits)
 
@@ -338,10 +336,9 @@ def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) ->
                   + (f"kept, folded into the model's Softmax (beta 1/T = {1 / rep.temperature_:.4g})" if kept else
                      "within its noise")
                   + f"; holdout NLL {nll_before:.4f} → {nll_after:.4f} (reported, not used to decide)")
-        entry = plan_entry(rep, integer, kept=kept, reason=reason, holdout={"metrics": metrics},
-                           int_agreement=agreement(p_float.argmax(1), after_h.argmax(1), WHY_ARGMAX[name]))
-        entry["cross_validation"] = cv
-        entries.append(entry)
+        entries.append(PlanEntry.of(rep, integer, kept=kept, reason=reason, holdout={"metrics": metrics},
+                                    int_agreement=agreement(p_float.argmax(1), after_h.argmax(1), WHY_ARGMAX[name]),
+                                    cross_validation=cv))
         if kept:
             probs_c, probs_h = after_c, after_h
     if "class_thresholds" in wanted:
@@ -349,7 +346,7 @@ def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) ->
         dec_i = rep.apply_int(probs_h)
         dec_f = rep.apply(as_p(probs_h))
         rates = M.accept_reject_rates(dec_i, yh, qc.shape[1])
-        entries.append(plan_entry(rep, rep.integer_params(), kept=True,
+        entries.append(PlanEntry.of(rep, rep.integer_params(), kept=True,
                                   reason=f"fitted to a {target_far:.1%} false-accept rate per class on the model's "
                                          "own int8 probabilities", holdout={"rates": rates},
                                   int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
@@ -361,18 +358,16 @@ def _int8_probabilities(q: np.ndarray) -> np.ndarray:
     return np.maximum(M.int8_probabilities(q), M.INT8_PROBABILITY_FLOOR)
 
 
-def calibrated_probs(entries: list[dict], z: np.ndarray) -> np.ndarray:
+def calibrated_probs(entries: list[PlanEntry], z: np.ndarray) -> np.ndarray:
     """Probabilities on ``z`` after the calibration repairs kept so far."""
-    from ..repairs import from_dict
-
     probs = M.as_probabilities(z)
     for e in entries:
-        if e.get("kept") and e["repair"] in ("temperature", "vector_scaling"):
-            probs = M.softmax(from_dict(e).apply(z))
+        if e.kept and e.repair in ("temperature", "vector_scaling"):
+            probs = M.softmax(e.to_repair().apply(z))
     return probs
 
 
-def _anomaly(sc, yc, sh, yh, far, boundary, window, scale=None) -> list[dict]:
+def _anomaly(sc, yc, sh, yh, far, boundary, window, scale=None) -> list[PlanEntry]:
     """``scale``: the int16 scale the scores already come in (the device's integer reconstruction score)."""
     if boundary == "threshold":
         rep = ScoreThreshold(far, score_scale=scale).fit(sc, yc)
@@ -388,7 +383,7 @@ def _anomaly(sc, yc, sh, yh, far, boundary, window, scale=None) -> list[dict]:
     rates["auroc"] = M.auroc(sh, yh)
     check = M.target_check(alarms_f[start:], yh[start:], far)
     holdout = {"rates": rates, **({"target_check": check} if check else {})}
-    return [plan_entry(rep, rep.integer_params(), kept=True,
+    return [PlanEntry.of(rep, rep.integer_params(), kept=True,
                        reason=f"fitted to a {far:.1%} false-alarm rate on the int8 model's own calibration scores",
                        holdout=holdout, int_agreement=agreement(alarms_f, alarms_i, WHY_SCORES),
                        warning=M.target_warning(check, "the holdout"))]

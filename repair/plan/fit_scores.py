@@ -11,7 +11,7 @@ from .. import metrics as M
 from ..data.scores import ScoreSet
 from ..errors import DataError
 from ..repairs import ScoreThreshold, WindowBoundary
-from .entry import WHY_SCORES, agreement, plan_entry
+from .entry import WHY_SCORES, PlanEntry, agreement
 from .plan import RepairPlan
 
 
@@ -35,7 +35,7 @@ def fit_scores(scores: ScoreSet, target_far: float, *, method: str = "threshold"
         if check:
             result["target_check"] = check
         agree = agreement(alarms_f, alarms_i, WHY_SCORES)
-    entry = plan_entry(rep, rep.integer_params(), kept=True,
+    entry = PlanEntry.of(rep, rep.integer_params(), kept=True,
                        reason=f"fitted to a {target_far:.1%} false-alarm rate on {len(scores.score)} scores",
                        holdout=result, int_agreement=agree,
                        warning=M.target_warning(result.get("target_check"), "the holdout"))

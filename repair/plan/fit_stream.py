@@ -18,7 +18,7 @@ from .. import metrics as M
 from ..data.stream import KeywordStream
 from ..errors import DataError
 from ..repairs import StreamRecognizer
-from .entry import plan_entry
+from .entry import PlanEntry
 from .plan import RepairPlan
 
 TFLM_DEFAULTS = {"average_window_ms": 1000, "detection_threshold": 200, "suppression_ms": 1500, "minimum_count": 3}
@@ -95,7 +95,7 @@ def fit_stream(stream: KeywordStream, target_fa_per_hour: float, *, keyword: int
             warning = ((warning + "; ") if warning else "") + (f"{reached:.1f} false accepts per hour on the holdout stream misses the {target_fa_per_hour:g} "
                        f"target ({result['holdout']['false_accepts']} in {holdout.duration_ms / 3.6e6:.2f} h): "
                        "fit on a longer stream, or one recorded where the device listens")
-    entry = plan_entry(rec, params, kept=True, holdout=result, warning=warning,
+    entry = PlanEntry.of(rec, params, kept=True, holdout=result, warning=warning,
                        reason=f"fitted to {target_fa_per_hour:g} false accepts per hour on "
                               f"{stream.duration_ms / 3.6e6:.2f} h of the device's int8 posteriors, lowest "
                               f"false-reject rate among the settings that reach it")

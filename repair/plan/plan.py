@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
 from ..errors import DataError
 from ..jsonio import dumps_stable
+from .entry import PlanEntry
 
 SCHEMA = "tmlrepair.plan/1"
 
@@ -33,7 +34,7 @@ SCHEMA = "tmlrepair.plan/1"
 @dataclass
 class RepairPlan:
     task: str
-    repairs: list[dict] = field(default_factory=list)
+    repairs: list[PlanEntry] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     in_model: dict = field(default_factory=dict)
     schema: str = SCHEMA
@@ -44,13 +45,12 @@ class RepairPlan:
     #: the folder the plan was read from: model paths in the plan that are relative are relative to it
     origin: Path | None = field(default=None, repr=False, compare=False)
 
-    def kept(self) -> list[dict]:
-        return [r for r in self.repairs if r.get("kept")]
+    def kept(self) -> list[PlanEntry]:
+        return [r for r in self.repairs if r.kept]
 
     def to_json(self) -> str:
-        d = asdict(replace(self, repaired_model=None, repaired_file=None, origin=None))
-        del d["repaired_model"], d["repaired_file"], d["origin"]
-        d["provenance"] = {**d["provenance"], "tmlrepair_version": __version__}
+        d = {"schema": self.schema, "task": self.task, "repairs": [r.to_dict() for r in self.repairs],
+             "provenance": {**self.provenance, "tmlrepair_version": __version__}, "in_model": self.in_model}
         return dumps_stable(d)
 
     def sha256(self) -> str:
@@ -69,7 +69,8 @@ class RepairPlan:
         from .untrusted import check_plan
 
         check_plan(d, str(path))
-        return cls(task=d["task"], repairs=d["repairs"], provenance=d.get("provenance", {}),
+        return cls(task=d["task"], repairs=[PlanEntry.from_dict(r) for r in d["repairs"]],
+                   provenance=d.get("provenance", {}),
                    in_model=d.get("in_model", {}), origin=Path(path).resolve().parent)
 
     def fitted_on(self, model_bytes: bytes, path: str = "repaired_int8.onnx", original: dict | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .entry import PlanEntry
 from .plan import RepairPlan
 
 
@@ -27,31 +28,31 @@ def render_plan(plan: RepairPlan) -> str:
             lines.append(f"  NOTE: THE INT8 INPUT'S QUANTIZATION CHANGED: scale {c['scale_before']:.9g} → "
                          f"{c['scale_after']:.9g}, zero point {c['zero_point_before']} → {c['zero_point_after']}; "
                          f"{c['why']}")
-        if "model_softmax" in plan.provenance and any(r["repair"] == "temperature" for r in plan.kept()):
+        if "model_softmax" in plan.provenance and any(r.repair == "temperature" for r in plan.kept()):
             lines.append("- temperature (after-model repair below): folded into the model's own Softmax")
         lines.append("after the model:" + (f" {plan.provenance['after_model']}"
                                             if "after_model" in plan.provenance else ""))
     for r in plan.repairs:
-        state = "KEPT" if r.get("kept") else "not kept"
-        lines.append(f"- {r['repair']}: {state} — {r['reason']}")
-        if r.get("warning"):
-            lines.append(f"    WARNING: {r['warning']}")
-        lines.append(f"    fitted: {_fmt(r['fitted'])}")
-        for split, metrics in (r.get("holdout") or {}).items():
+        state = "KEPT" if r.kept else "not kept"
+        lines.append(f"- {r.repair}: {state} — {r.reason}")
+        if r.warning:
+            lines.append(f"    WARNING: {r.warning}")
+        lines.append(f"    fitted: {_fmt(r.fitted)}")
+        for split, metrics in (r.holdout or {}).items():
             lines.append(f"    {split}: {_fmt(metrics)}")
-        ag = r.get("int_agreement")
+        ag = r.int_agreement
         if ag:
             lines.append(f"    integer reference = float on {ag['share']:.2%} of {ag['n']} holdout decisions "
                          f"({ag['differ']} differ{': ' + ag['why'] if ag.get('why') else ''})")
-    if plan.task == "keyword_stream" and plan.repairs and "holdout" in (plan.repairs[0].get("holdout") or {}):
+    if plan.task == "keyword_stream" and plan.repairs and "holdout" in (plan.repairs[0].holdout or {}):
         lines += stream_comparison(plan.repairs[0])
     return "\n".join(lines) + "\n"
 
 
-def stream_comparison(entry: dict) -> list[str]:
+def stream_comparison(entry: PlanEntry) -> list[str]:
     """The fitted recognizer next to TFLM's defaults and the fixed 0.95 rule on the holdout stream, as a table."""
-    h = entry["holdout"]
-    rows = [("tmlrepair (fitted)", entry["integer"], h["holdout"]),
+    h = entry.holdout
+    rows = [("tmlrepair (fitted)", entry.integer, h["holdout"]),
             *((name, b["params"], b) for name, b in h["baselines_on_holdout"].items())]
     out = ["", "holdout stream: | rule | settings | false accepts/hour | false-reject rate | median latency | "
                "false accepts by utterance label |"]

@@ -28,7 +28,7 @@ def fit_report(plan: RepairPlan) -> dict:
     if plan.in_model:
         models["repaired"] = plan.in_model["model"]
     return {"schema": SCHEMA, "task": plan.task, "holdout": plan.in_model.get("holdout", {}),
-            "in_model": plan.in_model.get("repairs", []), "after_model": plan.repairs, "models": models,
+            "in_model": plan.in_model.get("repairs", []), "after_model": [r.to_dict() for r in plan.repairs], "models": models,
             "after_model_note": plan.provenance.get("after_model", "")}
 
 

@@ -94,11 +94,11 @@ class StreamShim:
 
 
 def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim | StreamShim:
-    kept = {r["repair"]: r for r in plan.kept()}
+    kept = {r.repair: r for r in plan.kept()}
     if plan.task == "keyword_stream":
         if "stream_recognizer" not in kept:
             raise DataError("the stream plan keeps no recognizer: nothing to emit")
-        i, p = kept["stream_recognizer"]["integer"], plan.provenance
+        i, p = kept["stream_recognizer"].integer, plan.provenance
         return StreamShim(p["num_classes"], i["average_window_ms"], i["detection_threshold"], i["suppression_ms"],
                           i["minimum_count"], p["silence_class"], p["ring_capacity"], p["keyword"])
     if plan.task == "classifier" and plan.provenance.get("model_softmax"):
@@ -107,36 +107,36 @@ def shim_from_plan(plan: RepairPlan) -> ClassifierShim | AnomalyShim | StreamShi
         if "class_thresholds" not in kept:
             raise DataError("the model ends in its own Softmax and the plan keeps no thresholds: nothing runs after "
                             "the model (a kept temperature is in repaired_int8.onnx)")
-        thresholds = kept["class_thresholds"]["integer"]["thresholds_q"]
+        thresholds = kept["class_thresholds"].integer["thresholds_q"]
         return ClassifierShim(len(thresholds), None, None, thresholds)
     if plan.task == "classifier":
         quant = plan.provenance.get("int8_output_quant")
         if quant is None:
             raise DataError("the plan lacks the int8 output quantization (provenance.int8_output_quant): refit it")
         if "vector_scaling" in kept:
-            i = kept["vector_scaling"]["integer"]
+            i = kept["vector_scaling"].integer
             affine = {k: i[k] for k in ("multipliers", "shifts", "offsets", "input_zero_point", "output_zero_point")}
             softmax = (i["softmax_multiplier"], i["softmax_shift"], i["softmax_diff_min"])
             k = len(i["multipliers"])
         else:
             affine = None
             if "temperature" in kept:
-                i = kept["temperature"]["integer"]
+                i = kept["temperature"].integer
                 softmax = (i["softmax_multiplier"], i["softmax_shift"], i["softmax_diff_min"])
             else:
                 softmax = fp.softmax_params(1.0, quant["scale"])
             k = None
-        thresholds = kept["class_thresholds"]["integer"]["thresholds_q"] if "class_thresholds" in kept else None
+        thresholds = kept["class_thresholds"].integer["thresholds_q"] if "class_thresholds" in kept else None
         k = k or (len(thresholds) if thresholds else plan.provenance.get("num_classes"))
         if not k:
             raise DataError("the plan does not say how many classes the model has: refit it")
         return ClassifierShim(int(k), affine, tuple(int(v) for v in softmax), thresholds)
     recon = plan.provenance.get("reconstruction_score")
     if "score_threshold" in kept:
-        i = kept["score_threshold"]["integer"]
+        i = kept["score_threshold"].integer
         return AnomalyShim("threshold", i["score_scale"], threshold_q=i["threshold_q"], recon=recon)
     if "window_boundary" in kept:
-        i = kept["window_boundary"]["integer"]
+        i = kept["window_boundary"].integer
         return AnomalyShim("window", i["value_scale"], window=i["window"], alpha2_q=i["alpha2_q"],
                            alpha2_frac_bits=i["alpha2_frac_bits"], recon=recon)
     raise DataError("the plan keeps no repair that runs on the device: nothing to emit")
