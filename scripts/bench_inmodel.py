@@ -82,7 +82,7 @@ def bundled(task: str) -> list[tuple[str, str, float]]:
         wall = time.perf_counter() - t0
         label = "tmlrepair " + (repairs[0] if repairs else "all of them (kept: " + ", ".join(res.kept) + ")")
         # a repair that does not help is not kept; alone, its own score is the one the entry reports
-        rows.append((label, res.entries[-1]["holdout"]["after"] if repairs else res.holdout["repaired"], wall))
+        rows.append((label, res.entries[-1].holdout["after"] if repairs else res.holdout["repaired"], wall))
     return rows
 
 

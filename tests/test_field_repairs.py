@@ -116,7 +116,7 @@ def test_no_pre_shim_when_the_features_share_a_range(tmp_path):
     r = fit_in_model(pair, CalibrationSet(x=x[1500:2100], y=y[1500:2100]), CalibrationSet(x=x[2100:2500],
                                                                                            y=y[2100:2500]),
                      repairs=("input_scaling",))
-    assert r.kept == [] and "share a range" in r.entries[0]["details"][0]["why"]
+    assert r.kept == [] and "share a range" in r.entries[0].details[0]["why"]
 
 
 def test_a_glitched_calibration_sample_no_longer_sets_the_ranges(tmp_path):

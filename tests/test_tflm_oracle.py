@@ -102,7 +102,7 @@ def test_a_repair_that_helps_under_onnxruntime_but_hurts_on_the_program_is_not_k
     pair = load_pair(*real_model("ic_resnet8"))
     calib, holdout = random_in_range(pair, 64, 11), random_in_range(pair, 64, 101)
     runs = {j: fit_in_model(pair, calib, holdout, metric="sqnr", repairs=("bias_correction",), judge=j).entries[0]
-            for j in ("onnxruntime", "program")}
+            .to_dict() for j in ("onnxruntime", "program")}
     ort, prog = runs["onnxruntime"], runs["program"]
     assert ort["cross_validation"]["mean_gain"] > 0 and ort["holdout"]["after"] > ort["holdout"]["before"]
     assert prog["cross_validation"]["mean_gain"] < 0

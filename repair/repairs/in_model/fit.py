@@ -42,24 +42,44 @@ METRICS = ("accuracy", "auroc", "sqnr")
 
 
 @dataclass
+class InModelEntry:
+    """What fitting one in-model repair decided: kept or not and why, the cross-validation behind it (when the
+    repair changed the model), the holdout effect (reported, never decided on), and the repair's own per-layer or
+    per-activation rows."""
+
+    repair: str
+    kept: bool
+    reason: str
+    judged_on: str
+    holdout: dict
+    details: list[dict]
+    cross_validation: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"repair": self.repair, "stage": "in_model", "kept": self.kept, "reason": self.reason,
+                "judged_on": self.judged_on, "holdout": self.holdout, "details": self.details,
+                **({"cross_validation": self.cross_validation} if self.cross_validation else {})}
+
+
+@dataclass
 class InModelResult:
     """The repaired model, one entry per repair tried, and the holdout metrics before and after."""
 
     model: onnx.ModelProto
-    entries: list[dict]
+    entries: list[InModelEntry]
     holdout: dict
     calibration: dict = field(default_factory=dict)
 
     @property
     def kept(self) -> list[str]:
-        return [e["repair"] for e in self.entries if e["kept"]]
+        return [e.repair for e in self.entries if e.kept]
 
     #: int8 tensor → per-channel factors s of an equalized activation (it holds float/s): drift and check
     #: compare it in the float model's units
     equalized: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"repairs": self.entries, "holdout": self.holdout, "calibration": self.calibration,
+        return {"repairs": [e.to_dict() for e in self.entries], "holdout": self.holdout, "calibration": self.calibration,
                 "equalized": self.equalized}
 
 
@@ -104,10 +124,32 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else None
     calib, discounted = discount_outliers(check_fits(calib, pair, n_classes))
     holdout = check_fits(holdout, pair, n_classes)
+    metric = _check_splits(pair, calib, holdout, metric or choose_metric(task))
+    qm = QdqModel(pair.int8.proto)
+    require_layers(qm)
+    ctx = FitContext(pair, calib.x.astype(np.float32), batch_size=batch_size, check_weights=check_weights)
+    scorer = _Scorer(pair, ctx, ModelJudge(pair, ctx, judge), calib, holdout, task, metric)
+    search = _Search(scorer, qm, cv_folds(calib, n_folds, scorer.decide_by, seed))
+    float_metric = scorer.float_metric()
+    int8_metric, int8_sqnr = search.best_metric, search.best_sqnr
+    bar = Progress(enabled=progress, label="in-model repairs ")
+    entries = [search.try_repair(name, bar) for name in wanted]
+    judged_on = scorer.judge.judged_on
+    summary = {"metric": metric, "float": float_metric, "int8": int8_metric, "repaired": search.best_metric,
+               "sqnr_int8_db": int8_sqnr, "sqnr_repaired_db": search.best_sqnr, "n": len(holdout),
+               "gap_recovered": gap_recovered(float_metric, int8_metric, search.best_metric), "judged_on": judged_on,
+               "folds": len(search.folds), "decided_by": scorer.decide_by, "discounted_samples": discounted}
+    qm = search.qm
+    equalized = {q.output[0]: [float(v) for v in qm.equalized[key]] for key, act in qm.activations.items()
+                 if key in qm.equalized for q in act.q_nodes}
+    return InModelResult(qm.to_model(), entries, summary, {"n": len(calib), "source": calib.source}, equalized)
+
+
+def _check_splits(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet, metric: str) -> str:
+    """The metric, once the splits and the model can carry the fit (else one clear error)."""
     if len(calib) < 2:
         raise DataError(f"{calib.source} has {len(calib)} sample(s): bias correction averages over the calibration "
                         "split and thresholds need a distribution; give at least 2 samples (hundreds are better)")
-    metric = metric or choose_metric(task)
     if metric not in METRICS:
         raise DataError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
     if metric != "sqnr" and holdout.y is None:
@@ -118,85 +160,94 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     if pair.int8.index.is_qoperator:
         raise ModelError(f"INT8 model {pair.int8.path} is in QOperator format (QLinearConv, …): in-model repairs "
                          "edit QDQ models; quantize with QuantFormat.QDQ")
-    qm = QdqModel(pair.int8.proto)
-    require_layers(qm)
-    xc = calib.x.astype(np.float32)
-    xh = holdout.x.astype(np.float32)
-    ctx = FitContext(pair, xc, batch_size=batch_size, check_weights=check_weights)
-    judge = ModelJudge(pair, ctx, judge)
-    ref_c, ref_h = (ctx.outputs(pair.float.proto, x, int8=False) for x in (xc, xh))
+    return metric
 
-    decide_by = decision_metric(metric, calib)
 
-    def score(model: onnx.ModelProto, idx, on_holdout: bool = False) -> tuple[float, float]:
-        """(metric, output SQNR) of ``model`` on holdout, or (decision metric, SQNR) on calibration samples ``idx``."""
-        x, y, ref = (xh, holdout.y, ref_h) if on_holdout else (xc[idx], None if calib.y is None else calib.y[idx],
-                                                                ref_c[idx])
-        out = judge.outputs(model, x)
-        return _metric_of(metric if on_holdout else decide_by, task, x, y, out, ref), sqnr(ref, out)
+class _Scorer:
+    """A model's metric on the holdout (reported) or on calibration samples (decided on), from the judge's outputs
+    (the integer program), with its output SQNR against the float model."""
 
-    folds = cv_folds(calib, n_folds, decide_by, seed)
-    fold_ctx = [ctx.on_subset(train) for train, _ in folds]
-    fold_models = [qm.copy() for _ in folds]
-    float_metric = _metric_of(metric, task, xh, holdout.y, ref_h, ref_h) if metric != "sqnr" else float("inf")
-    int8_metric, int8_sqnr = score(pair.int8.proto, None, on_holdout=True)
-    best_metric, best_sqnr = int8_metric, int8_sqnr
-    fold_before = [score(pair.int8.proto, held)[0] for _, held in folds]
-    entries = []
-    bar = Progress(enabled=progress, label="in-model repairs ")
-    for name in wanted:
-        bar.start(len(folds) + 1, name)
-        trial = qm.copy()
-        rows = _FIT[name](ctx, trial)
+    def __init__(self, pair, ctx, judge, calib, holdout, task, metric):
+        self.judge, self.calib, self.holdout, self.task, self.metric = judge, calib, holdout, task, metric
+        self.decide_by = decision_metric(metric, calib)
+        self.xc, self.xh = ctx.calib_x, holdout.x.astype(np.float32)
+        self.ref_c, self.ref_h = (ctx.outputs(pair.float.proto, x, int8=False) for x in (self.xc, self.xh))
+
+    def float_metric(self) -> float:
+        if self.metric == "sqnr":
+            return float("inf")
+        return _metric_of(self.metric, self.task, self.xh, self.holdout.y, self.ref_h, self.ref_h)
+
+    def on_holdout(self, model: onnx.ModelProto) -> tuple[float, float]:
+        out = self.judge.outputs(model, self.xh)
+        return _metric_of(self.metric, self.task, self.xh, self.holdout.y, out, self.ref_h), sqnr(self.ref_h, out)
+
+    def on_calibration(self, model: onnx.ModelProto, idx: np.ndarray) -> float:
+        x, ref = self.xc[idx], self.ref_c[idx]
+        y = None if self.calib.y is None else self.calib.y[idx]
+        return _metric_of(self.decide_by, self.task, x, y, self.judge.outputs(model, x), ref)
+
+
+class _Search:
+    """The repairs kept so far — on the whole calibration split (``qm``) and on each fold's training part — and
+    their metrics; ``try_repair`` fits one more on top and keeps it if cross-validation says so."""
+
+    def __init__(self, scorer: _Scorer, qm: QdqModel, folds):
+        self.scorer, self.qm, self.folds = scorer, qm, folds
+        ctx = scorer.judge.ctx
+        self.fold_ctx = [ctx.on_subset(train) for train, _ in folds]
+        self.fold_models = [qm.copy() for _ in folds]
+        self.best_metric, self.best_sqnr = scorer.on_holdout(qm.model)
+        self.fold_before = [scorer.on_calibration(qm.model, held) for _, held in folds]
+
+    def try_repair(self, name: str, bar: Progress) -> InModelEntry:
+        scorer, judge = self.scorer, self.scorer.judge
+        bar.start(len(self.folds) + 1, name)
+        trial = self.qm.copy()
+        rows = _FIT[name](judge.ctx, trial)
         bar.advance(1)
-        changed = trial.differs_from(qm)  # decided from the model, not from a message
+        changed = trial.differs_from(self.qm)  # decided from the model, not from a message
         trial_model = trial.to_model() if changed else None
+        unchanged = {"metric": scorer.metric, "before": self.best_metric, "after": self.best_metric,
+                     "sqnr_before_db": self.best_sqnr, "sqnr_after_db": self.best_sqnr}
         refused = judge.why_not_runnable(trial_model) if changed else None
-        if refused:
+        if refused or not changed:
             bar.finish()
-            entries.append({"repair": name, "stage": "in_model", "kept": False, "judged_on": judge.judged_on,
-                            "reason": f"not kept: the repaired model could not run on the device ({refused})",
-                            "holdout": {"metric": metric, "before": best_metric, "after": best_metric,
-                                        "sqnr_before_db": best_sqnr, "sqnr_after_db": best_sqnr}, "details": rows})
-            continue
+            reason = (f"not kept: the repaired model could not run on the device ({refused})" if refused
+                      else "fitting changed nothing in the model")  # nothing to decide: the folds are not fitted
+            return InModelEntry(name, False, reason, judge.judged_on, unchanged, rows)
+        trials, fold_after = self._fit_folds(name, bar)
+        bar.finish()
+        after, after_sqnr = scorer.on_holdout(trial_model)
+        cv = cv_decision(self.fold_before, fold_after)
+        kept = cv["beats_noise"]
+        reason = (f"{'kept' if kept else 'not kept'}: cross-validated {scorer.decide_by} gain "
+                  f"{_fmt_gain(scorer.decide_by, cv)} over {len(self.folds)} calibration folds; holdout "
+                  f"{_fmt(scorer.metric, self.best_metric)} → {_fmt(scorer.metric, after)} (reported, not used to "
+                  "decide)")
+        entry = InModelEntry(name, bool(kept), reason, judge.judged_on,
+                             {**unchanged, "after": after, "sqnr_after_db": after_sqnr}, rows, cv)
+        if kept:
+            self.qm, self.best_metric, self.best_sqnr = trial, after, after_sqnr
+            self.fold_models, self.fold_before = trials, fold_after
+        return entry
+
+    def _fit_folds(self, name: str, bar: Progress) -> tuple[list[QdqModel], list[float]]:
+        """The repair fitted on each fold's training part and scored on its held part; a fold's fit the device
+        could not run counts as a loss."""
         trials, fold_after = [], []
-        for k, ((_, held), sub) in enumerate(zip(folds, fold_ctx)):
-            if not changed:  # nothing to decide: the folds are not fitted
-                break
-            t = fold_models[k].copy()
+        for k, ((_, held), sub) in enumerate(zip(self.folds, self.fold_ctx)):
+            t = self.fold_models[k].copy()
             _FIT[name](sub, t)
             trials.append(t)
-            if not t.differs_from(fold_models[k]):
-                fold_after.append(fold_before[k])
+            if not t.differs_from(self.fold_models[k]):
+                fold_after.append(self.fold_before[k])
             else:
-                model = t.to_model()  # a fold's fit the device could not run counts as a loss
-                fold_after.append(-np.inf if judge.why_not_runnable(model) else score(model, held)[0])
+                model = t.to_model()
+                judge = self.scorer.judge
+                fold_after.append(-np.inf if judge.why_not_runnable(model) else self.scorer.on_calibration(model, held))
             bar.advance(1)
-        bar.finish()
-        after, after_sqnr = score(trial_model, None, on_holdout=True) if changed else (best_metric, best_sqnr)
-        cv = cv_decision(fold_before, fold_after) if changed else None
-        kept = changed and cv["beats_noise"]
-        if not changed:
-            reason = "fitting changed nothing in the model"
-        else:
-            reason = (f"{'kept' if kept else 'not kept'}: cross-validated {decide_by} gain {_fmt_gain(decide_by, cv)} "
-                      f"over {len(folds)} calibration folds; holdout {_fmt(metric, best_metric)} → "
-                      f"{_fmt(metric, after)} (reported, not used to decide)")
-        entries.append({"repair": name, "stage": "in_model", "kept": bool(kept), "reason": reason,
-                        **({"cross_validation": cv} if cv else {}), "judged_on": judge.judged_on,
-                        "holdout": {"metric": metric, "before": best_metric, "after": after,
-                                    "sqnr_before_db": best_sqnr, "sqnr_after_db": after_sqnr},
-                        "details": rows})
-        if kept:
-            qm, best_metric, best_sqnr = trial, after, after_sqnr
-            fold_models, fold_before = trials, fold_after
-    summary = {"metric": metric, "float": float_metric, "int8": int8_metric, "repaired": best_metric,
-               "sqnr_int8_db": int8_sqnr, "sqnr_repaired_db": best_sqnr, "n": len(holdout),
-               "gap_recovered": gap_recovered(float_metric, int8_metric, best_metric), "judged_on": judge.judged_on,
-               "folds": len(folds), "decided_by": decide_by, "discounted_samples": discounted}
-    equalized = {q.output[0]: [float(v) for v in qm.equalized[key]] for key, act in qm.activations.items()
-                 if key in qm.equalized for q in act.q_nodes}
-    return InModelResult(qm.to_model(), entries, summary, {"n": len(calib), "source": calib.source}, equalized)
+        return trials, fold_after
 
 
 def decision_metric(metric: str, calib: CalibrationSet) -> str:
