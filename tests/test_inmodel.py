@@ -258,6 +258,27 @@ def test_edits_run_through_one_part_equal_each_edited_model_run_whole(task):
     assert not np.array_equal(together[0], ctx.outputs(qm.to_model(), x, int8=True))  # the edits do change it
 
 
+def test_an_edit_of_an_int8_inputs_quantization_is_run_whole():
+    """An int8-input model (TFLite): narrowing the input's range changes how the float data is quantized into the
+    feed, which a cut computed from the base model's feed cannot show; the edit is run whole, and every output
+    equals the edited model's."""
+    from repair.repairs.in_model.edits import edited_outputs
+
+    d = DATASETS / "digits_tflite"
+    pair = load_pair(d / "float.tflite", d / "int8.tflite")
+    x = load_calibration(d / "calib.npz").x[:64].astype(np.float32)
+    ctx, qm = FitContext(pair, x), QdqModel(pair.int8.proto)
+    key = next(k for k, a in qm.activations.items() if a.model_input)
+    scale, zp = qm.activation_params(key)
+    narrow, later = qm.copy(), qm.copy()
+    narrow.set_activation(key, scale / 3, zp)
+    other = next(k for k, a in qm.activations.items() if not a.interface and not a.model_input)
+    later.set_activation(other, qm.activation_params(other)[0] * 2, qm.activation_params(other)[1])
+    got = edited_outputs(ctx, qm, [narrow, later], x)
+    for e, g in zip((narrow, later), got):
+        np.testing.assert_array_equal(g, ctx.outputs(e.to_model(), x, int8=True))
+
+
 def test_an_edit_that_adds_a_node_is_run_whole(tmp_path):
     from repair.repairs.in_model.edits import edited_outputs
 

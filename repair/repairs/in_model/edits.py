@@ -9,7 +9,8 @@ own constants. Same kernels on the same values as running each edited model whol
 one session instead of one per edit and a fraction of the model per run (the later the activation, the
 smaller the part).
 
-An edit that adds or removes nodes, or changes a constant outside a Q/DQ node, is run whole.
+An edit that adds or removes nodes, changes a constant outside a Q/DQ node, or changes how an int8 input is
+quantized from the float data (the feed itself), is run whole.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ...models.graph import GraphIndex
 from ...models.pair import ort_session
 from .context import FitContext, ancestors
 from .qdq import QdqModel
@@ -32,9 +34,11 @@ def edited_outputs(ctx: FitContext, base: QdqModel, edits: list[QdqModel], x: np
     before = base.numbers()
     slots: dict[tuple[int, int], int] = {}  # (node, input) → graph-input number
     values: list[dict | None] = []
+    feed_quant = _feed_quant(ctx, base)
     for e in edits:
         after = e.numbers()
-        if len(e.model.graph.node) != len(nodes) or after.keys() != before.keys():
+        if len(e.model.graph.node) != len(nodes) or after.keys() != before.keys() or \
+                _feed_quant(ctx, e) != feed_quant:
             values.append(None)
             continue
         changed = [k for k in after if after[k] != before[k]]
@@ -56,6 +60,14 @@ def edited_outputs(ctx: FitContext, base: QdqModel, edits: list[QdqModel], x: np
         else:
             out.append(part.run(x, v))
     return out
+
+
+def _feed_quant(ctx: FitContext, qm: QdqModel):
+    """How ``qm``'s int8 input is quantized from float data (None for a float input): an edit that changes it
+    changes the feed itself, which the cut (computed from the base model's feed) cannot show."""
+    if not ctx.pair.int8.inputs[0].dtype.startswith("int"):
+        return None
+    return GraphIndex(qm.to_model()).input_quant(ctx.pair.int8.inputs[0].name)
 
 
 class _Part:
@@ -86,11 +98,7 @@ class _Part:
         self.base_values = {key: base.inits[nodes[key[0]].input[key[1]]] for key in slots}
         self.keep, self.output = keep, output
         self._session, self._cut = None, None
-        graph_inputs = {i.name for i in model.graph.input}
-        # the part must produce the output; a graph input it reads is fed as the base model's feed would be,
-        # which is right only where that feed does not depend on the edited constants (a float input)
-        self.usable = output in inside and not (
-            graph_inputs & set(self.cut) and ctx.pair.int8.inputs[0].dtype.startswith("int"))
+        self.usable = output in inside  # the part must produce the output
 
     def _build(self, cut_values: dict[str, np.ndarray]):
         m = onnx.ModelProto()
