@@ -174,88 +174,106 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
     quantized = _quantized_tensors(pair)
     if not quantized:
         raise PairError(f"INT8 model {pair.int8.path} has no per-tensor quantized activations to compare")
-    f_values = set(fx.input_names) | {o for n in fx.nodes for o in n.output}
-    q_feed = pair.int8_feed(sample_feed)
-
     # candidate float tensors for each quantized tensor, by name and by structure
-    by_name: dict[str, str] = {}
-    name_reason: dict[str, str] = {}
-    if strategy in ("auto", "name"):
-        f_lin, q_lin = _lineage(fx), _lineage(qx)
-        for qt in quantized:
-            for cand in (qt.quantized_input, *qt.dq_outputs):
-                if cand in f_values:
-                    why = _same_lineage(fx, qx, f_lin, q_lin, cand, qt.quantized_input)
-                    if why:
-                        name_reason[qt.int8_name] = why
-                    else:
-                        by_name[qt.int8_name] = cand
-                    break
-    by_struct: dict[str, list] = {}
-    struct_reason: dict[str, str] = {}
-    source_of: dict[str, tuple] = {}
-    if strategy in ("auto", "structure"):
-        mapping, reasons = _match_structure(fx, qx)
-        f_node_out = {("node", n.name or n.output[0]): n.output[0] for n in fx.nodes}
-        for qt in quantized:
-            if qt.int8_name in by_name:
-                continue
-            src, chain = _source(qx, qt.quantized_input)
-            source_of[qt.int8_name] = (src, chain)
-            if src is None:
-                struct_reason[qt.int8_name] = "its value does not come from a graph input or compute node"
-            elif src not in mapping:
-                struct_reason[qt.int8_name] = f"producer {src[1]!r}: {reasons.get(src, 'not paired')}"
-            else:
-                fsrc = mapping[src]
-                start = fx.input_names[fsrc[1]] if fsrc[0] == "input" else f_node_out[fsrc]
-                by_struct[qt.int8_name] = _float_chain(fx, start)
-
+    by_name, name_reason = _by_name(fx, qx, quantized) if strategy in ("auto", "name") else ({}, {})
+    by_struct, struct_reason, source_of = (_by_structure(fx, qx, quantized, by_name)
+                                           if strategy in ("auto", "structure") else ({}, {}, {}))
     # one probe run per model for per-sample shapes
     f_names = list(by_name.values()) + [t for chain in by_struct.values() for t, _, _ in chain]
-    q_names = [qt.int8_name for qt in quantized]
     f_shapes = _probe_shapes(pair.float, sample_feed, f_names)
-    q_shapes = _probe_shapes(pair.int8, q_feed, q_names)
-
+    q_shapes = _probe_shapes(pair.int8, pair.int8_feed(sample_feed), [qt.int8_name for qt in quantized])
     pairs, unmatched = [], []
     for qt in quantized:
-        shape = q_shapes[qt.int8_name]
         src, chain = source_of.get(qt.int8_name) or _source(qx, qt.quantized_input)
-        from_input = src is None or src[0] == "input"
-        op = "input" if from_input else _producer_op(qx, src)
-        node = "" if from_input else src[1]
+        shape = q_shapes[qt.int8_name]
         if qt.quant is None:
-            unmatched.append(Unmatched(qt.int8_name, "per-channel or non-constant activation quantization"))
-            continue
-        if qt.int8_name in by_name:
-            fname = by_name[qt.int8_name]
-            if f_shapes[fname] != shape:
-                unmatched.append(Unmatched(qt.int8_name, f"float tensor {fname!r} has shape {list(f_shapes[fname])}, "
-                                                         f"int8 has {list(shape)}"))
-            else:
-                pairs.append(TensorPair(fname, qt.int8_name, op, node, qt.quant, shape, "name"))
-            continue
-        if qt.int8_name not in by_struct:
-            reason = struct_reason.get(qt.int8_name) or name_reason.get(qt.int8_name, "no float tensor of that name")
-            unmatched.append(Unmatched(qt.int8_name, reason))
-            continue
-        k = sum(_is_activation(n) for n in chain)
-        cands = [(t, nv, last) for t, nv, last in by_struct[qt.int8_name] if f_shapes[t] == shape]
-        exact = [t for t, nv, _ in cands if nv == k]
-        # A range that starts at 0.0 (zero point = qmin) cannot hold negatives: the quantizer
-        # folded the ReLU that follows, so the float tensor to compare with is after it.
-        implicit_relu = qt.quant.zero_point == qt.quant.qmin
-        folded = [t for t, nv, last in cands if nv == k + 1 and last in ("Relu", "Clip")] if implicit_relu else []
-        chosen = folded or exact
-        if chosen:
-            pairs.append(TensorPair(chosen[-1], qt.int8_name, op, node, qt.quant, shape, "structure"))
+            found = Unmatched(qt.int8_name, "per-channel or non-constant activation quantization")
+        elif qt.int8_name in by_name:
+            found = _named_pair(qt, by_name[qt.int8_name], f_shapes, shape, qx, src)
+        elif qt.int8_name in by_struct:
+            found = _structural_pair(qt, by_struct[qt.int8_name], chain, f_shapes, shape, qx, src)
         else:
-            unmatched.append(Unmatched(qt.int8_name, f"no float tensor after {node!r} with shape {list(shape)} "
-                                                     f"and the same activations"))
+            found = Unmatched(qt.int8_name, struct_reason.get(qt.int8_name)
+                              or name_reason.get(qt.int8_name, "no float tensor of that name"))
+        (unmatched if isinstance(found, Unmatched) else pairs).append(found)
     sims = [_layer_similarity(fx, qx, p) for p in pairs]
     pairs = [replace(p, weight_cosine=s[0], weight_signs=s[1]) if s else p for p, s in zip(pairs, sims)]
-    tmap = TensorMap(pairs, unmatched, strategy)
-    weighted = [p for p in pairs if p.weight_cosine is not None]
+    return _checked(TensorMap(pairs, unmatched, strategy), check_weights)
+
+
+def _by_name(fx, qx, quantized) -> tuple[dict[str, str], dict[str, str]]:
+    """int8 tensor → the float tensor of the same name (the quantizer kept the float names), and why a same-named
+    tensor was refused (it comes from a different lineage)."""
+    f_values = set(fx.input_names) | {o for n in fx.nodes for o in n.output}
+    f_lin, q_lin = _lineage(fx), _lineage(qx)
+    by_name, reasons = {}, {}
+    for qt in quantized:
+        for cand in (qt.quantized_input, *qt.dq_outputs):
+            if cand in f_values:
+                why = _same_lineage(fx, qx, f_lin, q_lin, cand, qt.quantized_input)
+                if why:
+                    reasons[qt.int8_name] = why
+                else:
+                    by_name[qt.int8_name] = cand
+                break
+    return by_name, reasons
+
+
+def _by_structure(fx, qx, quantized, by_name) -> tuple[dict[str, list], dict[str, str], dict[str, tuple]]:
+    """For each int8 tensor not paired by name: the chain of float tensors after the float node its producer pairs
+    with (``_match_structure``), or why there is none; and each one's int8 source."""
+    mapping, reasons = _match_structure(fx, qx)
+    f_node_out = {("node", n.name or n.output[0]): n.output[0] for n in fx.nodes}
+    by_struct, why_not, source_of = {}, {}, {}
+    for qt in quantized:
+        if qt.int8_name in by_name:
+            continue
+        src, chain = _source(qx, qt.quantized_input)
+        source_of[qt.int8_name] = (src, chain)
+        if src is None:
+            why_not[qt.int8_name] = "its value does not come from a graph input or compute node"
+        elif src not in mapping:
+            why_not[qt.int8_name] = f"producer {src[1]!r}: {reasons.get(src, 'not paired')}"
+        else:
+            fsrc = mapping[src]
+            start = fx.input_names[fsrc[1]] if fsrc[0] == "input" else f_node_out[fsrc]
+            by_struct[qt.int8_name] = _float_chain(fx, start)
+    return by_struct, why_not, source_of
+
+
+def _origin(qx, src) -> tuple[str, str]:
+    """(op, node) an int8 tensor comes from: ("input", "") for a graph input."""
+    from_input = src is None or src[0] == "input"
+    return ("input", "") if from_input else (_producer_op(qx, src), src[1])
+
+
+def _named_pair(qt, fname: str, f_shapes, shape, qx, src) -> TensorPair | Unmatched:
+    if f_shapes[fname] != shape:
+        return Unmatched(qt.int8_name, f"float tensor {fname!r} has shape {list(f_shapes[fname])}, int8 has "
+                                       f"{list(shape)}")
+    return TensorPair(fname, qt.int8_name, *_origin(qx, src), qt.quant, shape, "name")
+
+
+def _structural_pair(qt, f_chain, chain, f_shapes, shape, qx, src) -> TensorPair | Unmatched:
+    """The float tensor along ``f_chain`` with the int8 tensor's shape and as many activations applied."""
+    k = sum(_is_activation(n) for n in chain)
+    cands = [(t, nv, last) for t, nv, last in f_chain if f_shapes[t] == shape]
+    exact = [t for t, nv, _ in cands if nv == k]
+    # A range that starts at 0.0 (zero point = qmin) cannot hold negatives: the quantizer
+    # folded the ReLU that follows, so the float tensor to compare with is after it.
+    implicit_relu = qt.quant.zero_point == qt.quant.qmin
+    folded = [t for t, nv, last in cands if nv == k + 1 and last in ("Relu", "Clip")] if implicit_relu else []
+    chosen = folded or exact
+    op, node = _origin(qx, src)
+    if not chosen:
+        return Unmatched(qt.int8_name, f"no float tensor after {node!r} with shape {list(shape)} and the same "
+                                       "activations")
+    return TensorPair(chosen[-1], qt.int8_name, op, node, qt.quant, shape, "structure")
+
+
+def _checked(tmap: TensorMap, check_weights: bool) -> TensorMap:
+    """Refuse a map that says the two models are not versions of one network (PairError)."""
+    weighted = [p for p in tmap.pairs if p.weight_cosine is not None]
     bad = tmap.weight_mismatches
     if check_weights and weighted and len(bad) > len(weighted) / 2:
         raise PairError(f"FLOAT and INT8 have the same layers but different weights ({len(bad)} of {len(weighted)} "
@@ -263,9 +281,9 @@ def build_tensor_map(pair: ModelPair, sample_feed: dict[str, np.ndarray], strate
                         "quantized from this FLOAT; pass the float model it came from (or --ignore-weights to "
                         "measure anyway)")
     if tmap.coverage < 0.5:
-        first = unmatched[0] if unmatched else None
-        raise PairError(f"only {len(pairs)} of {tmap.quantized_total} quantized tensors of INT8 correspond to FLOAT "
-                        f"(first: {first.int8_name!r}: {first.reason}): they are not float and int8 versions of "
+        first = tmap.unmatched[0] if tmap.unmatched else None
+        raise PairError(f"only {len(tmap.pairs)} of {tmap.quantized_total} quantized tensors of INT8 correspond to "
+                        f"FLOAT (first: {first.int8_name!r}: {first.reason}): they are not float and int8 versions of "
                         "one network; check the files")
     return tmap
 
