@@ -45,79 +45,23 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     holding what the pass collected per sample — dequantized outputs (classifier, tensor) or
     anomaly scores (reconstruction, score) — so a caller needs no second pass.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}")
-    if batch_size < 1:
-        raise DataError(f"batch size {batch_size} must be at least 1")
-    batch_size = min(batch_size, pair.max_batch or batch_size)
-    task = detect_task(pair) if task == "auto" else task
-    n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else (2 if task != "tensor" else None)
-    if task in ("reconstruction", "score") and data.y is not None and len(data.y) and data.y.max() > 1:
-        raise DataError(f"{data.source}: anomaly labels must be 0 (normal) or 1 (anomaly); found {int(data.y.max())}")
-    data = check_fits(data, pair, n_classes if task == "classifier" else None)
-    in_name = pair.float.inputs[0].name
-    tmap = build_tensor_map(pair, {in_name: data.x[:1]}, strategy, check_weights)
-
-    f_out = [s.name for s in pair.float.outputs]
-    q_out = [s.name for s in pair.int8.outputs]
-    f_names = tuple(dict.fromkeys([*f_out, *(p.float_name for p in tmap.pairs)]))
-    q_names = tuple(dict.fromkeys([*q_out, *(p.int8_name for p in tmap.pairs)]))
-    # The float model runs optimised (fusions move values by ~1e-7 relative). The int8 model
-    # does not: ORT's QDQ fusions change int8 results by up to 3 LSB (ic_resnet8) depending
-    # on which tensors are exposed, and a measurement must not depend on what it looks at.
-    f_sess = pair.float.session(f_names, optimize=True)
-    # the int8 side as the device computes it (the integer program); onnxruntime's float simulation of QDQ
-    # only where the program cannot express the model (QOperator, an op outside its set), and labelled so
     if int8_runtime not in ("program", "onnxruntime"):
         raise ValueError("int8_runtime must be 'program' or 'onnxruntime'")
+    task, data, batch_size = _checked_task(pair, data, task, batch_size)
+    tmap = build_tensor_map(pair, {pair.float.inputs[0].name: data.x[:1]}, strategy, check_weights)
+    # the int8 side as the device computes it (the integer program); onnxruntime's float simulation of QDQ
+    # only where the program cannot express the model (QOperator, an op outside its set), and labelled so
     program = (None if pair.int8.index.is_qoperator or int8_runtime == "onnxruntime" else
                ProgramRunner.for_pair(pair))
-    q_sess = pair.int8.session(q_names) if program is None else None
     factors = channel_factors or {}
-    stats = [TensorStats(p.quant, p.channel_axis, factors.get(p.int8_name)) for p in tmap.pairs]
-    f_pos = {n: i for i, n in enumerate(f_names)}
-    q_pos = {n: i for i, n in enumerate(q_names)}
-
-    keep_full = task in ("classifier", "tensor")
-    outs_f, outs_q = [], []
-    out_stats = TensorStats(None, None)
-    bar = progress or Progress(0, enabled=False)
-
-    def fold(xb, fr, qr):
-        for st, p in zip(stats, tmap.pairs):
-            st.update(fr[f_pos[p.float_name]], qr[q_pos[p.int8_name]])
-        yf = np.asarray(fr[f_pos[f_out[0]]], np.float32)
-        yq = pair.int8_output_to_float(0, qr[q_pos[q_out[0]]])
-        out_stats.update_values(yf, yq)
-        outs_f.append(yf if keep_full else anomaly_scores(task, xb, yf))
-        outs_q.append(yq if keep_full else anomaly_scores(task, xb, yq))
-        bar.advance(len(xb))
-
-    def infer():
-        for _, xb in data.batches(batch_size):
-            feed = {in_name: xb}
-            q_out = (program.run(xb, list(q_names)) if program is not None else
-                     q_sess.run(list(q_names), pair.int8_feed(feed)))
-            yield xb, f_sess.run(list(f_names), feed), q_out
-
-    bar.start(len(data), "samples")
-    _overlapped(infer(), fold)
-    bar.finish()
-    yf_all, yq_all = np.concatenate(outs_f), np.concatenate(outs_q)
-
-    tensors = []
-    for order, (p, st) in enumerate(zip(tmap.pairs, stats)):
-        tensors.append({"order": order, "float_name": p.float_name, "int8_name": p.int8_name, "op": p.op,
-                        "node": p.node, "shape": list(p.shape), "paired_by": p.how, "weight_cosine": p.weight_cosine,
-                        "weight_sign_agreement": p.weight_signs,
-                        "scale": p.quant.scale, "zero_point": p.quant.zero_point, "dtype": p.quant.dtype,
-                        **st.to_dict()})
-    output = {"float_name": f_out[0], "int8_name": q_out[0], "task": task,
-              "sqnr_db": out_stats.sqnr_db, "cosine": out_stats.cosine, "max_abs_err": out_stats.max_abs}
-    output.update(_output_metrics(task, yf_all, yq_all, data.y, bootstrap, seed))
+    run = _DriftPass(pair, tmap, task, program, factors)
+    yf_all, yq_all = run.collect(data, batch_size, progress or Progress(0, enabled=False))
+    output = {**run.output_row(), **_output_metrics(task, yf_all, yq_all, data.y, bootstrap, seed)}
+    computed_by = COMPUTED_BY if program is not None else "onnxruntime's float simulation of QDQ" + (
+        " (asked for)" if int8_runtime == "onnxruntime" else " (the integer program cannot express this model)")
     report = DriftReport(
         schema=SCHEMA,
-        tensors=tensors,
+        tensors=run.tensor_rows(),
         unmatched=[{"int8_name": u.int8_name, "reason": u.reason} for u in tmap.unmatched],
         outputs=[output],
         pairing={"strategy": tmap.strategy, "quantized_total": tmap.quantized_total,
@@ -127,11 +71,82 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
                     "settings": {"batch_size": batch_size, "bootstrap": bootstrap, "seed": seed,
                                  "strategy": strategy, "task": task, "check_weights": check_weights,
                                  "equalized_tensors": sorted(set(factors) & {p.int8_name for p in tmap.pairs})},
-                    "int8_computed_by": COMPUTED_BY if program is not None else
-                    "onnxruntime's float simulation of QDQ" + (" (asked for)" if int8_runtime == "onnxruntime" else
-                                                               " (the integer program cannot express this model)")},
+                    "int8_computed_by": computed_by},
     )
     return (report, {"float": yf_all, "int8": yq_all}) if return_outputs else report
+
+
+def _checked_task(pair: ModelPair, data: CalibrationSet, task: str, batch_size: int):
+    """(task, data checked against the pair, batch size the models take), or one clear error."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}")
+    if batch_size < 1:
+        raise DataError(f"batch size {batch_size} must be at least 1")
+    batch_size = min(batch_size, pair.max_batch or batch_size)
+    task = detect_task(pair) if task == "auto" else task
+    n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else (2 if task != "tensor" else None)
+    if task in ("reconstruction", "score") and data.y is not None and len(data.y) and data.y.max() > 1:
+        raise DataError(f"{data.source}: anomaly labels must be 0 (normal) or 1 (anomaly); found {int(data.y.max())}")
+    return task, check_fits(data, pair, n_classes if task == "classifier" else None), batch_size
+
+
+class _DriftPass:
+    """One pass of both models over the data: every paired tensor's statistics folded batch by batch, and what the
+    outputs say per sample (the outputs, or anomaly scores)."""
+
+    def __init__(self, pair: ModelPair, tmap, task: str, program, factors: dict):
+        self.pair, self.tmap, self.task, self.program = pair, tmap, task, program
+        self.f_out, self.q_out = [s.name for s in pair.float.outputs], [s.name for s in pair.int8.outputs]
+        self.f_names = tuple(dict.fromkeys([*self.f_out, *(p.float_name for p in tmap.pairs)]))
+        self.q_names = tuple(dict.fromkeys([*self.q_out, *(p.int8_name for p in tmap.pairs)]))
+        self.stats = [TensorStats(p.quant, p.channel_axis, factors.get(p.int8_name)) for p in tmap.pairs]
+        self.out_stats = TensorStats(None, None)
+
+    def collect(self, data: CalibrationSet, batch_size: int, bar: Progress) -> tuple[np.ndarray, np.ndarray]:
+        pair, in_name = self.pair, self.pair.float.inputs[0].name
+        # The float model runs optimised (fusions move values by ~1e-7 relative). The int8 model
+        # does not: ORT's QDQ fusions change int8 results by up to 3 LSB (ic_resnet8) depending
+        # on which tensors are exposed, and a measurement must not depend on what it looks at.
+        f_sess = pair.float.session(self.f_names, optimize=True)
+        q_sess = pair.int8.session(self.q_names) if self.program is None else None
+        f_pos = {n: i for i, n in enumerate(self.f_names)}
+        q_pos = {n: i for i, n in enumerate(self.q_names)}
+        keep_full = self.task in ("classifier", "tensor")
+        outs_f, outs_q = [], []
+
+        def fold(xb, fr, qr):
+            for st, p in zip(self.stats, self.tmap.pairs):
+                st.update(fr[f_pos[p.float_name]], qr[q_pos[p.int8_name]])
+            yf = np.asarray(fr[f_pos[self.f_out[0]]], np.float32)
+            yq = pair.int8_output_to_float(0, qr[q_pos[self.q_out[0]]])
+            self.out_stats.update_values(yf, yq)
+            outs_f.append(yf if keep_full else anomaly_scores(self.task, xb, yf))
+            outs_q.append(yq if keep_full else anomaly_scores(self.task, xb, yq))
+            bar.advance(len(xb))
+
+        def infer():
+            for _, xb in data.batches(batch_size):
+                feed = {in_name: xb}
+                q = (self.program.run(xb, list(self.q_names)) if self.program is not None else
+                     q_sess.run(list(self.q_names), pair.int8_feed(feed)))
+                yield xb, f_sess.run(list(self.f_names), feed), q
+
+        bar.start(len(data), "samples")
+        _overlapped(infer(), fold)
+        bar.finish()
+        return np.concatenate(outs_f), np.concatenate(outs_q)
+
+    def tensor_rows(self) -> list[dict]:
+        return [{"order": order, "float_name": p.float_name, "int8_name": p.int8_name, "op": p.op, "node": p.node,
+                 "shape": list(p.shape), "paired_by": p.how, "weight_cosine": p.weight_cosine,
+                 "weight_sign_agreement": p.weight_signs, "scale": p.quant.scale, "zero_point": p.quant.zero_point,
+                 "dtype": p.quant.dtype, **st.to_dict()}
+                for order, (p, st) in enumerate(zip(self.tmap.pairs, self.stats))]
+
+    def output_row(self) -> dict:
+        return {"float_name": self.f_out[0], "int8_name": self.q_out[0], "task": self.task,
+                "sqnr_db": self.out_stats.sqnr_db, "cosine": self.out_stats.cosine,
+                "max_abs_err": self.out_stats.max_abs}
 
 
 def _overlapped(items, consume, depth: int = 2) -> None:
