@@ -30,6 +30,8 @@ def render_stream_run(report: dict) -> str:
 
 
 def render_run(report: dict) -> str:
+    """The terminal text of a calibrate or validate run's report. Long (about 65 lines) because it is the report's
+    sections in reading order, one short block each; a split would only scatter them."""
     if "stream" in report:
         return render_stream_run(report)
     lines = [f"tmlrepair {report['command']} on {report['device']['describe']}",

@@ -47,83 +47,102 @@ def _to_file_layout(op: str, w: np.ndarray) -> np.ndarray:
 
 def find_edits(model_t, edited: onnx.ModelProto) -> TfliteEdits:
     """Compare the numbers of ``edited`` (the ONNX graph of ``model_t``, edited) with the file's."""
-    g = model_t.subgraphs[0]
-    by_name = {n.name: n for n in edited.graph.node}
-    producer = {o: n for n in edited.graph.node for o in n.output}
-    inits = {i.name: numpy_helper.to_array(i) for i in edited.graph.initializer}
-    edits = TfliteEdits()
+    return _EditFinder(model_t, edited).find()
 
-    def quant_of(i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i in edits.quant:
-            return edits.quant[i]
-        q = g.tensors[i].quantization
+
+class _EditFinder:
+    """What differs between a .tflite file and its edited ONNX graph: weights and biases of the compute
+    operators, Softmax betas, tensor quantizations (activations, the int8 input, and the tensors that must keep
+    their input's)."""
+
+    def __init__(self, model_t, edited: onnx.ModelProto):
+        self.model_t, self.g = model_t, model_t.subgraphs[0]
+        self.by_name = {n.name: n for n in edited.graph.node}
+        self.producer = {o: n for n in edited.graph.node for o in n.output}
+        self.inits = {i.name: numpy_helper.to_array(i) for i in edited.graph.initializer}
+        self.edited, self.edits = edited, TfliteEdits()
+
+    def find(self) -> TfliteEdits:
+        g, inits = self.g, self.inits
+        for k, op in enumerate(g.operators):
+            name, node = op_name(self.model_t, op), self.by_name.get(f"op{k}")
+            if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+                self._layer(k, op, name, node)
+            elif name == "SOFTMAX":
+                self._softmax(k, op, node)
+        for node in self.edited.graph.node:
+            if node.op_type == "QuantizeLinear" and node.name.startswith("t") and node.name.endswith("/q"):
+                self._set_quant(int(node.name[1:-2]), inits[node.input[1]], inits[node.input[2]])
+        i0 = int(g.inputs[0])
+        dq = _input_dequantize(self.edited)
+        if g.tensors[i0].quantization is not None and dq is not None:  # an int8 input's quantization, refitted
+            self._set_quant(i0, inits[dq.input[1]], inits[dq.input[2]])
+        for op in g.operators:  # RESHAPE, PAD and pools keep their input's quantization (TFLM requires it of pools)
+            if op_name(self.model_t, op) in ("RESHAPE", "PAD", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
+                i, o = int(op.inputs[0]), int(op.outputs[0])
+                if g.tensors[i].quantization is not None and g.tensors[o].quantization is not None:
+                    self._set_quant(o, *self._quant_of(i))
+        return self.edits
+
+    def _quant_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i in self.edits.quant:
+            return self.edits.quant[i]
+        q = self.g.tensors[i].quantization
         return np.asarray(q.scale, np.float32), np.asarray(q.zeroPoint, np.int64)
 
-    def set_quant(i: int, scale: np.ndarray, zp: np.ndarray) -> None:
-        old_s, old_z = quant_of(i)
+    def _set_quant(self, i: int, scale: np.ndarray, zp: np.ndarray) -> None:
+        old_s, old_z = self._quant_of(i)
         scale, zp = np.asarray(scale, np.float32).reshape(-1), np.asarray(zp, np.int64).reshape(-1)
         if old_s.size > 1 and scale.size == 1:  # keep the file's per-channel form
             scale, zp = np.repeat(scale, old_s.size), np.repeat(zp, old_s.size)
         if old_s.size == 1 and scale.size > 1 and np.all(scale == scale[0]) and np.all(zp == zp[0]):
             scale, zp = scale[:1], zp[:1]
         if old_s.shape != scale.shape or old_z.shape != zp.shape or np.any(old_s != scale) or np.any(old_z != zp):
-            edits.quant[i] = (scale, zp)
+            self.edits.quant[i] = (scale, zp)
 
-    def dq_numbers(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dq = producer[name]
-        zp = inits[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else np.zeros(1, np.int64)
-        return inits[dq.input[0]], inits[dq.input[1]].reshape(-1), zp.reshape(-1)
+    def _dq_numbers(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dq = self.producer[name]
+        zp = self.inits[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else np.zeros(1, np.int64)
+        return self.inits[dq.input[0]], self.inits[dq.input[1]].reshape(-1), zp.reshape(-1)
 
-    for k, op in enumerate(g.operators):
-        name = op_name(model_t, op)
-        node = by_name.get(f"op{k}")
-        if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            wi = int(op.inputs[1])
-            q, s, _ = dq_numbers(node.input[1])
-            w = _to_file_layout(name, q).astype(np.int8)
-            if w.tobytes() != tensor_data(model_t, g.tensors[wi]).tobytes():
-                edits.data[wi] = w
-            set_quant(wi, s, np.zeros(s.size, np.int64))
-            if len(node.input) > 2 and node.input[2]:
-                b, bs, _ = dq_numbers(node.input[2])
-                b = b.reshape(-1).astype(np.int32)
-                bi = int(op.inputs[2]) if len(op.inputs) > 2 else -1
-                if bi < 0:
-                    edits.new_bias[k] = (b, bs.astype(np.float32))
-                else:
-                    if b.tobytes() != tensor_data(model_t, g.tensors[bi]).tobytes():
-                        edits.data[bi] = b
-                    set_quant(bi, bs, np.zeros(bs.size, np.int64))
-        elif name == "SOFTMAX":
-            feed = producer.get(node.input[0])
-            beta = 1.0
-            if feed is not None and feed.op_type == "Mul":
-                beta = float(inits[feed.input[1]].reshape(-1)[0])
-            elif feed is not None and feed.op_type == "DequantizeLinear":
-                i = int(op.inputs[0])
-                q_node = by_name.get(f"t{i}/q")
-                s_dq = float(inits[feed.input[1]].reshape(-1)[0])
-                s_t = float(inits[q_node.input[1]].reshape(-1)[0]) if q_node is not None else float(quant_of(i)[0][0])
-                if s_dq != s_t:
-                    raise ModelError(f"operator {k} (SOFTMAX): its input is dequantized with scale {s_dq:.9g}, not "
-                                     f"the tensor's {s_t:.9g}; a .tflite carries a temperature as beta only")
-            old = float(op.builtinOptions.beta) if op.builtinOptions is not None else 1.0
-            if np.float32(beta) != np.float32(old):
-                edits.beta[k] = float(np.float32(beta))
-    for node in edited.graph.node:
-        if node.op_type == "QuantizeLinear" and node.name.startswith("t") and node.name.endswith("/q"):
-            i = int(node.name[1:-2])
-            set_quant(i, inits[node.input[1]], inits[node.input[2]])
-    i0 = int(g.inputs[0])
-    dq = _input_dequantize(edited)
-    if g.tensors[i0].quantization is not None and dq is not None:  # an int8 input's quantization, refitted
-        set_quant(i0, inits[dq.input[1]], inits[dq.input[2]])
-    for op in g.operators:  # RESHAPE, PAD and pools keep their input's quantization (TFLM requires it of pools)
-        if op_name(model_t, op) in ("RESHAPE", "PAD", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
-            i, o = int(op.inputs[0]), int(op.outputs[0])
-            if g.tensors[i].quantization is not None and g.tensors[o].quantization is not None:
-                set_quant(o, *quant_of(i))
-    return edits
+    def _layer(self, k: int, op, name: str, node) -> None:
+        """A compute operator's weights and bias (a bias the edit added goes to ``new_bias``)."""
+        model_t, g, edits = self.model_t, self.g, self.edits
+        wi = int(op.inputs[1])
+        q, s, _ = self._dq_numbers(node.input[1])
+        w = _to_file_layout(name, q).astype(np.int8)
+        if w.tobytes() != tensor_data(model_t, g.tensors[wi]).tobytes():
+            edits.data[wi] = w
+        self._set_quant(wi, s, np.zeros(s.size, np.int64))
+        if len(node.input) > 2 and node.input[2]:
+            b, bs, _ = self._dq_numbers(node.input[2])
+            b = b.reshape(-1).astype(np.int32)
+            bi = int(op.inputs[2]) if len(op.inputs) > 2 else -1
+            if bi < 0:
+                edits.new_bias[k] = (b, bs.astype(np.float32))
+            else:
+                if b.tobytes() != tensor_data(model_t, g.tensors[bi]).tobytes():
+                    edits.data[bi] = b
+                self._set_quant(bi, bs, np.zeros(bs.size, np.int64))
+
+    def _softmax(self, k: int, op, node) -> None:
+        """A Softmax's beta (a folded temperature); its input must be dequantized with the tensor's own scale."""
+        feed = self.producer.get(node.input[0])
+        beta = 1.0
+        if feed is not None and feed.op_type == "Mul":
+            beta = float(self.inits[feed.input[1]].reshape(-1)[0])
+        elif feed is not None and feed.op_type == "DequantizeLinear":
+            i = int(op.inputs[0])
+            q_node = self.by_name.get(f"t{i}/q")
+            s_dq = float(self.inits[feed.input[1]].reshape(-1)[0])
+            s_t = (float(self.inits[q_node.input[1]].reshape(-1)[0]) if q_node is not None
+                   else float(self._quant_of(i)[0][0]))
+            if s_dq != s_t:
+                raise ModelError(f"operator {k} (SOFTMAX): its input is dequantized with scale {s_dq:.9g}, not "
+                                 f"the tensor's {s_t:.9g}; a .tflite carries a temperature as beta only")
+        old = float(op.builtinOptions.beta) if op.builtinOptions is not None else 1.0
+        if np.float32(beta) != np.float32(old):
+            self.edits.beta[k] = float(np.float32(beta))
 
 
 def _input_dequantize(edited: onnx.ModelProto):

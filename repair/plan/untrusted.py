@@ -63,7 +63,8 @@ def _integer_params(doc: Fields, name: str, i: dict, where: str, k: int | None) 
 
 
 def check_plan(d, source: str) -> dict:
-    """``d`` (a parsed plan.json) checked field by field; returns it. DataError names the first bad field."""
+    """``d`` (a parsed plan.json) checked field by field; returns it. DataError names the first bad field. Long
+    (about 65 lines) because it reads the schema top to bottom, one check per field, as the plan is written."""
     doc = Fields(source)
     d = doc.obj(d, "the plan")
     doc.finite_everywhere(d, "plan")

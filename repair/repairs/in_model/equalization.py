@@ -161,7 +161,8 @@ def _n_in(qm: QdqModel, layer: Layer) -> int:
 
 
 def equalize(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
-    """Equalize every pair found, sweeping chains until the scales settle; write weights, biases, ranges."""
+    """Equalize every pair found, sweeping chains until the scales settle; write weights, biases, ranges (about 60
+    lines: the sweep and the write-back share the per-pair scales, which a split would pass around)."""
     pairs, rows = find_pairs(ctx, qm)
     if not pairs:
         return rows
