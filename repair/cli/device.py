@@ -108,8 +108,9 @@ def calibrate(ctx, float_model, int8_model, calib_path, holdout_path, task, out_
 
     With no FLOAT_MODEL/INT8_MODEL it runs a bundled task (--task); with no --serial, the virtual device.
     Exit 0 when the device's shim outputs equal the Python reference bit for bit, 1 when they differ.
-    (About 80 lines, a fifth of them the lazy imports that keep `tmlrepair --help` fast: the command's steps in
-    order — check the arguments, repair in the model, open the device, run, write — each a call.)
+    \f
+    About 80 lines, a fifth of them the lazy imports that keep `tmlrepair --help` fast: the command's steps in
+    order — check the arguments, repair in the model, open the device, run, write — each a call.
     """
     from ..atomic import check_outputs, write_files
     from ..codegen.cnames import check_prefix
