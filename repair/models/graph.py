@@ -88,6 +88,20 @@ def find_input_affine(nodes, name: str, constant) -> InputAffine | None:
     return InputAffine(tuple(found), cur, a, b) if found else None
 
 
+def node_links(nodes) -> tuple[dict[str, object], dict[str, list]]:
+    """tensor → the node producing it, and tensor → the nodes reading it (in graph order): the one place graph
+    links are built (``GraphIndex``, and ``QdqModel`` for the graph it edits)."""
+    producer: dict[str, object] = {}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for o in n.output:
+            producer[o] = n
+        for i in n.input:
+            if i:
+                consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
 class GraphIndex:
     """Producers, consumers, constants and per-sample shapes of one ONNX model's graph."""
 
@@ -104,14 +118,7 @@ class GraphIndex:
                 if a.name == "value":
                     self.constants[n.output[0]] = numpy_helper.to_array(a.t)
         self.by_key = {(n.name or n.output[0]): n for n in self.nodes}  # node name, or first output if unnamed
-        self.producer: dict[str, object] = {}
-        self.consumers: dict[str, list] = {}
-        for n in self.nodes:
-            for o in n.output:
-                self.producer[o] = n
-            for i in n.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
+        self.producer, self.consumers = node_links(self.nodes)
         self.input_names = [i.name for i in self.graph.input if i.name not in self.constants]
         self.output_names = [o.name for o in self.graph.output]
 

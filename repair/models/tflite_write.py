@@ -21,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelError
+from .graph import node_links
 from .tflite_file import INT32, op_name, read_tflite, schema, tensor_data
 
 
@@ -58,7 +59,7 @@ class _EditFinder:
     def __init__(self, model_t, edited: onnx.ModelProto):
         self.model_t, self.g = model_t, model_t.subgraphs[0]
         self.by_name = {n.name: n for n in edited.graph.node}
-        self.producer = {o: n for n in edited.graph.node for o in n.output}
+        self.producer = node_links(edited.graph.node)[0]
         self.inits = {i.name: numpy_helper.to_array(i) for i in edited.graph.initializer}
         self.edited, self.edits = edited, TfliteEdits()
 

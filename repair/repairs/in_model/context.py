@@ -83,7 +83,6 @@ class FitContext:
     def __post_init__(self):
         self.float_input = self.pair.float.inputs[0].name
         self.node_map, self.node_unpaired = match_compute_nodes(self.pair)
-        self._fnodes = {n.name or n.output[0]: n for n in self.pair.float.index.nodes}
         tmap = build_tensor_map(self.pair, {self.float_input: self.calib_x[:1]}, check_weights=self.check_weights)
         self.float_of_tensor = {p.int8_name: p.float_name for p in tmap.pairs}
         self.tensor_unpaired = {u.int8_name: u.reason for u in tmap.unmatched}
@@ -132,7 +131,7 @@ class FitContext:
     # ------------------------------------------------------------------ float counterparts
     def float_node(self, layer: Layer):
         name = self.node_map.get(layer.name)
-        return self._fnodes.get(name) if name else None
+        return self.pair.float.index.by_key.get(name) if name else None
 
     def float_preact(self, layer: Layer) -> str | None:
         """The float tensor equal to ``layer``'s pre-activation: the paired node's output, past BN / bias Add."""

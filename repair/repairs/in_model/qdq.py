@@ -26,7 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...errors import ModelError
-from ...models.graph import find_input_affine
+from ...models.graph import find_input_affine, node_links
 from .parts import Activation, Layer
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
@@ -79,12 +79,7 @@ class QdqModel:
     # ------------------------------------------------------------------ indexing
     def _index(self) -> None:
         g = self.model.graph
-        self.producer = {o: n for n in g.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in g.node:
-            for i in n.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
+        self.producer, self.consumers = node_links(g.node)
         self.layers: list[Layer] = []
         self.skipped: dict[str, str] = {}  # compute node → why it is not an editable layer
         for n in g.node:
