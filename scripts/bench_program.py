@@ -11,11 +11,10 @@ sessions created beforehand; the ratio is program / onnxruntime (issue 21's targ
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
+from bench_drift import timed  # a sibling script: the median of repeated runs
 
 from repair.models import load_pair
 from repair.models.pair import load_model, ort_session
@@ -24,15 +23,6 @@ from repair.program.runner import ProgramRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real" / "mlperf_tiny" / "models"
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def cases(samples: int):
@@ -64,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     print("| model | integer program | onnxruntime int8, optimisations off | ratio |\n|---|---|---|---|")
     for name, program, ort in cases(args.samples):
-        tp, to = median_time(program, args.repeats), median_time(ort, args.repeats)
+        tp, to = timed(program, args.repeats), timed(ort, args.repeats)
         print(f"| {name} | {1e3 * tp:.0f} ms | {1e3 * to:.0f} ms | {tp / to:.2f}× |", flush=True)
 
 
