@@ -157,18 +157,23 @@ TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int3
     return acc;
 }
 
-/* Two weight rows dotted with one column (lane order): each column word loaded once for both. */
-TMLR_HOT void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1, int32_t n, int32_t *a0,
-                          int32_t *a1)
+/* Two weight rows dotted with one column (lane order): each column word loaded once for both. Out of line: in its
+ * own registers the loop keeps its pointers and sums out of the stack (at -Os, inlined into fc, it did not). */
+TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1, int32_t n, int32_t *a0,
+                             int32_t *a1)
 {
     int32_t s0 = *a0, s1 = *a1, k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const int32_t c02 = (int32_t)load32(col + k), c13 = (int32_t)load32(col + k + 2);
-        int32_t even, odd;
-        weight_lanes(w0 + k, &even, &odd);
-        s0 = __smlad(c13, odd, __smlad(c02, even, s0));
-        weight_lanes(w1 + k, &even, &odd);
-        s1 = __smlad(c13, odd, __smlad(c02, even, s1));
+    const int32_t n4 = n & ~3;
+    if (n4 > 0) {
+        do { /* the test at the bottom: one compare-and-branch per four inputs */
+            const int32_t c02 = (int32_t)load32(col + k), c13 = (int32_t)load32(col + k + 2);
+            int32_t even, odd;
+            weight_lanes(w0 + k, &even, &odd);
+            s0 = __smlad(c13, odd, __smlad(c02, even, s0));
+            weight_lanes(w1 + k, &even, &odd);
+            s1 = __smlad(c13, odd, __smlad(c02, even, s1));
+            k += 4;
+        } while (k < n4);
     }
     for (; k < n; k++) {
         s0 += (int32_t)col[k] * (int32_t)w0[k];
@@ -184,13 +189,17 @@ TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, i
 {
     const int16_t *c0 = col, *c1 = col + stride, *c2 = col + 2 * stride, *c3 = col + 3 * stride;
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], k = 0;
-    for (; k + 4 <= n; k += 4) {
-        int32_t even, odd;
-        weight_lanes(w + k, &even, &odd);
-        a0 = __smlad((int32_t)load32(c0 + k + 2), odd, __smlad((int32_t)load32(c0 + k), even, a0));
-        a1 = __smlad((int32_t)load32(c1 + k + 2), odd, __smlad((int32_t)load32(c1 + k), even, a1));
-        a2 = __smlad((int32_t)load32(c2 + k + 2), odd, __smlad((int32_t)load32(c2 + k), even, a2));
-        a3 = __smlad((int32_t)load32(c3 + k + 2), odd, __smlad((int32_t)load32(c3 + k), even, a3));
+    const int32_t n4 = n & ~3;
+    if (n4 > 0) {
+        do { /* the test at the bottom: one compare-and-branch per four inputs */
+            int32_t even, odd;
+            weight_lanes(w + k, &even, &odd);
+            a0 = __smlad((int32_t)load32(c0 + k + 2), odd, __smlad((int32_t)load32(c0 + k), even, a0));
+            a1 = __smlad((int32_t)load32(c1 + k + 2), odd, __smlad((int32_t)load32(c1 + k), even, a1));
+            a2 = __smlad((int32_t)load32(c2 + k + 2), odd, __smlad((int32_t)load32(c2 + k), even, a2));
+            a3 = __smlad((int32_t)load32(c3 + k + 2), odd, __smlad((int32_t)load32(c3 + k), even, a3));
+            k += 4;
+        } while (k < n4);
     }
     for (; k < n; k++) {
         const int32_t wk = w[k];
@@ -370,19 +379,23 @@ TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, con
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
     /* stride 1: two neighbouring outputs from the same three words — output i takes (x0, x2) and x1, output i + 1
      * (x1, x3) and x2 (the top half of the even lanes, by SMLATB/SMLATT) */
-    for (; sw == 1 && i + 2 <= n; i += 2, r0 += 2) {
-        const uint32_t a = load32(r0), b = load32(r0 + in_w), d = load32(r0 + 2 * in_w);
-        const int32_t ae = __sxtb16((int32_t)a), ao = __sxtb16((int32_t)((a >> 8) | (a << 24)));
-        const int32_t be = __sxtb16((int32_t)b), bo = __sxtb16((int32_t)((b >> 8) | (b << 24)));
-        const int32_t de = __sxtb16((int32_t)d), dd = __sxtb16((int32_t)((d >> 8) | (d << 24)));
-        int32_t acc0 = __smlabb(ao, k->w1_01, __smlad(ae, k->w02_0, k->folded));
-        int32_t acc1 = __smlatb(ae, k->w1_01, __smlad(ao, k->w02_0, k->folded));
-        acc0 = __smlabt(bo, k->w1_01, __smlad(be, k->w02_1, acc0));
-        acc1 = __smlatt(be, k->w1_01, __smlad(bo, k->w02_1, acc1));
-        acc0 = __smlabb(dd, k->w[7], __smlad(de, k->w02_2, acc0));
-        acc1 = __smlatb(de, k->w[7], __smlad(dd, k->w02_2, acc1));
-        y[i] = finish_q(acc0, q);
-        y[i + 1] = finish_q(acc1, q);
+    if (sw == 1 && n >= 2) {
+        do { /* the test at the bottom: one compare-and-branch per two outputs */
+            const uint32_t a = load32(r0), b = load32(r0 + in_w), d = load32(r0 + 2 * in_w);
+            const int32_t ae = __sxtb16((int32_t)a), ao = __sxtb16((int32_t)((a >> 8) | (a << 24)));
+            const int32_t be = __sxtb16((int32_t)b), bo = __sxtb16((int32_t)((b >> 8) | (b << 24)));
+            const int32_t de = __sxtb16((int32_t)d), dd = __sxtb16((int32_t)((d >> 8) | (d << 24)));
+            int32_t acc0 = __smlabb(ao, k->w1_01, __smlad(ae, k->w02_0, k->folded));
+            int32_t acc1 = __smlatb(ae, k->w1_01, __smlad(ao, k->w02_0, k->folded));
+            acc0 = __smlabt(bo, k->w1_01, __smlad(be, k->w02_1, acc0));
+            acc1 = __smlatt(be, k->w1_01, __smlad(bo, k->w02_1, acc1));
+            acc0 = __smlabb(dd, k->w[7], __smlad(de, k->w02_2, acc0));
+            acc1 = __smlatb(de, k->w[7], __smlad(dd, k->w02_2, acc1));
+            y[i] = finish_q(acc0, q);
+            y[i + 1] = finish_q(acc1, q);
+            i += 2;
+            r0 += 2;
+        } while (i + 2 <= n);
     }
 #endif
     for (; i < n; i++, r0 += sw) {
