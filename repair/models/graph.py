@@ -144,6 +144,23 @@ class GraphIndex:
                 return vi.type.tensor_type.elem_type
         return 0
 
+    @cached_property
+    def per_sample_shapes(self) -> dict[str, tuple]:
+        """Per-sample shapes (the batch dimension dropped) that ONNX shape inference fully determines, by tensor
+        name; a tensor whose shape inference leaves open (or fails on) is not listed."""
+        from onnx import shape_inference
+
+        try:
+            inferred = shape_inference.infer_shapes(self.model)
+        except Exception:  # noqa: BLE001  (an unusual model: the caller measures shapes by running it instead)
+            return {}
+        shapes = {}
+        for vi in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+            t = vi.type.tensor_type
+            if t.HasField("shape") and len(t.shape.dim) >= 1 and all(d.HasField("dim_value") for d in t.shape.dim[1:]):
+                shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim[1:])
+        return shapes
+
     def io_shape(self, name: str) -> list:
         """Declared shape of a graph input or output; symbolic dims as strings."""
         for vi in (*self.graph.input, *self.graph.output):

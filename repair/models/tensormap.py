@@ -145,11 +145,15 @@ def _float_chain(fx: GraphIndex, start: str) -> list[tuple[str, int, str | None]
 
 
 def _probe_shapes(model, feed: dict, names: list[str]) -> dict[str, tuple]:
-    names = [n for n in dict.fromkeys(names) if n not in feed]
-    sess = model.session(tuple(names))
-    outs = sess.run(names, {k: v[:1] for k, v in feed.items()})
-    shapes = {n: tuple(o.shape[1:]) for n, o in zip(names, outs)}
-    shapes.update({k: tuple(v.shape[1:]) for k, v in feed.items()})
+    """Per-sample shapes of ``names``: from ONNX shape inference where it determines them, else from one run of
+    the model on one sample (a session of its own: the cost this avoids for most models)."""
+    known = model.index.per_sample_shapes
+    shapes = {k: tuple(v.shape[1:]) for k, v in feed.items()}
+    missing = [n for n in dict.fromkeys(names) if n not in feed and n not in known]
+    if missing:
+        outs = model.session(tuple(missing)).run(missing, {k: v[:1] for k, v in feed.items()})
+        shapes.update({n: tuple(o.shape[1:]) for n, o in zip(missing, outs)})
+    shapes.update({n: known[n] for n in names if n not in shapes})
     return shapes
 
 
