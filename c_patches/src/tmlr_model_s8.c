@@ -122,8 +122,8 @@ TMLR_HOT uint32_t load32(const void *p)
 
 /* Columns and weights meet in "lane order": of every four values, SXTB16 takes bytes 0 and 2 of a weight word and,
  * rotated by 8, bytes 1 and 3, so a column holds each block of four as (x0, x2, x1, x3) — then one SMLAD per pair,
- * no re-pairing of the weights (CMSIS-NN's arm_nn_mat_mult kernels read their operands the same way). A column
- * shorter than a block, or its last n % 4 values, stay in order and are summed one by one. */
+ * no re-pairing of the weights (CMSIS-NN's read_and_pad_reordered and its "reordered" matrix kernels pair operands
+ * the same way). A column shorter than a block, or its last n % 4 values, stay in order and are summed one by one. */
 TMLR_HOT void lane_order(int16_t *col, int32_t n)
 {
     for (int32_t k = 0; k + 4 <= n; k += 4) {
@@ -359,7 +359,7 @@ TMLR_KERNEL void conv_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-/* One channel's 3x3 kernel, ready for the interior runs: the zero point folded into the bias, and on the Cortex-M4
+/* One channel's 3x3 kernel, ready for `dw3_run`: the zero point folded into the bias, and on the Cortex-M4
  * the taps as int16 pairs — (first, last) of each row for SMLAD, the middle taps w1, w4 paired for SMLABB/SMLABT,
  * w7 alone. */
 typedef struct {
