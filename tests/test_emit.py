@@ -121,3 +121,14 @@ def test_identifiers_are_valid_c(name):
     ident = cnames.c_identifier(name)
     assert ident.isascii() and (ident[0].isalpha() or ident[0] == "_") and ident not in cnames.C_KEYWORDS
     assert all(ch.isalnum() or ch == "_" for ch in ident)
+
+
+def test_every_c_template_is_used():
+    """Each template file is rendered by the code generators (no orphan), and each render names an existing file."""
+    import re
+    from pathlib import Path
+
+    from repair.codegen.templates import TEMPLATES
+
+    code = "".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "repair" / "codegen").glob("*.py"))
+    assert {p.name[:-3] for p in TEMPLATES.glob("*.in")} == set(re.findall(r'render\("([^"]+)"', code))

@@ -37,6 +37,16 @@ def wheel_venv(tmp_path_factory):
     return py, tmp
 
 
+def test_the_wheel_carries_the_c_templates(wheel_venv):
+    """The C templates (package data, not modules) are in the installed wheel, every one of them."""
+    py, tmp = wheel_venv
+    r = subprocess.run([str(py), "-c", "from repair.codegen.templates import TEMPLATES; "
+                        "print(' '.join(sorted(p.name for p in TEMPLATES.glob('*.in'))))"],
+                       capture_output=True, text=True, cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == sorted(p.name for p in (ROOT / "repair" / "codegen" / "templates").glob("*.in"))
+
+
 def _run(py, cwd, *args):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run([str(py), "-m", "repair", *args], capture_output=True, text=True, cwd=cwd, env=env)
