@@ -28,6 +28,7 @@ from .c_array import c_array
 from .cnames import c_identifier, c_string, check_prefix
 from .pre_shim import pre_shim_files
 from .recognizer import recognizer_files
+from .templates import render
 
 SELFTEST_VECTORS = 64
 SCORE_ROWS = 16
@@ -230,23 +231,10 @@ def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
 def _build_snippets(P: str, library: list[str], pre_shim: bool = False) -> tuple[str, str]:
     p = P.lower()
     srcs = [f"tmlr/{s}" for s in library if s.endswith(".c")] + ([f"{p}_pre_shim.c"] if pre_shim else [])
-    mk = (f"# tmlrepair shims for {p} (generated). Include from your Makefile:\n"
-          f"#   include path/to/this/folder/tmlrepair.mk\n"
-          f"#   CFLAGS += $(TMLR_CFLAGS)   and add $(TMLR_SRCS) to your sources\n"
-          "TMLR_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))\n"
-          "TMLR_CFLAGS += -I$(TMLR_DIR) -I$(TMLR_DIR)/tmlr/include\n"
-          "TMLR_SRCS +=" + "".join(f" $(TMLR_DIR)/{s}" for s in srcs) + f" $(TMLR_DIR)/{p}_shim.c\n\n"
-          f"{p}_selftest: $(TMLR_SRCS) $(TMLR_DIR)/{p}_selftest.c\n"
-          "\t$(CC) -std=c99 -Wall -Wextra -Werror $(TMLR_CFLAGS) $^ -o $@\n"
-          + (f"\n{p}_pre_shim_selftest: $(TMLR_SRCS) $(TMLR_DIR)/{p}_pre_shim_selftest.c\n"
-             "\t$(CC) -std=c99 -Wall -Wextra -Werror $(TMLR_CFLAGS) $^ -o $@\n" if pre_shim else ""))
-    cm = (f"# tmlrepair shims for {p} (generated). In your CMakeLists.txt:\n"
-          "#   include(path/to/this/folder/tmlrepair.cmake)\n"
-          f"#   target_link_libraries(your_firmware PRIVATE {p}_shims)\n"
-          f"add_library({p}_shims STATIC"
-          + "".join(f" ${{CMAKE_CURRENT_LIST_DIR}}/{s}" for s in srcs) + f" ${{CMAKE_CURRENT_LIST_DIR}}/{p}_shim.c)\n"
-          f"target_include_directories({p}_shims PUBLIC ${{CMAKE_CURRENT_LIST_DIR}} ${{CMAKE_CURRENT_LIST_DIR}}/tmlr/include)\n"
-          f"set_property(TARGET {p}_shims PROPERTY C_STANDARD 99)\n")
+    rule = (f"\n{p}_pre_shim_selftest: $(TMLR_SRCS) $(TMLR_DIR)/{p}_pre_shim_selftest.c\n"
+            "\t$(CC) -std=c99 -Wall -Wextra -Werror $(TMLR_CFLAGS) $^ -o $@\n" if pre_shim else "")
+    mk = render("tmlrepair.mk", p=p, sources="".join(f" $(TMLR_DIR)/{s}" for s in srcs), pre_shim_rule=rule)
+    cm = render("tmlrepair.cmake", p=p, sources="".join(f" ${{CMAKE_CURRENT_LIST_DIR}}/{s}" for s in srcs))
     return mk, cm
 
 
