@@ -69,9 +69,7 @@ def _version_check(P: str) -> str:
 
 def _params_header(plan: RepairPlan, shim, P: str) -> str:
     p = P.lower()
-    parts = [_banner(plan, "tmlrepair shim parameters."), f"#ifndef {P}_PARAMS_H\n#define {P}_PARAMS_H\n",
-             '#include "tmlr.h"\n', _version_check(P),
-             f"#define {P}_PLAN_SHA256 {c_string(plan.sha256())}\n", _names_block(plan, P)]
+    parts = []
     changed = plan.in_model.get("int8_input_changed")
     if changed:  # the repaired model quantizes its int8 input differently: firmware that hard-codes it needs these
         parts.append(f"/* the repaired model's int8 input: q = round(x / scale) + zero point (was "
@@ -112,8 +110,9 @@ def _params_header(plan: RepairPlan, shim, P: str) -> str:
         else:
             parts.append(f"#define {P}_WINDOW {shim.window}\n#define {P}_ALPHA2_Q {shim.alpha2_q}\n"
                          f"#define {P}_ALPHA2_FRAC_BITS {shim.alpha2_frac_bits}\n")
-    parts.append(f"\n#endif /* {P}_PARAMS_H */\n")
-    return "\n".join(parts)
+    return render("shim_params.h", banner=_banner(plan, "tmlrepair shim parameters."), P=P,
+                  version_check=_version_check(P), sha=c_string(plan.sha256()), names=_names_block(plan, P),
+                  parameters="\n".join(parts))
 
 
 def _shim_sources(plan: RepairPlan, shim, P: str) -> tuple[str, str]:
@@ -162,18 +161,14 @@ def _shim_sources(plan: RepairPlan, shim, P: str) -> tuple[str, str]:
                 f"    return tmlr_recon_score_s16(input, output, {P}_SCORE_SIZE, {P}_SCORE_IN_ZP, {P}_SCORE_OUT_ZP,",
                 f"                                {P}_SCORE_MULT_EE, {P}_SCORE_MULT_EF, {P}_SCORE_MULT_FF, "
                 f"{P}_SCORE_SHIFT, score_q);", "}", ""] + body
-    header = (_banner(plan, "tmlrepair shim.") + f"#ifndef {P}_SHIM_H\n#define {P}_SHIM_H\n\n#include \"tmlr.h\"\n\n"
-              + proto + f"\n#endif /* {P}_SHIM_H */\n")
-    source = (_banner(plan, "tmlrepair shim.") + f'#include "{p}_shim.h"\n#include "{p}_params.h"\n\n'
-              + "\n".join(body) + "\n")
-    return header, source
+    banner = _banner(plan, "tmlrepair shim.")
+    return (render("shim.h", banner=banner, P=P, prototypes=proto),
+            render("shim.c", banner=banner, p=p, body="\n".join(body)))
 
 
 def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
     p = P.lower()
     rng = np.random.default_rng(seed)
-    head = (_banner(plan, "tmlrepair shim self-test: expected outputs from the Python reference (repair.plan.shims).")
-            + f'#include <stdio.h>\n\n#include "{p}_params.h"\n#include "{p}_shim.h"\n\n')
     if isinstance(shim, ClassifierShim):
         k = shim.num_classes
         x = rng.integers(-128, 128, (SELFTEST_VECTORS, k))
@@ -223,9 +218,9 @@ def _selftest(plan: RepairPlan, shim, P: str, seed: int) -> str:
                 "        if (alarm == expected_alarm[i]) {\n            ++passed;\n        } else {\n            ++failed;\n"
                 '            printf("sample %d differs\\n", i);\n        }\n    }\n')
         decl = "    int i;\n"
-    main = ("int main(void)\n{\n" + decl + "    int passed = 0;\n    int failed = 0;\n" + loop +
-            '    printf("%d passed, %d failed\\n", passed, failed);\n    return failed == 0 ? 0 : 1;\n}\n')
-    return head + data + "\n" + main
+    return render("shim_selftest.c", p=p, arrays=data, declarations=decl, loops=loop,
+                  banner=_banner(plan, "tmlrepair shim self-test: expected outputs from the Python reference "
+                                       "(repair.plan.shims)."))
 
 
 def _build_snippets(P: str, library: list[str], pre_shim: bool = False) -> tuple[str, str]:
