@@ -82,7 +82,7 @@ def _checked_task(pair: ModelPair, data: CalibrationSet, task: str, batch_size: 
         raise ValueError(f"task must be one of {TASKS}")
     if batch_size < 1:
         raise DataError(f"batch size {batch_size} must be at least 1")
-    batch_size = min(batch_size, pair.max_batch or batch_size)
+    batch_size = pair.batch(batch_size)
     task = detect_task(pair) if task == "auto" else task
     n_classes = pair.float.outputs[0].shape[0] if task == "classifier" else (2 if task != "tensor" else None)
     if task in ("reconstruction", "score") and data.y is not None and len(data.y) and data.y.max() > 1:

@@ -101,6 +101,13 @@ def ort_session(model, optimize: bool = False):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def run_in_batches(sess, names: list[str] | None, x: np.ndarray, feed, batch: int):
+    """The one batched onnxruntime loop: ``sess``'s outputs ``names`` (None: all) on float-model inputs ``x``,
+    ``batch`` samples at a time, one list per batch; ``feed`` turns a batch into the session's feed."""
+    for i in range(0, len(x), batch):
+        yield sess.run(names, feed(x[i:i + batch]))
+
+
 def _per_sample(shape: list) -> tuple:
     return tuple(shape[1:]) if shape else ()
 
@@ -193,10 +200,12 @@ class ModelPair:
         an edited copy: ``int8`` feeds quantize where its input is integer) — on float-model inputs ``x``, in
         batches the models accept, concatenated."""
         name = self.float.inputs[0].name
-        batch = min(batch_size, self.max_batch or batch_size)
-        outs = [sess.run(None, self.int8_feed({name: x[i:i + batch]}) if int8 else {name: x[i:i + batch]})[0]
-                for i in range(0, len(x), batch)]
-        return np.concatenate(outs)
+        feed = (lambda xb: self.int8_feed({name: xb})) if int8 else (lambda xb: {name: xb})
+        return np.concatenate([outs[0] for outs in run_in_batches(sess, None, x, feed, self.batch(batch_size))])
+
+    def batch(self, batch_size: int) -> int:
+        """``batch_size``, or less where a model takes at most that many samples at once."""
+        return min(batch_size, self.max_batch or batch_size)
 
     def int8_input_integers(self, x: np.ndarray, quant: QuantParams | None = None) -> np.ndarray:
         """The int8 input the int8 model's integer program (and a device) takes for float-model inputs ``x``: the

@@ -17,7 +17,7 @@ import onnx
 from ...errors import ModelError
 from ...models import ModelPair, build_tensor_map
 from ...models.graph import GraphIndex
-from ...models.pair import ort_session
+from ...models.pair import ort_session, run_in_batches
 from ...models.structure import match_compute_nodes
 from .qdq import Layer, QdqModel
 
@@ -99,15 +99,13 @@ class FitContext:
 
     @property
     def batch(self) -> int:
-        return min(self.batch_size, self.pair.max_batch or self.batch_size)
+        return self.pair.batch(self.batch_size)
 
     # ------------------------------------------------------------------ running
     def run(self, model: onnx.ModelProto, names: list[str], x: np.ndarray, *, int8: bool):
         """Yield each batch's outputs (dict name → array) of ``model`` on ``x``."""
-        sess = session(model, names)
-        feed = self.feeder(model, int8=int8)
-        for i in range(0, len(x), self.batch):
-            yield dict(zip(names, sess.run(names, feed(x[i:i + self.batch]))))
+        for outs in run_in_batches(session(model, names), names, x, self.feeder(model, int8=int8), self.batch):
+            yield dict(zip(names, outs))
 
     def feeder(self, model: onnx.ModelProto, *, int8: bool):
         """float inputs → the feed dict of ``model`` (the float model, or an int8 one: ``int8``)."""
