@@ -13,8 +13,6 @@ silently fits T = 1 on float32 input (its issue #61); we do not take that path.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 
 from ... import fixedpoint as fp
 from ...errors import DataError
@@ -23,6 +21,9 @@ from .base import Repair, check_finite_array, register
 
 def nll_of_logits(z: np.ndarray, y: np.ndarray) -> float:
     """Mean −log softmax(z)_y, computed stably (log-sum-exp)."""
+    # scipy loads on first use (0.3 s): the commands that only apply a plan never need it
+    from scipy.special import logsumexp
+
     return float((logsumexp(z, axis=1) - z[np.arange(len(y)), y]).mean())
 
 
@@ -51,6 +52,9 @@ class TemperatureScaling(Repair):
     def fit(self, logits, y) -> "TemperatureScaling":
         z, y = check_logits_and_labels(logits, y)
         lo, hi = np.log(self.bounds[0]), np.log(self.bounds[1])
+        # imported here: scipy.optimize takes 0.5 s to import, and the commands that only apply a plan never fit
+        from scipy.optimize import minimize_scalar
+
         res = minimize_scalar(lambda lt: nll_of_logits(z / np.exp(lt), y), bounds=(lo, hi), method="bounded",
                               options={"xatol": 1e-6})
         self.temperature_ = float(np.exp(res.x))

@@ -14,8 +14,6 @@ the int8 softmax then runs with s_out.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax
 
 from ... import fixedpoint as fp
 from .base import Repair, register
@@ -31,6 +29,10 @@ class VectorScaling(Repair):
         self.l2 = l2
 
     def fit(self, logits, y) -> "VectorScaling":
+        # imported here: scipy takes 0.5–0.8 s to import, and the commands that only apply a plan never fit
+        from scipy.optimize import minimize
+        from scipy.special import log_softmax
+
         z, y = check_logits_and_labels(logits, y)
         n, k = z.shape
         onehot = np.eye(k)[y]
