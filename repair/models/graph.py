@@ -102,6 +102,17 @@ def node_links(nodes) -> tuple[dict[str, object], dict[str, list]]:
     return producer, consumers
 
 
+def ancestors(nodes, outputs: list[str], within: set[int] | None = None) -> set[int]:
+    """Positions of the ``nodes`` (in topological order) that ``outputs`` depend on; with ``within``, only
+    through those positions (a tensor produced elsewhere is taken as given)."""
+    wanted, needed = set(outputs), set()
+    for k in range(len(nodes) - 1, -1, -1):
+        if (within is None or k in within) and any(o in wanted for o in nodes[k].output):
+            needed.add(k)
+            wanted.update(i for i in nodes[k].input if i)
+    return needed
+
+
 class GraphIndex:
     """Producers, consumers, constants and per-sample shapes of one ONNX model's graph."""
 

@@ -287,8 +287,8 @@ def _classifier(zc, yc, zh, qh, yh, out_q, wanted, target_far) -> list[PlanEntry
         dec_i = rep.apply_int(best_probs_int)
         rates = M.accept_reject_rates(dec_f, yh, zc.shape[1])
         entries.append(PlanEntry.of(rep, rep.integer_params(), kept=True,
-                                  reason=f"fitted to a {target_far:.1%} false-accept rate per class",
-                                  holdout={"rates": rates}, int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
+                                    reason=f"fitted to a {target_far:.1%} false-accept rate per class",
+                                    holdout={"rates": rates}, int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
     return entries
 
 
@@ -347,9 +347,9 @@ def _classifier_model_softmax(sm, qc, yc, qh, yh, logits, wanted, target_far) ->
         dec_f = rep.apply(as_p(probs_h))
         rates = M.accept_reject_rates(dec_i, yh, qc.shape[1])
         entries.append(PlanEntry.of(rep, rep.integer_params(), kept=True,
-                                  reason=f"fitted to a {target_far:.1%} false-accept rate per class on the model's "
-                                         "own int8 probabilities", holdout={"rates": rates},
-                                  int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
+                                    reason=f"fitted to a {target_far:.1%} false-accept rate per class on the model's "
+                                           "own int8 probabilities", holdout={"rates": rates},
+                                    int_agreement=agreement(dec_f, dec_i, WHY_THRESHOLD)))
     return entries
 
 
@@ -384,6 +384,6 @@ def _anomaly(sc, yc, sh, yh, far, boundary, window, scale=None) -> list[PlanEntr
     check = M.target_check(alarms_f[start:], yh[start:], far)
     holdout = {"rates": rates, **({"target_check": check} if check else {})}
     return [PlanEntry.of(rep, rep.integer_params(), kept=True,
-                       reason=f"fitted to a {far:.1%} false-alarm rate on the int8 model's own calibration scores",
-                       holdout=holdout, int_agreement=agreement(alarms_f, alarms_i, WHY_SCORES),
-                       warning=M.target_warning(check, "the holdout"))]
+                         reason=f"fitted to a {far:.1%} false-alarm rate on the int8 model's own calibration scores",
+                         holdout=holdout, int_agreement=agreement(alarms_f, alarms_i, WHY_SCORES),
+                         warning=M.target_warning(check, "the holdout"))]

@@ -36,9 +36,9 @@ def fit_scores(scores: ScoreSet, target_far: float, *, method: str = "threshold"
             result["target_check"] = check
         agree = agreement(alarms_f, alarms_i, WHY_SCORES)
     entry = PlanEntry.of(rep, rep.integer_params(), kept=True,
-                       reason=f"fitted to a {target_far:.1%} false-alarm rate on {len(scores.score)} scores",
-                       holdout=result, int_agreement=agree,
-                       warning=M.target_warning(result.get("target_check"), "the holdout"))
+                         reason=f"fitted to a {target_far:.1%} false-alarm rate on {len(scores.score)} scores",
+                         holdout=result, int_agreement=agree,
+                         warning=M.target_warning(result.get("target_check"), "the holdout"))
     return RepairPlan(task="anomaly_scores" if method == "threshold" else "anomaly_stream", repairs=[entry],
                       provenance={"scores": scores.source, "holdout": holdout.source if holdout else None,
                                   "target_far": target_far, "method": method})

@@ -96,9 +96,9 @@ def fit_stream(stream: KeywordStream, target_fa_per_hour: float, *, keyword: int
                        f"target ({result['holdout']['false_accepts']} in {holdout.duration_ms / 3.6e6:.2f} h): "
                        "fit on a longer stream, or one recorded where the device listens")
     entry = PlanEntry.of(rec, params, kept=True, holdout=result, warning=warning,
-                       reason=f"fitted to {target_fa_per_hour:g} false accepts per hour on "
-                              f"{stream.duration_ms / 3.6e6:.2f} h of the device's int8 posteriors, lowest "
-                              f"false-reject rate among the settings that reach it")
+                         reason=f"fitted to {target_fa_per_hour:g} false accepts per hour on "
+                                f"{stream.duration_ms / 3.6e6:.2f} h of the device's int8 posteriors, lowest "
+                                f"false-reject rate among the settings that reach it")
     capacity = max(stream.window_capacity(params["average_window_ms"]), params["minimum_count"])
     return RepairPlan(task="keyword_stream", repairs=[entry],
                       provenance={"stream": stream.summary(), "holdout": holdout.summary() if holdout else None,

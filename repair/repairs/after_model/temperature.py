@@ -52,7 +52,7 @@ class TemperatureScaling(Repair):
     def fit(self, logits, y) -> "TemperatureScaling":
         z, y = check_logits_and_labels(logits, y)
         lo, hi = np.log(self.bounds[0]), np.log(self.bounds[1])
-        # imported here: scipy.optimize takes 0.5 s to import, and the commands that only apply a plan never fit
+        # imported here: scipy.optimize takes 0.3–0.5 s to import, and the commands that only apply a plan never fit
         from scipy.optimize import minimize_scalar
 
         res = minimize_scalar(lambda lt: nll_of_logits(z / np.exp(lt), y), bounds=(lo, hi), method="bounded",

@@ -16,7 +16,7 @@ import onnx
 
 from ...errors import ModelError
 from ...models import ModelPair, build_tensor_map
-from ...models.graph import GraphIndex
+from ...models.graph import GraphIndex, ancestors
 from ...models.pair import ort_session, run_in_batches
 from ...models.structure import match_compute_nodes
 from .qdq import Layer, QdqModel
@@ -51,17 +51,6 @@ def session(model: onnx.ModelProto, outputs: list[str]):
         del m.graph.input[:]
         m.graph.input.extend(inputs)
     return ort_session(m)
-
-
-def ancestors(nodes, outputs: list[str], within: set[int] | None = None) -> set[int]:
-    """Positions of the ``nodes`` (in topological order) that ``outputs`` depend on; with ``within``, only
-    through those positions (a tensor produced elsewhere is taken as given)."""
-    wanted, needed = set(outputs), set()
-    for k in range(len(nodes) - 1, -1, -1):
-        if (within is None or k in within) and any(o in wanted for o in nodes[k].output):
-            needed.add(k)
-            wanted.update(i for i in nodes[k].input if i)
-    return needed
 
 
 def channel_view(a: np.ndarray, axis: int) -> np.ndarray:

@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ...models.graph import GraphIndex
+from ...models.graph import GraphIndex, ancestors
 from ...models.pair import ort_session
-from .context import FitContext, ancestors
+from .context import FitContext
 from .qdq import QdqModel
 
 _EDITABLE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -48,7 +48,7 @@ def edited_outputs(ctx: FitContext, base: QdqModel, edits: list[QdqModel], x: np
         values.append({k: e.inits[e.model.graph.node[k[0]].input[k[1]]] for k in changed})
         for k in changed:
             slots.setdefault(k, len(slots))
-    part = _Part(ctx, model, slots, base) if slots else None
+    part = _Part(ctx, model, slots, base, x) if slots else None
     if part is not None and not part.usable:
         values = [None] * len(edits)
     out = []
@@ -58,7 +58,7 @@ def edited_outputs(ctx: FitContext, base: QdqModel, edits: list[QdqModel], x: np
         elif not v:  # computes with the base model's numbers
             out.append(ctx.outputs(model, x, int8=True))
         else:
-            out.append(part.run(x, v))
+            out.append(part.run(v))
     return out
 
 
@@ -71,10 +71,11 @@ def _feed_quant(ctx: FitContext, qm: QdqModel):
 
 
 class _Part:
-    """The nodes downstream of the edited constants (and on the way to the output), as a model of its own."""
+    """The nodes downstream of the edited constants (and on the way to the output), as a model of its own, run on
+    the float inputs ``x``: the tensors entering it are computed from them once, at the first run."""
 
-    def __init__(self, ctx: FitContext, model: onnx.ModelProto, slots: dict, base: QdqModel):
-        self.ctx, self.model, self.slots = ctx, model, slots
+    def __init__(self, ctx: FitContext, model: onnx.ModelProto, slots: dict, base: QdqModel, x: np.ndarray):
+        self.ctx, self.model, self.x = ctx, model, x
         nodes = model.graph.node
         output = model.graph.output[0].name
         inits = {i.name for i in model.graph.initializer}
@@ -122,9 +123,9 @@ class _Part:
                                                      None) for name, v in typed.items())
         return ort_session(m)
 
-    def run(self, x: np.ndarray, edit: dict) -> np.ndarray:
+    def run(self, edit: dict) -> np.ndarray:
         """The output with the constants of ``edit`` ((node, input) → array; the rest as in the base model)."""
-        cut = self._cut_values(x)
+        x, cut = self.x, self._cut_values()
         if self._session is None:
             self._session = self._build({name: v[:1] for name, v in cut.items()})
         params = {self.names[key]: np.asarray(edit.get(key, v)) for key, v in self.base_values.items()}
@@ -135,8 +136,9 @@ class _Part:
         y = self.ctx.pair.int8_output_to_float(0, np.concatenate(parts))
         return np.asarray(y, np.float64).reshape(len(x), -1)
 
-    def _cut_values(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _cut_values(self) -> dict[str, np.ndarray]:
         """The tensors entering the part, computed by the base model on ``x`` (once)."""
+        x = self.x
         if self._cut is None:
             graph_inputs = {i.name for i in self.model.graph.input}
             inner = [n for n in self.cut if n not in graph_inputs]

@@ -129,7 +129,7 @@ def fit_in_model(pair: ModelPair, calib: CalibrationSet, holdout: CalibrationSet
     require_layers(qm)
     ctx = FitContext(pair, calib.x.astype(np.float32), batch_size=batch_size, check_weights=check_weights)
     scorer = _Scorer(pair, ctx, ModelJudge(pair, ctx, judge), calib, holdout, task, metric)
-    search = _Search(scorer, qm, cv_folds(calib, n_folds, scorer.decide_by, seed))
+    search = _Search(scorer, ctx, qm, cv_folds(calib, n_folds, scorer.decide_by, seed))
     float_metric = scorer.float_metric()
     int8_metric, int8_sqnr = search.best_metric, search.best_sqnr
     bar = Progress(enabled=progress, label="in-model repairs ")
@@ -192,9 +192,8 @@ class _Search:
     """The repairs kept so far — on the whole calibration split (``qm``) and on each fold's training part — and
     their metrics; ``try_repair`` fits one more on top and keeps it if cross-validation says so."""
 
-    def __init__(self, scorer: _Scorer, qm: QdqModel, folds):
-        self.scorer, self.qm, self.folds = scorer, qm, folds
-        ctx = scorer.judge.ctx
+    def __init__(self, scorer: _Scorer, ctx: FitContext, qm: QdqModel, folds):
+        self.scorer, self.ctx, self.qm, self.folds = scorer, ctx, qm, folds
         self.fold_ctx = [ctx.on_subset(train) for train, _ in folds]
         self.fold_models = [qm.copy() for _ in folds]
         self.best_metric, self.best_sqnr = scorer.on_holdout(qm.model)
@@ -204,7 +203,7 @@ class _Search:
         scorer, judge = self.scorer, self.scorer.judge
         bar.start(len(self.folds) + 1, name)
         trial = self.qm.copy()
-        rows = _FIT[name](judge.ctx, trial)
+        rows = _FIT[name](self.ctx, trial)
         bar.advance(1)
         changed = trial.differs_from(self.qm)  # decided from the model, not from a message
         trial_model = trial.to_model() if changed else None
