@@ -81,6 +81,16 @@ def test_requantize_over_int32(driver, x, mult, shift):
     assert driver.ask(f"requant {x} {mult} {shift}") == [str(int(fp.requantize(x, mult, shift)))]
 
 
+@SETTINGS
+@given(x=st.one_of(I32, st.sampled_from([fp.Q31_MIN, fp.Q31_MAX, -1, 0, 1])),
+       mult=st.one_of(st.integers(1, fp.Q31_MAX), st.sampled_from([1, 1 << 30, 3 << 28, fp.Q31_MAX])),
+       right=st.integers(1, 31))
+def test_the_kernels_one_rounding_requantize_equals_tflms_two_over_its_whole_range(driver, x, mult, right):
+    """tmlr_requantize_right (the kernels' M > 0, right-shift case, one multiply-add and one shift) against the
+    two-rounding requantize, every int32 accumulator, every positive multiplier, every right shift."""
+    assert driver.ask(f"requantr {x} {mult} {right}") == [str(int(fp.requantize(x, mult, -right)))]
+
+
 @st.composite
 def softmax_case(draw):
     cols = draw(st.one_of(st.integers(1, 16), st.sampled_from([4094, 4095, 4096]), st.integers(17, 300)))

@@ -6,12 +6,17 @@ Cortex-M4 DSP path; the same inputs, every output equal."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
 pytest.importorskip("tflite_micro", reason="tflite-micro (TFLM's interpreter) is not installed")
 
 from repair.device.targets import model_source, open_link  # noqa: E402
+from repair.program.ir import IntProgram, Layer, QTensor  # noqa: E402
+from repair.resources import c_library_dir  # noqa: E402
 from repair.program.lower_tflite import lower_tflite  # noqa: E402
 
 from .test_device import needs_qemu  # noqa: E402
@@ -61,3 +66,45 @@ def test_kernels_on_the_virtual_device_equal_tflm():
 @needs_qemu
 def test_kernels_on_the_emulated_cortex_m4_equal_tflm():
     _check("qemu", _cases(np.random.default_rng(12), per_kind=4))
+
+
+def _long_column_program(kind: str, rng) -> IntProgram:
+    """One layer whose im2col column is longer than TMLR_MODEL_MAX_COL's default (1024 values): a 3x3 convolution
+    over 128 input channels (1152), or a fully connected layer over 1500 inputs."""
+    cout = 6
+    p = {"in_zp": -7, "out_zp": 2, "act_min": -128, "act_max": 127,
+         "bias": [int(v) for v in rng.integers(-5000, 5000, cout)],
+         "mult": [int(v) for v in rng.integers(1 << 30, (1 << 31) - 1, cout)], "shift": [-11] * cout}
+    if kind == "fc":
+        p["weights"] = rng.integers(-127, 128, (cout, 1500)).astype(np.int8)
+        tensors = {"x": QTensor("x", (1500,), 0.1, -7), "y": QTensor("y", (cout,), 0.1, 2)}
+        return IntProgram(tensors, [Layer("fc", ["x"], "y", "fc 1500->6", p)], "x", "y")
+    p.update({"weights": rng.integers(-127, 128, (cout, 128, 3, 3)).astype(np.int8), "group": 1, "strides": (1, 1),
+              "dilations": (1, 1), "pads": (1, 1, 1, 1), "in_hw": (5, 4), "out_hw": (5, 4)})
+    tensors = {"x": QTensor("x", (128, 5, 4), 0.1, -7), "y": QTensor("y", (cout, 5, 4), 0.1, 2)}
+    return IntProgram(tensors, [Layer("conv", ["x"], "y", "conv 128->6 3x3", p)], "x", "y")
+
+
+@pytest.mark.parametrize("url", ["sim", pytest.param("qemu", marks=needs_qemu)])
+@pytest.mark.parametrize("kind", ["conv", "fc"])
+def test_a_column_longer_than_the_default_scratch_builds_with_the_flag_its_source_names(kind, url):
+    """The model source names the scratch its longest column needs (a build flag the device build reads, and an
+    #error for a build without it); built so, the device equals the program."""
+    rng = np.random.default_rng(5)
+    prog = _long_column_program(kind, rng)
+    src = model_source(prog, kind)
+    text = src.read_text()
+    need = 1152 if kind == "conv" else 1500
+    assert f"-DTMLR_MODEL_MAX_COL={need}" in text.splitlines()[2]
+    cc = shutil.which("gcc")
+    if cc is not None:  # the default scratch refuses the model at compile time, saying what to do
+        root = c_library_dir()
+        r = subprocess.run([cc, "-fsyntax-only", f"-I{root / 'include'}", f"-I{root / 'device'}", str(src)],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and f"build with -DTMLR_MODEL_MAX_COL={need}" in r.stderr
+    x = rng.integers(-128, 128, (3, *prog.tensors["x"].shape)).astype(np.int8)
+    x[0] = -128
+    want = prog.run(x).reshape(len(x), -1)
+    with open_link(url, model_c=src, build_flags=("-DTMLR_DEV_MAX_PAYLOAD=8192",)) as link:
+        got = np.array([link.infer(s.reshape(-1), want.shape[1]).raw for s in x])
+    assert np.array_equal(got, want)

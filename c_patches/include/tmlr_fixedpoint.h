@@ -62,6 +62,25 @@ static inline int32_t tmlr_requantize(int32_t x, int32_t mult, int32_t shift)
     return tmlr_div_pot_q31(tmlr_mul_sat_q31(tmlr_shl_sat_q31(x, left), mult), right);
 }
 
+/* The constant tmlr_requantize_right adds for a right shift r in [1, 31]: 2^30 + 2^(r-1) 2^31. */
+static inline int64_t tmlr_requant_nudge(int32_t right)
+{
+    return ((int64_t)1 << 30) + ((int64_t)1 << (30 + right));
+}
+
+/* tmlr_requantize(acc, M, -r) for M > 0 and r in [1, 31] (the kernels' common case), in one multiply-add and one
+ * shift; nudge = tmlr_requant_nudge(r). The doubling high multiply is h = floor((acc M + 2^30) / 2^31) for either sign
+ * (gemmlowp's nudge with C's truncating division; M > 0: no saturation); the rounding divide, ties away from zero,
+ * is floor((h + 2^(r-1) - [h < 0]) / 2^r); and floor((floor(a / b) + n) / d) = floor((a + n b) / (b d)) for integers
+ * (b, d > 0). So the result is floor((acc M + nudge - [acc < 0] 2^31) / 2^(31+r)): [h < 0] may be read as [acc < 0],
+ * since acc < 0 with h = 0 gives 0 either way. |acc M| < 2^62 and nudge < 2^62, so the sum fits int64, and as
+ * 31 + r >= 32 the quotient is its high word shifted right by r - 1. */
+static inline int32_t tmlr_requantize_right(int32_t acc, int32_t mult, int32_t right, int64_t nudge)
+{
+    const int64_t sum = (int64_t)acc * (int64_t)mult + (acc < 0 ? nudge - ((int64_t)1 << 31) : nudge);
+    return (int32_t)(sum >> 32) >> (right - 1);
+}
+
 /* e^(a / 2^26) for a <= 0 (Q5.26), as Q0.31 (gemmlowp exp_on_negative_values, 5 integer bits). */
 static inline int32_t tmlr_exp_on_negative_values(int32_t a)
 {

@@ -11,6 +11,13 @@
 
 #include "tmlr.h"
 
+/* The kernels' im2col scratch, in int16 values: a model needs its longest column (a convolution's input channels
+ * per group x kernel taps, a fully connected layer's inputs) to fit, and runs four output pixels at a time where
+ * five such columns fit. A model source that needs more says so (#error) and builds with -DTMLR_MODEL_MAX_COL=n. */
+#ifndef TMLR_MODEL_MAX_COL
+#define TMLR_MODEL_MAX_COL 1024
+#endif
+
 typedef enum {
     TMLR_LAYER_CONV = 1,      /* NCHW (1-D: H = 1), grouped/depthwise via group */
     TMLR_LAYER_FC = 2,        /* weights (out, in) */

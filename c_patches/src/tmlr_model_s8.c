@@ -32,13 +32,14 @@ static int32_t faulty_requantize(int32_t acc, int32_t mult, int32_t shift)
  * stores may alias the layer table, so the compiler would otherwise reload every field for every output). */
 typedef struct {
     int32_t mult, shift, out_zp, act_min, act_max;
-    int32_t right, mask; /* the common case (see requantize_right): right = -shift, mask = 2^right - 1; else right = -1 */
+    int32_t right;  /* the common case, tmlr_requantize_right: M > 0 and a right shift r = -shift in [1, 31]; else 0 */
+    int64_t nudge;  /* its tmlr_requant_nudge(r) */
 } requant;
 
 TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
 {
     const int32_t i = l->per_channel ? c : 0;
-    requant q = {l->mult[i], l->shift[i], l->out_zp, l->act_min, l->act_max, -1, 0};
+    requant q = {l->mult[i], l->shift[i], l->out_zp, l->act_min, l->act_max, 0, 0};
 #ifdef TMLR_FAULT_SHIFT_BY_ONE
     q.shift += 1; /* faulty build: the requantization's shift one too large (decoded off by one): output x2 */
 #endif
@@ -46,22 +47,11 @@ TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
     /* faulty build: a clamp at zero point + 48 (a ReLU6-style range where the model has a plain ReLU) */
     q.act_max = q.act_max < q.out_zp + 48 ? q.act_max : q.out_zp + 48;
 #endif
-    q.right = q.shift <= 0 && q.mult > 0 ? -q.shift : -1;
-    q.mask = q.right >= 0 ? (int32_t)((1u << q.right) - 1u) : 0;
+    if (q.mult > 0 && q.shift <= -1 && q.shift >= -31) {
+        q.right = -q.shift;
+        q.nudge = tmlr_requant_nudge(q.right);
+    }
     return q;
-}
-
-/* tmlr_requantize for the common case, inline and branch-light: a positive multiplier (the doubling high multiply
- * cannot saturate: that needs M = -2^31) and no left shift. The same integers: SRDHM's nudge (2^30, or 1 - 2^30
- * for a negative product) with C's truncating division by 2^31 is floor((p + 2^30) / 2^31) for either sign — one
- * SMLAL onto 2^30 and an arithmetic shift (as a standalone function at -O2 for the Cortex-M4: 14 instructions against
- * 26) — then the rounding divide
- * by 2^right, ties away from zero. */
-TMLR_HOT int32_t requantize_right(int32_t acc, int32_t mult, int32_t right, int32_t mask)
-{
-    const int32_t high = (int32_t)(((int64_t)acc * (int64_t)mult + ((int64_t)1 << 30)) >> 31);
-    const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
-    return (high >> right) + ((high & mask) > threshold ? 1 : 0);
 }
 
 /* z_y + requantize(acc), clamped: TFLM's MultiplyByQuantizedMultiplier, then the activation range. */
@@ -74,8 +64,8 @@ TMLR_HOT int8_t finish_q(int32_t acc, const requant *q)
 #ifdef TMLR_FAULT_SINGLE_ROUNDING
     int32_t y = faulty_requantize(acc, q->mult, q->shift) + q->out_zp;
 #else
-    int32_t y = (q->right >= 0 ? requantize_right(acc, q->mult, q->right, q->mask)
-                               : tmlr_requantize(acc, q->mult, q->shift)) + q->out_zp;
+    int32_t y = (q->right > 0 ? tmlr_requantize_right(acc, q->mult, q->right, q->nudge)
+                              : tmlr_requantize(acc, q->mult, q->shift)) + q->out_zp;
 #endif
 #ifdef TMLR_FAULT_OUTPUT_ZERO_POINT
     y += 3; /* faulty build: an output zero point read off by 3 (a stale or mis-parsed quantization parameter) */
@@ -106,12 +96,21 @@ static void valid_taps(int32_t base, int32_t step, int32_t n, int32_t limit, int
 
 /* ------------------------------------------------------------------ fast paths (im2col + dot products) */
 
-#ifndef TMLR_MODEL_MAX_COL
-#define TMLR_MODEL_MAX_COL 1024 /* int16 im2col column: one output pixel's taps x a group's input channels */
-#endif
+/* The im2col scratch (TMLR_MODEL_MAX_COL, tmlr_model.h): one output pixel's inputs, (x - in_zp) as int16 in the
+ * weights' order (input channel, ky, kx), 0 where padded — or four of them interleaved (`interleave`) and the one
+ * being gathered; a depthwise layer's padded channel image; a fully connected layer's input. */
+static int16_t col_buf[TMLR_MODEL_MAX_COL] __attribute__((aligned(8)));
 
-/* One output pixel's inputs, (x - in_zp) as int16 in the weights' order (input channel, ky, kx); 0 where padded. */
-static int16_t col_buf[TMLR_MODEL_MAX_COL];
+/* The n % 4 last values of four interleaved columns (`interleave`), from t, dotted with w (their weights). */
+static void dot4_tail(const int16_t *t, const int8_t *w, int32_t r, int32_t *acc)
+{
+    for (int32_t k = 0; k < r; k++) {
+        const int32_t wk = w[k];
+        for (int32_t j = 0; j < 4; j++) {
+            acc[j] += t[j * r + k] * wk;
+        }
+    }
+}
 
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
 TMLR_HOT uint32_t load32(const void *p)
@@ -134,13 +133,24 @@ TMLR_HOT void lane_order(int16_t *col, int32_t n)
     }
 }
 
+/* SXTB16 of v rotated right by 8 (bytes 1 and 3): one instruction (GCC 12 emits a separate ROR for the ACLE form). */
+TMLR_HOT int32_t sxtb16_ror8(uint32_t v)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
 /* Four int8 weights as int16 lanes (w0, w2) and (w1, w3). */
 TMLR_HOT void weight_lanes(const int8_t *w, int32_t *even, int32_t *odd)
 {
     const uint32_t v = load32(w);
     *even = __sxtb16((int32_t)v);
-    *odd = __sxtb16((int32_t)((v >> 8) | (v << 24)));
+    *odd = sxtb16_ror8(v);
 }
+
+/* A word of col_buf (aligned; may_alias: the buffer is written as int16). */
+typedef uint32_t __attribute__((may_alias)) col_word;
 
 /* acc + sum_k col[k] * w[k], the column in lane order: four MACs per two SMLADs. */
 TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int32_t acc)
@@ -184,35 +194,75 @@ TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t 
     *a1 = s1;
 }
 
-/* Four columns (``stride`` apart, lane order) dotted with one weight row: each weight word expanded once for four
- * pixels. */
-TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, int32_t n, int32_t *acc)
+/* Four interleaved columns (`interleave`) dotted with one weight row: per block of four inputs, one weight word
+ * expanded once and the four pixels' eight column words read in order by one pointer (LDRD pairs). Out of line: in
+ * its own registers nothing spills (inlined into the channel loop, five stack loads and stores per block did). */
+TMLR_KERNEL void dot4_s16_s8(const int16_t *cols, const int8_t *w, int32_t n, int32_t *acc)
 {
-    const int16_t *c0 = col, *c1 = col + stride, *c2 = col + 2 * stride, *c3 = col + 3 * stride;
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], k = 0;
-    const int32_t n4 = n & ~3;
-    if (n4 > 0) {
-        do { /* the test at the bottom: one compare-and-branch per four inputs */
-            int32_t even, odd;
-            weight_lanes(w + k, &even, &odd);
-            a0 = __smlad((int32_t)load32(c0 + k + 2), odd, __smlad((int32_t)load32(c0 + k), even, a0));
-            a1 = __smlad((int32_t)load32(c1 + k + 2), odd, __smlad((int32_t)load32(c1 + k), even, a1));
-            a2 = __smlad((int32_t)load32(c2 + k + 2), odd, __smlad((int32_t)load32(c2 + k), even, a2));
-            a3 = __smlad((int32_t)load32(c3 + k + 2), odd, __smlad((int32_t)load32(c3 + k), even, a3));
-            k += 4;
-        } while (k < n4);
+    const col_word *c = (const col_word *)cols;
+    const int8_t *w_end = w + (n & ~3);
+    if (w < w_end) {
+        int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+        do { /* the test at the bottom: one compare-and-branch per block */
+            const uint32_t v = load32(w);
+            const int32_t even = __sxtb16((int32_t)v), odd = sxtb16_ror8(v);
+            a0 = __smlad((int32_t)c[1], odd, __smlad((int32_t)c[0], even, a0));
+            a1 = __smlad((int32_t)c[3], odd, __smlad((int32_t)c[2], even, a1));
+            a2 = __smlad((int32_t)c[5], odd, __smlad((int32_t)c[4], even, a2));
+            a3 = __smlad((int32_t)c[7], odd, __smlad((int32_t)c[6], even, a3));
+            c += 8;
+            w += 4;
+        } while (w < w_end);
+        acc[0] = a0;
+        acc[1] = a1;
+        acc[2] = a2;
+        acc[3] = a3;
     }
-    for (; k < n; k++) {
-        const int32_t wk = w[k];
-        a0 += c0[k] * wk;
-        a1 += c1[k] * wk;
-        a2 += c2[k] * wk;
-        a3 += c3[k] * wk;
+    if (n & 3) {
+        dot4_tail((const int16_t *)c, w, n & 3, acc);
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+}
+
+/* SXTAB16 of v rotated right by 8: a + bytes 1 and 3 (one instruction, as sxtb16_ror8). */
+TMLR_HOT int32_t sxtab16_ror8(int32_t a, uint32_t v)
+{
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+    return r;
+}
+
+/* The four interleaved columns (`interleave`) of a pointwise layer's pixels p..p+3 (input channel c's four values
+ * one word at x + c hw + p): per block of four channels, four word loads, each split into (pixel 0, pixel 2) and
+ * (pixel 1, pixel 3) int16 lanes minus the zero point by SXTAB16, then paired across channels by PKHBT/PKHTB into
+ * each pixel's two lane-ordered words. */
+TMLR_HOT void gather_pointwise4(const int8_t *x, int32_t hw, int32_t n, int32_t zp, int16_t *cols)
+{
+    const int32_t minus_zp = (int32_t)(((uint32_t)(-zp) & 0xFFFFu) * 0x10001u);
+    col_word *c = (col_word *)cols;
+    int32_t b = 0;
+    for (; b + 4 <= n; b += 4, c += 8) {
+        const uint32_t w0 = load32(x + (size_t)b * (size_t)hw), w1 = load32(x + (size_t)(b + 1) * (size_t)hw);
+        const uint32_t w2 = load32(x + (size_t)(b + 2) * (size_t)hw), w3 = load32(x + (size_t)(b + 3) * (size_t)hw);
+        const uint32_t e0 = (uint32_t)__sxtab16(minus_zp, (int32_t)w0), o0 = (uint32_t)sxtab16_ror8(minus_zp, w0);
+        const uint32_t e1 = (uint32_t)__sxtab16(minus_zp, (int32_t)w1), o1 = (uint32_t)sxtab16_ror8(minus_zp, w1);
+        const uint32_t e2 = (uint32_t)__sxtab16(minus_zp, (int32_t)w2), o2 = (uint32_t)sxtab16_ror8(minus_zp, w2);
+        const uint32_t e3 = (uint32_t)__sxtab16(minus_zp, (int32_t)w3), o3 = (uint32_t)sxtab16_ror8(minus_zp, w3);
+        c[0] = (e0 & 0xFFFFu) | (e2 << 16); /* pixel 0: (x_b, x_b+2), (x_b+1, x_b+3) */
+        c[1] = (e1 & 0xFFFFu) | (e3 << 16);
+        c[2] = (o0 & 0xFFFFu) | (o2 << 16); /* pixel 1 */
+        c[3] = (o1 & 0xFFFFu) | (o3 << 16);
+        c[4] = (e0 >> 16) | (e2 & 0xFFFF0000u); /* pixel 2 */
+        c[5] = (e1 >> 16) | (e3 & 0xFFFF0000u);
+        c[6] = (o0 >> 16) | (o2 & 0xFFFF0000u); /* pixel 3 */
+        c[7] = (o1 >> 16) | (o3 & 0xFFFF0000u);
+    }
+    int16_t *t = (int16_t *)c;
+    const int32_t r = n - b;
+    for (int32_t k = 0; k < r; k++) {
+        for (int32_t j = 0; j < 4; j++) {
+            t[j * r + k] = (int16_t)(x[(size_t)(b + k) * (size_t)hw + (size_t)j] - zp);
+        }
+    }
 }
 
 /* A contiguous int8 vector as a column of (x - zp) in lane order: SXTAB16 adds -zp to two sign-extended bytes at
@@ -255,17 +305,34 @@ TMLR_HOT void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1
     *a1 = dot_s16_s8(col, w1, n, *a1);
 }
 
-TMLR_HOT void dot4_s16_s8(const int16_t *col, int32_t stride, const int8_t *w, int32_t n, int32_t *acc)
+TMLR_HOT void dot4_s16_s8(const int16_t *cols, const int8_t *w, int32_t n, int32_t *acc)
 {
-    for (int32_t j = 0; j < 4; j++) {
-        acc[j] = dot_s16_s8(col + j * stride, w, n, acc[j]);
+    const int32_t blocks = n >> 2;
+    for (int32_t b = 0; b < blocks; b++) {
+        for (int32_t j = 0; j < 4; j++) {
+            acc[j] = dot_s16_s8(cols + 16 * b + 4 * j, w + 4 * b, 4, acc[j]);
+        }
     }
+    dot4_tail(cols + 16 * blocks, w + 4 * blocks, n & 3, acc);
 }
 
 TMLR_HOT void column_of(const int8_t *x, int32_t n, int32_t zp, int16_t *col)
 {
     for (int32_t k = 0; k < n; k++) {
         col[k] = (int16_t)(x[k] - zp);
+    }
+}
+
+TMLR_HOT void gather_pointwise4(const int8_t *x, int32_t hw, int32_t n, int32_t zp, int16_t *cols)
+{
+    const int32_t blocks = n >> 2, r = n & 3;
+    for (int32_t k = 0; k < n; k++) {
+        const int8_t *xk = x + (size_t)k * (size_t)hw;
+        int16_t *d = k < 4 * blocks ? cols + 16 * (k >> 2) + (k & 3) : cols + 16 * blocks + (k - 4 * blocks);
+        const int32_t step = k < 4 * blocks ? 4 : r;
+        for (int32_t j = 0; j < 4; j++) {
+            d[j * step] = (int16_t)(xk[j] - zp);
+        }
     }
 }
 #endif
@@ -304,57 +371,79 @@ static void gather_column(const tmlr_layer *l, const int8_t *xg, int32_t p, int1
     lane_order(col, k_len);
 }
 
-/* Every output channel of a group (first oc0, n of them) for the four columns in col_buf: one four-column dot product
- * per channel, its requantization read once for the four; `count` of them stored (the rest repeat a pixel). */
+/* Column j (0..3) of four, copied into the interleaved layout `dot4_s16_s8` reads: for each block b of four values,
+ * the four columns' blocks side by side (column j's at 16 b + 4 j), then each column's n % 4 last values (column j's
+ * at 16 (n / 4) + j (n % 4)). */
+static void interleave(const int16_t *col, int32_t n, int32_t j, int16_t *cols)
+{
+    const int32_t blocks = n >> 2, r = n & 3;
+    for (int32_t b = 0; b < blocks; b++) { /* 8 bytes, 8-aligned both sides: two word copies on the Cortex-M4 */
+        int16_t *d = cols + 16 * b + 4 * j;
+        const int16_t *v = col + 4 * b;
+        d[0] = v[0];
+        d[1] = v[1];
+        d[2] = v[2];
+        d[3] = v[3];
+    }
+    for (int32_t k = 0; k < r; k++) {
+        cols[16 * blocks + j * r + k] = col[4 * blocks + k];
+    }
+}
+
+/* Every output channel of a group (first oc0, n of them) for the four interleaved columns in col_buf: one four-column
+ * dot product per channel, its requantization read once for the four; `count` of them stored (the rest repeat a
+ * pixel). */
 TMLR_KERNEL void four_columns_out(const tmlr_layer *l, const int8_t *wg, int32_t oc0, int32_t n, int32_t k_len,
                                   int32_t count, int8_t *yp, int32_t hw_out)
 {
     for (int32_t o = 0; o < n; o++) {
         const int32_t oc = oc0 + o;
         int32_t acc[4] = {l->bias[oc], l->bias[oc], l->bias[oc], l->bias[oc]};
-        dot4_s16_s8(col_buf, k_len, wg + (size_t)o * (size_t)k_len, k_len, acc);
+        dot4_s16_s8(col_buf, wg + (size_t)o * (size_t)k_len, k_len, acc);
         const requant q = requant_of(l, oc);
-        if (count == 4) { /* unrolled: the four accumulators stay in registers */
-            yp[0] = finish_q(acc[0], &q);
-            yp[1] = finish_q(acc[1], &q);
-            yp[2] = finish_q(acc[2], &q);
-            yp[3] = finish_q(acc[3], &q);
-        } else {
-            for (int32_t j = 0; j < count; j++) {
-                yp[j] = finish_q(acc[j], &q);
-            }
+        for (int32_t j = 0; j < count; j++) {
+            yp[j] = finish_q(acc[j], &q);
         }
         yp += hw_out;
     }
 }
 
-/* Convolution by columns (im2col into col_buf): four output pixels' columns at a time (while four fit), each weight
- * word then expanded once for the four (dot4), and an output channel's requantization read once for them; one
- * pixel at a time for longer columns. The last group's missing pixels repeat its last pixel, and only its own
- * outputs are stored. Same integers as `conv` (integer sums do not depend on their order): padded taps contribute
- * 0, as TFLM skips them. */
+/* A convolution by columns (im2col into col_buf): four output pixels' columns at a time while they fit beside the one
+ * being gathered (5 k_len <= TMLR_MODEL_MAX_COL), each weight word then expanded once for the four (dot4) and an
+ * output channel's requantization read once for them; else one pixel at a time. The last group's missing pixels
+ * repeat its last pixel, and only its own outputs are stored. Padded taps contribute 0, as TFLM skips them (integer
+ * sums do not depend on their order). The model source checks that its longest column fits (tmlr_model.h). */
 TMLR_KERNEL void conv_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t group = l->group, cin_g = l->in_c / group, cout_g = l->out_c / group;
     const int32_t k_len = cin_g * l->kh * l->kw, hw_in = l->in_h * l->in_w, hw_out = l->out_h * l->out_w;
-    const int32_t step = 4 * k_len <= TMLR_MODEL_MAX_COL ? 4 : 1;
+    const int32_t step = 5 * k_len <= TMLR_MODEL_MAX_COL ? 4 : 1;
+    int16_t *gathered = step == 4 ? col_buf + 4 * k_len : col_buf;
+    const int pointwise = l->kh == 1 && l->kw == 1 && l->sh == 1 && l->sw == 1 && l->pad_t == 0 && l->pad_l == 0 &&
+                          l->out_w == l->in_w && l->out_h == l->in_h;
     for (int32_t g = 0; g < group; g++) {
         const int8_t *xg = x + (size_t)(g * cin_g) * (size_t)hw_in;
         const int8_t *wg = l->weights + (size_t)(g * cout_g) * (size_t)k_len;
         for (int32_t p = 0; p < hw_out; p += step) {
             const int32_t count = hw_out - p < step ? hw_out - p : step;
-            for (int32_t j = 0; j < step; j++) {
-                gather_column(l, xg, p + (j < count ? j : count - 1), col_buf + j * k_len);
-            }
             int8_t *yp = y + (size_t)(g * cout_g) * (size_t)hw_out + p;
             if (step == 4) {
-                four_columns_out(l, wg, g * cout_g, cout_g, k_len, count, yp, hw_out);
-            } else {
-                for (int32_t o = 0; o < cout_g; o++) {
-                    const int32_t oc = g * cout_g + o;
-                    const int32_t acc = dot_s16_s8(col_buf, wg + (size_t)o * (size_t)k_len, k_len, l->bias[oc]);
-                    yp[(size_t)o * (size_t)hw_out] = finish(acc, l, oc);
+                if (pointwise && count == 4) {
+                    gather_pointwise4(xg + p, hw_in, k_len, l->in_zp, col_buf);
+                } else {
+                    for (int32_t j = 0; j < 4; j++) {
+                        gather_column(l, xg, p + (j < count ? j : count - 1), gathered);
+                        interleave(gathered, k_len, j, col_buf);
+                    }
                 }
+                four_columns_out(l, wg, g * cout_g, cout_g, k_len, count, yp, hw_out);
+                continue;
+            }
+            gather_column(l, xg, p, col_buf);
+            for (int32_t o = 0; o < cout_g; o++) {
+                const int32_t oc = g * cout_g + o;
+                const int32_t acc = dot_s16_s8(col_buf, wg + (size_t)o * (size_t)k_len, k_len, l->bias[oc]);
+                yp[(size_t)o * (size_t)hw_out] = finish(acc, l, oc);
             }
         }
     }
@@ -383,9 +472,9 @@ TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, con
     if (sw == 1 && n >= 2) {
         do { /* the test at the bottom: one compare-and-branch per two outputs */
             const uint32_t a = load32(r0), b = load32(r0 + in_w), d = load32(r0 + 2 * in_w);
-            const int32_t ae = __sxtb16((int32_t)a), ao = __sxtb16((int32_t)((a >> 8) | (a << 24)));
-            const int32_t be = __sxtb16((int32_t)b), bo = __sxtb16((int32_t)((b >> 8) | (b << 24)));
-            const int32_t de = __sxtb16((int32_t)d), dd = __sxtb16((int32_t)((d >> 8) | (d << 24)));
+            const int32_t ae = __sxtb16((int32_t)a), ao = sxtb16_ror8(a);
+            const int32_t be = __sxtb16((int32_t)b), bo = sxtb16_ror8(b);
+            const int32_t de = __sxtb16((int32_t)d), dd = sxtb16_ror8(d);
             int32_t acc0 = __smlabb(ao, k->w1_01, __smlad(ae, k->w02_0, k->folded));
             int32_t acc1 = __smlatb(ae, k->w1_01, __smlad(ao, k->w02_0, k->folded));
             acc0 = __smlabt(bo, k->w1_01, __smlad(be, k->w02_1, acc0));
@@ -406,11 +495,11 @@ TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, con
         /* a word from each row: (x0, x2) by SMLAD, x1 by SMLABB/SMLABT (x3 unused) */
         const uint32_t a = load32(r0), b = load32(r1), d = load32(r2);
         acc = __smlad(__sxtb16((int32_t)a), k->w02_0, k->folded);
-        acc = __smlabb(__sxtb16((int32_t)((a >> 8) | (a << 24))), k->w1_01, acc);
+        acc = __smlabb(sxtb16_ror8(a), k->w1_01, acc);
         acc = __smlad(__sxtb16((int32_t)b), k->w02_1, acc);
-        acc = __smlabt(__sxtb16((int32_t)((b >> 8) | (b << 24))), k->w1_01, acc);
+        acc = __smlabt(sxtb16_ror8(b), k->w1_01, acc);
         acc = __smlad(__sxtb16((int32_t)d), k->w02_2, acc);
-        acc = __smlabb(__sxtb16((int32_t)((d >> 8) | (d << 24))), k->w[7], acc);
+        acc = __smlabb(sxtb16_ror8(d), k->w[7], acc);
 #else
         const int32_t *w = k->w;
         acc = k->folded + r0[0] * w[0] + r0[1] * w[1] + r0[2] * w[2] + r1[0] * w[3] + r1[1] * w[4] +
@@ -460,7 +549,13 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
         for (int32_t iy = 0; iy < rows && c_hi > c_lo; iy++) {
             copy_bytes(image + (iy + pad_t) * pw + c_lo, xc + iy * in_w, c_hi - c_lo);
         }
+#ifdef TMLR_FAULT_DEPTHWISE_ORDER
+        /* a deliberately faulty build (tests of `tmlrepair diagnose`): the weights read in reversed channel order, as
+         * a layout mix-up between NHWC and NCHW weights does */
+        const int8_t *wc = l->weights + 9 * (l->out_c - 1 - c);
+#else
         const int8_t *wc = l->weights + 9 * c;
+#endif
         dw3_kernel k;
         int32_t sum = 0;
         for (int32_t t = 0; t < 9; t++) {
@@ -482,88 +577,34 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-/* A convolution: the fast paths above where they apply, else directly (any shape, no scratch). */
+/* A convolution: a 3x3 depthwise layer whose padded channel image fits col_buf by `depthwise_3x3`, any other by
+ * columns. */
 TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
-#ifdef TMLR_FAULT_DEPTHWISE_ORDER
-    const int fast = !(l->group > 1 && l->in_c == l->group); /* the fault lives in the direct path's depthwise */
-#else
-    const int fast = 1;
-#endif
-    if (fast && l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c &&
+    if (l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c &&
         dw3_image_bytes(l) <= (int32_t)sizeof col_buf) {
         depthwise_3x3(l, x, y);
-        return;
-    }
-    if (fast && (l->in_c / l->group) * l->kh * l->kw <= TMLR_MODEL_MAX_COL) {
+    } else {
         conv_columns(l, x, y);
-        return;
-    }
-    const int32_t cin_g = l->in_c / l->group, cout_g = l->out_c / l->group;
-    const int32_t taps = l->kh * l->kw;
-    for (int32_t oc = 0; oc < l->out_c; oc++) {
-        const int32_t g = oc / cout_g;
-#ifdef TMLR_FAULT_DEPTHWISE_ORDER
-        /* A deliberately faulty build (tests of `tmlrepair diagnose`): a depthwise kernel that reads its weights in
-         * reversed channel order, as a layout mix-up between NHWC and NCHW weights does. */
-        const int32_t wc_index = (cin_g == 1 && l->group > 1) ? l->out_c - 1 - oc : oc;
-        const int8_t *w = l->weights + (size_t)wc_index * (size_t)(cin_g * taps);
-#else
-        const int8_t *w = l->weights + (size_t)oc * (size_t)(cin_g * taps);
-#endif
-        const int8_t *xg = x + (size_t)(g * cin_g) * (size_t)(l->in_h * l->in_w);
-        for (int32_t oy = 0; oy < l->out_h; oy++) {
-            const int32_t iy0 = oy * l->sh - l->pad_t;
-            int32_t ky_lo, ky_hi;
-            valid_taps(iy0, l->dh, l->kh, l->in_h, &ky_lo, &ky_hi);
-            for (int32_t ox = 0; ox < l->out_w; ox++) {
-                const int32_t ix0 = ox * l->sw - l->pad_l;
-                int32_t kx_lo, kx_hi;
-                valid_taps(ix0, l->dw, l->kw, l->in_w, &kx_lo, &kx_hi);
-                int32_t acc = l->bias[oc];
-                for (int32_t ic = 0; ic < cin_g; ic++) {
-                    const int8_t *xc = xg + (size_t)ic * (size_t)(l->in_h * l->in_w);
-                    const int8_t *wc = w + (size_t)ic * (size_t)taps;
-                    for (int32_t ky = ky_lo; ky < ky_hi; ky++) {
-                        const int8_t *xp = xc + (iy0 + ky * l->dh) * l->in_w + ix0 + kx_lo * l->dw;
-                        const int8_t *wp = wc + ky * l->kw + kx_lo;
-                        for (int32_t kx = kx_lo; kx < kx_hi; kx++) {
-                            acc += ((int32_t)*xp - l->in_zp) * (int32_t)*wp++;
-                            xp += l->dw;
-                        }
-                    }
-                }
-                y[(oc * l->out_h + oy) * l->out_w + ox] = finish(acc, l, oc);
-            }
-        }
     }
 }
 
+/* A fully connected layer: the input as one column (it fits col_buf: the model source checks), dotted with two
+ * outputs' weights at a time. */
 TMLR_KERNEL void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     const int32_t n = l->in_c;
-    if (n <= TMLR_MODEL_MAX_COL) { /* the input as one column, dotted with two outputs' weights at a time */
-        column_of(x, n, l->in_zp, col_buf);
-        int32_t o = 0;
-        for (; o + 2 <= l->out_c; o += 2) {
-            int32_t a0 = l->bias[o], a1 = l->bias[o + 1];
-            dot2_s16_s8(col_buf, l->weights + (size_t)o * (size_t)n, l->weights + (size_t)(o + 1) * (size_t)n, n,
-                        &a0, &a1);
-            y[o] = finish(a0, l, o);
-            y[o + 1] = finish(a1, l, o + 1);
-        }
-        if (o < l->out_c) {
-            y[o] = finish(dot_s16_s8(col_buf, l->weights + (size_t)o * (size_t)n, n, l->bias[o]), l, o);
-        }
-        return;
+    column_of(x, n, l->in_zp, col_buf);
+    int32_t o = 0;
+    for (; o + 2 <= l->out_c; o += 2) {
+        int32_t a0 = l->bias[o], a1 = l->bias[o + 1];
+        dot2_s16_s8(col_buf, l->weights + (size_t)o * (size_t)n, l->weights + (size_t)(o + 1) * (size_t)n, n, &a0,
+                    &a1);
+        y[o] = finish(a0, l, o);
+        y[o + 1] = finish(a1, l, o + 1);
     }
-    for (int32_t o = 0; o < l->out_c; o++) {
-        const int8_t *w = l->weights + (size_t)o * (size_t)l->in_c;
-        int32_t acc = l->bias[o];
-        for (int32_t i = 0; i < l->in_c; i++) {
-            acc += ((int32_t)x[i] - l->in_zp) * (int32_t)w[i];
-        }
-        y[o] = finish(acc, l, o);
+    if (o < l->out_c) {
+        y[o] = finish(dot_s16_s8(col_buf, l->weights + (size_t)o * (size_t)n, n, l->bias[o]), l, o);
     }
 }
 

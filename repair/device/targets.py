@@ -64,7 +64,7 @@ def model_build_flags(model_sources: tuple[Path, ...]) -> list[str]:
         for line in Path(src).read_text().splitlines()[:5]:
             if BUILD_FLAG_MARK in line:
                 flags += line.split(BUILD_FLAG_MARK, 1)[1].replace("*/", "").split()
-    bad = [f for f in flags if not re.fullmatch(r"-DTMLR_DEV_MAX_TENSOR=\d{1,7}", f)]
+    bad = [f for f in flags if not re.fullmatch(r"-D(TMLR_DEV_MAX_TENSOR|TMLR_MODEL_MAX_COL)=\d{1,7}", f)]
     if bad:
         raise DeviceError(f"a model source asks for build flags tmlrepair does not give: {bad}; regenerate it")
     return flags

@@ -2,7 +2,7 @@
  * Test driver: one command per input line, one result line per command (stdin -> stdout).
  * Lets tests/test_c_shims.py compare every shim with its Python twin on many vectors in one process.
  *
- *   mul A B | divpot X E | requant X M S | exp A | oneover X
+ *   mul A B | divpot X E | requant X M S | requantr X M R | exp A | oneover X
  *   softmax8 ROWS COLS MULT SHIFT DIFFMIN v... | softmax16 (same)
  *   affine ROWS K INZP OUTZP m[K] s[K] o[K] v[ROWS*K]
  *   decide K t[K] s[K]
@@ -68,6 +68,11 @@ int main(void)
             const int32_t mm = (int32_t)rd();
             const int32_t ss = (int32_t)rd();
             printf("%ld\n", (long)tmlr_requantize(x, mm, ss));
+        } else if (strcmp(op, "requantr") == 0) {
+            const int32_t x = (int32_t)rd();
+            const int32_t mm = (int32_t)rd();
+            const int32_t rr = (int32_t)rd();
+            printf("%ld\n", (long)tmlr_requantize_right(x, mm, rr, tmlr_requant_nudge(rr)));
         } else if (strcmp(op, "exp") == 0) {
             printf("%ld\n", (long)tmlr_exp_on_negative_values((int32_t)rd()));
         } else if (strcmp(op, "oneover") == 0) {
