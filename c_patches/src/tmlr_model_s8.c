@@ -104,12 +104,18 @@ static int16_t col_buf[TMLR_MODEL_MAX_COL] __attribute__((aligned(8)));
 /* The n % 4 last values of four interleaved columns (`interleave`), from t, dotted with w (their weights). */
 static void dot4_tail(const int16_t *t, const int8_t *w, int32_t r, int32_t *acc)
 {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int32_t k = 0; k < r; k++) {
         const int32_t wk = w[k];
-        for (int32_t j = 0; j < 4; j++) {
-            acc[j] += t[j * r + k] * wk;
-        }
+        a0 += t[k] * wk;
+        a1 += t[r + k] * wk;
+        a2 += t[2 * r + k] * wk;
+        a3 += t[3 * r + k] * wk;
     }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
