@@ -16,8 +16,8 @@ pytest.importorskip("tflite_micro", reason="tflite-micro (TFLM's interpreter) is
 
 from repair.device.targets import model_source, open_link  # noqa: E402
 from repair.program.ir import IntProgram, Layer, QTensor  # noqa: E402
-from repair.resources import c_library_dir  # noqa: E402
 from repair.program.lower_tflite import lower_tflite  # noqa: E402
+from repair.resources import c_library_dir  # noqa: E402
 
 from .test_device import needs_qemu  # noqa: E402
 from .tflite_builder import random_op_model, tflm_run  # noqa: E402
