@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("tflite_micro", reason="tflite-micro (TFLM's interpreter) is not installed")
 
 from repair.device.targets import model_source, open_link  # noqa: E402
+from repair.errors import DeviceError  # noqa: E402
 from repair.program.ir import IntProgram, Layer, QTensor  # noqa: E402
 from repair.program.lower_tflite import lower_tflite  # noqa: E402
 from repair.resources import c_library_dir  # noqa: E402
@@ -108,3 +109,16 @@ def test_a_column_longer_than_the_default_scratch_builds_with_the_flag_its_sourc
     with open_link(url, model_c=src, build_flags=("-DTMLR_DEV_MAX_PAYLOAD=8192",)) as link:
         got = np.array([link.infer(s.reshape(-1), want.shape[1]).raw for s in x])
     assert np.array_equal(got, want)
+
+
+def test_a_layer_table_whose_column_outgrows_the_scratch_fails_the_inference_instead_of_overrunning(tmp_path):
+    """A source stripped of its build flag and #error (a hand-edited table) builds with the default scratch; the
+    kernels then refuse the layer (INFER answers 'model failed') rather than write past col_buf."""
+    prog = _long_column_program("fc", np.random.default_rng(6))
+    text = model_source(prog, "fc").read_text()
+    kept = [line for line in text.splitlines() if "TMLR_MODEL_MAX_COL" not in line and not line.startswith("#e")]
+    stripped = tmp_path / "stripped.c"
+    stripped.write_text("\n".join(kept) + "\n")
+    with open_link("sim", model_c=stripped, build_flags=("-DTMLR_DEV_MAX_PAYLOAD=8192",)) as link:
+        with pytest.raises(DeviceError, match="(?i)model"):
+            link.infer(np.zeros(1500, np.int8), 6)

@@ -201,8 +201,9 @@ TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t 
 }
 
 /* Four interleaved columns (`interleave`) dotted with one weight row: per block of four inputs, one weight word
- * expanded once and the four pixels' eight column words read in order by one pointer (LDRD pairs). Out of line: in
- * its own registers nothing spills (inlined into the channel loop, five stack loads and stores per block did). */
+ * expanded once and the four pixels' eight column words read in order through one pointer. Out of line, in its own
+ * registers: GCC 12 -Os still keeps one pointer on the stack (a load and a store per block), where inlined into the
+ * channel loop with four column pointers it spilled five stack loads and stores per block. */
 TMLR_KERNEL void dot4_s16_s8(const int16_t *cols, const int8_t *w, int32_t n, int32_t *acc)
 {
     const col_word *c = (const col_word *)cols;
@@ -239,8 +240,8 @@ TMLR_HOT int32_t sxtab16_ror8(int32_t a, uint32_t v)
 
 /* The four interleaved columns (`interleave`) of a pointwise layer's pixels p..p+3 (input channel c's four values
  * one word at x + c hw + p): per block of four channels, four word loads, each split into (pixel 0, pixel 2) and
- * (pixel 1, pixel 3) int16 lanes minus the zero point by SXTAB16, then paired across channels by PKHBT/PKHTB into
- * each pixel's two lane-ordered words. */
+ * (pixel 1, pixel 3) int16 lanes minus the zero point by SXTAB16, then paired across channels (halfword masks and
+ * shifts) into each pixel's two lane-ordered words. */
 TMLR_HOT void gather_pointwise4(const int8_t *x, int32_t hw, int32_t n, int32_t zp, int16_t *cols)
 {
     const int32_t minus_zp = (int32_t)(((uint32_t)(-zp) & 0xFFFFu) * 0x10001u);
@@ -272,7 +273,7 @@ TMLR_HOT void gather_pointwise4(const int8_t *x, int32_t hw, int32_t n, int32_t 
 }
 
 /* A contiguous int8 vector as a column of (x - zp) in lane order: SXTAB16 adds -zp to two sign-extended bytes at
- * once, so each word of four inputs becomes its two lane pairs in four instructions. */
+ * once, so each word of four inputs becomes its two lane pairs by one load, two SXTAB16 and one store. */
 TMLR_HOT void column_of(const int8_t *x, int32_t n, int32_t zp, int16_t *col)
 {
     const int32_t minus_zp = (int32_t)(((uint32_t)(-zp) & 0xFFFFu) * 0x10001u);
@@ -280,7 +281,7 @@ TMLR_HOT void column_of(const int8_t *x, int32_t n, int32_t zp, int16_t *col)
     for (; k + 4 <= n; k += 4) {
         const uint32_t v = load32(x + k);
         const uint32_t even = (uint32_t)__sxtab16(minus_zp, (int32_t)v);
-        const uint32_t odd = (uint32_t)__sxtab16(minus_zp, (int32_t)((v >> 8) | (v << 24)));
+        const uint32_t odd = (uint32_t)sxtab16_ror8(minus_zp, v);
         memcpy(col + k, &even, 4);
         memcpy(col + k + 2, &odd, 4);
     }
@@ -383,7 +384,7 @@ static void gather_column(const tmlr_layer *l, const int8_t *xg, int32_t p, int1
 static void interleave(const int16_t *col, int32_t n, int32_t j, int16_t *cols)
 {
     const int32_t blocks = n >> 2, r = n & 3;
-    for (int32_t b = 0; b < blocks; b++) { /* 8 bytes, 8-aligned both sides: two word copies on the Cortex-M4 */
+    for (int32_t b = 0; b < blocks; b++) {
         int16_t *d = cols + 16 * b + 4 * j;
         const int16_t *v = col + 4 * b;
         d[0] = v[0];
@@ -702,6 +703,10 @@ static tmlr_status run_layer(const tmlr_net *net, const tmlr_layer *l)
     int8_t *arena = net->arena;
     const int8_t *x = arena + l->in0;
     int8_t *y = arena + l->out;
+    if ((l->op == TMLR_LAYER_CONV && (l->in_c / l->group) * l->kh * l->kw > TMLR_MODEL_MAX_COL) ||
+        (l->op == TMLR_LAYER_FC && l->in_c > TMLR_MODEL_MAX_COL)) {
+        return TMLR_ERR_ARG; /* a column longer than the scratch: the model source's #error names the flag */
+    }
     switch (l->op) {
     case TMLR_LAYER_CONV:
         conv(l, x, y);
