@@ -74,7 +74,8 @@ static inline int64_t tmlr_requant_nudge(int32_t right)
  * is floor((h + 2^(r-1) - [h < 0]) / 2^r); and floor((floor(a / b) + n) / d) = floor((a + n b) / (b d)) for integers
  * (b, d > 0). So the result is floor((acc M + nudge - [acc < 0] 2^31) / 2^(31+r)): [h < 0] may be read as [acc < 0],
  * since acc < 0 with h = 0 gives 0 either way. |acc M| < 2^62 and nudge < 2^62, so the sum fits int64, and as
- * 31 + r >= 32 the quotient is its high word shifted right by r - 1. */
+ * 31 + r >= 32 the quotient is its high word shifted right by r - 1 (arithmetic right shifts of negative values:
+ * implementation-defined in C99, a floor on GCC and Clang, as the kernels' other shifts assume). */
 static inline int32_t tmlr_requantize_right(int32_t acc, int32_t mult, int32_t right, int64_t nudge)
 {
     const int64_t sum = (int64_t)acc * (int64_t)mult + (acc < 0 ? nudge - ((int64_t)1 << 31) : nudge);
