@@ -131,7 +131,7 @@ def test_window_boundary_is_the_exact_rational_test(xs, n, a2):
 
 
 def test_batched_requantize_paths_equal_the_twin():
-    from repair.program.ir import requantize_array, requantize_float
+    from repair.program.requantize import requantize_array, requantize_float
 
     """requantize_array (int64, per-channel broadcast) and requantize_float (float64 where exact) give the same
     integers as requantize, the C twin, over the whole int32 input range and every shift."""
@@ -157,6 +157,45 @@ def test_batched_requantize_paths_equal_the_twin():
         for bound in (None, 5000.0):
             got = requantize_float(xs, np.full((len(shifts), 1), m), shifts[:, None], bound)
             np.testing.assert_array_equal(got, want)
+
+
+def test_fast_requantization_equals_the_twin_next_to_every_rounding_boundary(monkeypatch):
+    """requantize_fast (float32 or float64 arithmetic, the elements next to a rounding boundary recomputed in int64)
+    gives clamp(z + requantize(acc + folded)) exactly: int32 accumulators up to its stated bound in both float types,
+    multipliers with ties (powers of two: acc·M lands on exact halves of both roundings) and random ones, right
+    shifts 0..31 and left shifts without saturation, per tensor and per channel with a folded constant; the
+    boundary elements are really taken (a t just below an integer is the case float32 gets wrong)."""
+    from repair.program import requantize as rq
+
+    recomputed = []
+    exact = rq.requantize_array
+    monkeypatch.setattr(rq, "requantize_array", lambda a, m, s: recomputed.append(len(a)) or exact(a, m, s))
+    rng = np.random.default_rng(21)
+    taken = 0
+    for trial in range(200):
+        dtype = (np.float32, np.float64)[trial % 2]
+        c = 1 if trial % 3 == 0 else 7
+        s = rng.integers(-31, 1, c) if trial % 5 else rng.integers(0, 3, c)
+        # accumulators whose outputs reach a few times the int8 range (as a layer's do): int32 (the device's), and
+        # for float32 below 2^24 (exact sums)
+        top = 1 << int(min(-s.min() + 10, 23 if dtype is np.float32 else 30))
+        acc = rng.integers(-top, top, (50, c, 30)).astype(np.int64)
+        acc[0, :, :5] = [[0, 1, -1, top - 1, -top]] * c
+        m = rng.choice([1 << 30, 1 << 29, 3 << 28, fp.Q31_MAX, *rng.integers(1 << 28, fp.Q31_MAX, 4)], c)
+        folded = rng.integers(-top, top, c) if c > 1 else None
+        a = acc + (0 if folded is None else folded[None, :, None])
+        bound = float(np.abs(a).max())
+        p = {"mult": m, "shift": s, "out_zp": int(rng.integers(-128, 128)), "act_min": -128, "act_max": 127}
+        if trial % 7 == 0:
+            p["act_min"], p["act_max"] = p["out_zp"], 127  # a fused ReLU
+        got = rq.requantize_fast(acc.astype(dtype), p, bound, folded)
+        if got is None:  # only where float32's error bound is too wide (accumulators ≫ output step)
+            assert dtype is np.float32 and trial % 5
+            continue
+        taken += 1
+        want = np.stack([fp.requantize(a[:, k], int(m[k]), int(s[k])) for k in range(c)], axis=1) + p["out_zp"]
+        np.testing.assert_array_equal(got, np.clip(want, p["act_min"], p["act_max"]))
+    assert taken > 120 and sum(recomputed) > 1000  # the boundary elements were recomputed, and equal
 
 
 def test_add_input_rescale_equals_the_twin_on_every_int8_value():

@@ -22,12 +22,15 @@ round-half-up, then rounding right shift, ties away from zero). ReLU/Clip are fo
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import fixedpoint as fp
+from .requantize import finish, finish_sums
+from .sums import conv_sums, exact_taps
 
 OPS = ("conv", "fc", "avgpool", "maxpool", "requant", "add", "softmax", "transpose", "reshape",
        "avgpool_tflm")  # tmlr_layer_op 1..10
@@ -124,109 +127,6 @@ class IntProgram:
         return total
 
 
-def requantize_array(x, multiplier, shift) -> np.ndarray:
-    """``requantize`` for whole tensors, per-tensor or per-channel (``multiplier``/``shift`` broadcast against x):
-    the same integers in about a third of the numpy passes, for the batched integer program.
-
-    With p = x'·M (x' = x·2^max(shift, 0) saturated; |p| < 2^62) and r = max(−shift, 0):
-    SRDHM = sign(p)·⌊(|p| + 2^30 − [p < 0]) / 2^31⌋ (ties toward +∞), then the rounding divide by 2^r, ties away
-    from zero, = sign·⌊(m + ⌊2^r / 2⌋) / 2^r⌋ on the magnitude m. M = x' = −2^31 (SRDHM's one saturation) is
-    handled as ``sat_rounding_doubling_high_mul`` does.
-    """
-    s = np.asarray(shift, np.int64)
-    m = np.asarray(multiplier, np.int64)
-    a = fp.saturating_left_shift(x, np.maximum(s, 0)) if np.any(s > 0) else np.asarray(x, np.int64)
-    prod = a * m
-    neg = prod < 0
-    mag = np.abs(prod)
-    mag += 1 << 30
-    mag -= neg
-    mag >>= 31
-    right = np.maximum(-s, 0)
-    mag += (np.int64(1) << right) >> 1
-    mag >>= right
-    out = np.where(neg, -mag, mag)
-    if np.any(m == fp.Q31_MIN):
-        out = np.where((a == fp.Q31_MIN) & (m == fp.Q31_MIN), fp.rounding_divide_by_pot(fp.Q31_MAX, right), out)
-    return out
-
-
-FLOAT_EXACT_INPUT = 1 << 22  # |x'| < 2^22 and |M| ≤ 2^31 keep |x'·M| < 2^53: every step below is exact in float64
-
-
-def requantize_float(x: np.ndarray, multiplier, shift, bound: float | None = None) -> np.ndarray | None:
-    """``requantize_array`` computed in float64, or None when the inputs are too large for it to be exact.
-
-    With integer-valued x' = x·2^max(shift, 0), |x'| < 2^22, and |M| ≤ 2^31: p = x'·M is an integer below 2^53,
-    so float64 holds it exactly; |p| + 2^30 too; multiplying by 2^−31 and 2^−r only moves the exponent; floor
-    of an exactly represented value is exact. Hence the same integers as the int64 path, with native float
-    multiplies (numpy has no vector 64-bit integer multiply on x86). When |p| + K < 2^52 as well, K = 2^30 +
-    ⌊2^r/2⌋·2^31 (typical accumulators), the two roundings fold into one: p ≥ 0 gives ⌊(p + K) / D⌋ and p < 0
-    gives −⌊(−p + K − 1) / D⌋, D = 2^(31+r), i.e. trunc(t + sign(t)·(K − ½)/D + ½/D) with t = x'·(M/D): every
-    step exact (the ½ needs the one bit below 2^53), and no per-element branch. ``bound``: a known bound on |x|
-    (from the layer's weights), which spares the two passes that find it. Per-channel ``multiplier`` and
-    ``shift`` broadcast against ``x``; channels on the leading axis keep numpy's inner loops long.
-    """
-    s = np.asarray(shift, np.int64)
-    xf = np.asarray(x, np.float64)
-    if np.any(s > 0):
-        xf = xf * np.exp2(np.maximum(s, 0))
-    if bound is not None:
-        amax = bound * float(np.exp2(np.max(np.maximum(s, 0))))
-    else:
-        amax = max(-xf.min(), xf.max()) if xf.size else 0.0
-    if amax >= FLOAT_EXACT_INPUT:
-        return None
-    m = np.asarray(multiplier, np.float64)
-    right = np.maximum(-s, 0)
-    half = np.floor(np.exp2(right - 1.0))  # ⌊2^r / 2⌋: the rounding divide's nudge
-    k = (1 << 30) + half * 2.0 ** 31
-    if amax * float(np.abs(m).max()) + float(np.max(k)) < 2.0 ** 52:
-        unit = np.exp2(-31.0 - right)  # 1/D
-        t = xf * (m * unit)  # p/D, exactly: a power-of-two scaling of the exact product
-        t += np.copysign((k - 0.5) * unit, t)
-        t += 0.5 * unit
-        np.trunc(t, out=t)
-        return t
-    p = xf * m  # a new array: the passes below work in place
-    neg = np.signbit(p)
-    np.abs(p, out=p)
-    p += 1 << 30
-    p -= neg
-    p *= 2.0 ** -31
-    np.floor(p, out=p)
-    p += half
-    p *= np.exp2(-right.astype(np.float64))
-    np.floor(p, out=p)
-    np.negative(p, out=p, where=neg)
-    return p
-
-
-def _finish(acc, p, axis=1, bound: float | None = None) -> np.ndarray:
-    """z_y + requantize(acc), clamped to [act_min, act_max], as float32 (exact integers). ``acc`` holds integers
-    (int64, or a float array of exact integers): requantized in float64 where that is exact
-    (``requantize_float``; ``bound`` a known bound on |acc|), else in int64. Per-channel parameters are applied
-    with the channel axis moved first (a view when the caller computed ``acc`` channel-major)."""
-    mult, shift = np.asarray(p["mult"], np.int64), np.asarray(p["shift"], np.int64)
-    per_channel = mult.size > 1
-    a = np.moveaxis(acc, axis, 0) if per_channel else acc
-    if per_channel:
-        shape = (-1,) + (1,) * (a.ndim - 1)
-        mult, shift = mult.reshape(shape), shift.reshape(shape)
-    else:
-        mult, shift = mult.reshape(()), shift.reshape(())
-    y = requantize_float(a, mult, shift, bound)
-    if y is None:
-        y = requantize_array(np.asarray(a).astype(np.int64), mult, shift).astype(np.float64)
-    y += p["out_zp"]
-    np.clip(y, p["act_min"], p["act_max"], out=y)
-    if not per_channel:
-        return y.astype(np.float32)
-    out = np.empty(acc.shape, np.float32)
-    np.moveaxis(out, axis, 0)[...] = y
-    return out
-
-
 def _accumulator_bound(p) -> float:
     """max over output channels of |b_c| + 255·Σ|w_c|: no accumulator of the layer exceeds it (|x − z_x| ≤ 255)."""
     w = np.abs(np.asarray(p["weights"], np.int64)).reshape(len(p["weights"]), -1).sum(axis=1)
@@ -244,7 +144,8 @@ def exact_float_dtype(taps: int) -> type:
 
 
 def _conv(layer, args, tensors):
-    """Convolution over (N, C, H, W) in exact float arithmetic (``exact_float_dtype``).
+    """Convolution over (N, C, H, W): its integer sums by onnxruntime's float32 Conv and the requantization in
+    float32 where both are provably exact (``sums``, ``requantize_sums``); else in exact float arithmetic here.
 
     Each tap is read as one flat run of the padded image: with equal strides s, output (i, j) of tap (ky, kx)
     reads flat position o + s·(i·W_p + j), o = ky·d_h·W_p + kx·d_w, so a tap is the slice [o :: s] of length
@@ -252,6 +153,10 @@ def _conv(layer, args, tensors):
     contiguous runs instead of one numpy inner loop per output row: 1.6× faster on digits' depthwise layers.
     """
     p = layer.p
+    sums = conv_sums(p, args[0])
+    out = None if sums is None else finish_sums(*sums, p)
+    if out is not None:
+        return out
     x = args[0] - p["in_zp"]
     n = len(x)
     if x.ndim == 3:  # 1-D: (N, C, L) as (N, C, 1, L)
@@ -293,16 +198,21 @@ def _conv(layer, args, tensors):
                              wf[:, :, t // kw, t % kw].reshape(g, cout // g, cg), optimize=True).reshape(n, cout, -1)
     acc = acc.reshape(n, cout, ho, cols_w)[:, :, :, :wo].astype(np.float64)
     acc += np.asarray(p["bias"], np.float64)[None, :, None, None]  # exact: all < 2^53
-    return _finish(acc, p, axis=1, bound=_accumulator_bound(p))
+    return finish(acc, p, axis=1, bound=_accumulator_bound(p))
 
 
 def _fc(layer, args, tensors):
     p = layer.p
-    x = args[0].reshape(len(args[0]), -1) - p["in_zp"]
+    x = args[0].reshape(len(args[0]), -1)
+    if exact_taps(x.shape[1]):  # Σ x·w over raw x, exact in float32 (``sums``)
+        out = finish_sums(x.astype(np.float32) @ p["weights"].astype(np.float32).T, 0, p)
+        if out is not None:
+            return out
+    x = x - p["in_zp"]
     dt = exact_float_dtype(x.shape[1])
     acc = (x.astype(dt) @ p["weights"].astype(dt).T).astype(np.float64)
     acc += np.asarray(p["bias"], np.float64)
-    return _finish(acc, p, axis=1, bound=_accumulator_bound(p))
+    return finish(acc, p, axis=1, bound=_accumulator_bound(p))
 
 
 def _windows(x, p, reduce):
@@ -318,7 +228,7 @@ def _windows(x, p, reduce):
 
 def _avgpool(layer, args, tensors):
     p = layer.p
-    return _finish(_windows(args[0] - p["in_zp"], p, np.sum), p)
+    return finish(_windows(args[0] - p["in_zp"], p, np.sum), p)
 
 
 def _avgpool_tflm(layer, args, tensors):
@@ -330,20 +240,42 @@ def _avgpool_tflm(layer, args, tensors):
     return np.clip(q, p["act_min"], p["act_max"])
 
 
+_INT8 = np.arange(-128, 128, dtype=np.float32)
+_TABLE_KEYS = ("in_zp", "in1_zp", "mult1", "shift1", "mult2", "shift2", "mult", "shift", "out_zp", "act_min",
+               "act_max")
+
+
+def _table_key(p: dict) -> tuple:
+    return tuple(tuple(np.asarray(p[k]).ravel().tolist()) if k in p else None for k in _TABLE_KEYS)
+
+
+@functools.lru_cache(maxsize=512)
+def _table(op: str, key: tuple) -> np.ndarray:
+    """Every output of an elementwise layer (requant, maxpool's requantization, add) for every int8 input (add:
+    every pair, first input major), computed once by the exact paths; cached per layer parameters."""
+    p = {k: (v[0] if v is not None and len(v) == 1 else v) for k, v in zip(_TABLE_KEYS, key)}
+    if op != "add":
+        return finish((_INT8 - p["in_zp"])[None, :], p).reshape(-1)
+    a = _add_input(_INT8, p["in_zp"], p["mult1"], p["shift1"])
+    b = _add_input(_INT8, p["in1_zp"], p["mult2"], p["shift2"])
+    return finish(np.add.outer(a, b), p).reshape(-1)
+
+
 def _maxpool(layer, args, tensors):
-    p = layer.p
-    return _finish(_windows(args[0], p, np.max) - p["in_zp"], p)
+    m = _windows(args[0], layer.p, np.max)
+    return _table("requant", _table_key(layer.p)).take((m + 128).astype(np.intp))
 
 
 def _requant(layer, args, tensors):
-    return _finish(args[0] - layer.p["in_zp"], layer.p)
+    return _table("requant", _table_key(layer.p)).take((args[0] + 128).astype(np.intp))
 
 
 def _add(layer, args, tensors):
-    p = layer.p
-    a = _add_input(args[0], p["in_zp"], p["mult1"], p["shift1"])
-    b = _add_input(args[1], p["in1_zp"], p["mult2"], p["shift2"])
-    return _finish(a + b, p)
+    """TFLM's int8 Add read from the table of its 65,536 outputs at (x₁ + 128)·256 + x₂ + 128."""
+    i = args[0] * 256
+    i += args[1]
+    i += 128 * 257
+    return _table("add", _table_key(layer.p)).take(i.astype(np.intp))
 
 
 def _add_input(x, zero_point: int, multiplier: int, shift: int) -> np.ndarray:
