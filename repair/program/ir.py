@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import fixedpoint as fp
-from .requantize import finish, finish_sums
-from .sums import conv_sums, exact_taps
+from .requantize import finish, folded_bias, requantize_fast
+from .sums import EXACT_FLOAT32, conv_accumulators
 
 OPS = ("conv", "fc", "avgpool", "maxpool", "requant", "add", "softmax", "transpose", "reshape",
        "avgpool_tflm")  # tmlr_layer_op 1..10
@@ -145,7 +145,7 @@ def exact_float_dtype(taps: int) -> type:
 
 def _conv(layer, args, tensors):
     """Convolution over (N, C, H, W): its integer sums by onnxruntime's float32 Conv and the requantization in
-    float32 where both are provably exact (``sums``, ``requantize_sums``); else in exact float arithmetic here.
+    float32 where both are provably exact (``sums``, ``requantize``); else in exact float arithmetic here.
 
     Each tap is read as one flat run of the padded image: with equal strides s, output (i, j) of tap (ky, kx)
     reads flat position o + s·(i·W_p + j), o = ky·d_h·W_p + kx·d_w, so a tap is the slice [o :: s] of length
@@ -153,10 +153,11 @@ def _conv(layer, args, tensors):
     contiguous runs instead of one numpy inner loop per output row: 1.6× faster on digits' depthwise layers.
     """
     p = layer.p
-    sums = conv_sums(p, args[0])
-    out = None if sums is None else finish_sums(*sums, p)
-    if out is not None:
-        return out
+    acc = conv_accumulators(p, args[0])
+    if acc is not None:
+        out = requantize_fast(acc[0], p, acc[1])
+        if out is not None:
+            return out
     x = args[0] - p["in_zp"]
     n = len(x)
     if x.ndim == 3:  # 1-D: (N, C, L) as (N, C, 1, L)
@@ -204,8 +205,11 @@ def _conv(layer, args, tensors):
 def _fc(layer, args, tensors):
     p = layer.p
     x = args[0].reshape(len(args[0]), -1)
-    if exact_taps(x.shape[1]):  # Σ x·w over raw x, exact in float32 (``sums``)
-        out = finish_sums(x.astype(np.float32) @ p["weights"].astype(np.float32).T, 0, p)
+    folded, bound = folded_bias(p, 0)
+    if bound.max() < EXACT_FLOAT32:  # Σ x·w + b − z_x·Σw over raw x, exact in float32 (``sums``)
+        acc = x.astype(np.float32) @ p["weights"].astype(np.float32).T
+        acc += folded.astype(np.float32)
+        out = requantize_fast(acc, p, bound)
         if out is not None:
             return out
     x = x - p["in_zp"]

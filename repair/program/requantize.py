@@ -6,19 +6,19 @@ Three ways to the same integers:
 - ``requantize_array``: int64, every case (saturating left shift, SRDHM's one saturation);
 - ``requantize_float``: float64 where every step is exact (accumulators below 2^22);
 - ``requantize_fast``: float32 (or float64) arithmetic that may err by one only next to a rounding boundary, the
-  elements next to one recomputed exactly — for a positive multiplier and no saturation (TFLM's usual case).
+  elements next to one recomputed exactly — for a positive multiplier and no saturation (TFLM's usual case);
+  the accumulators exact in that float type (``repair.program.sums`` adds the bias in the convolution).
 
 ``requantize_fast`` rests on the one-rounding form of the requantization (``tmlr_requantize_right`` in
 c_patches/include/tmlr_fixedpoint.h): with x' = a·2^l (l = max(shift, 0), no saturation: |a|·2^l < 2^31) and
 r = max(−shift, 0), requantize(a) = ⌊a·S + ½ + sign(a)·δ⌋, S = M·2^(l−31−r), δ = 2^(−1−r) (δ = 0 for r = 0;
 sign(0) = +). So y = clamp(⌊t⌋), t = a·S + ½ + sign(a)·δ + z_y. Computed in a float type of unit roundoff u —
-one rounding of a (from accumulator plus a folded constant, itself rounded), of S, of the product, and of the two
-additions after it — t is off by less than
+one rounding of S, of the product, of the constant added and of the addition — t is off by less than
 
     E = A·S·8u + 512u,   A ≥ |a| (per output channel; |z_y| ≤ 128)
 
 so ⌊t⌋ is exact wherever t's fraction lies in [2E, 1 − 2E] (t − ⌊t⌋ is exact by Sterbenz's lemma, but in (−1, 0)
-where it is within u). The other elements — about 4E of them, under 0.1% for float32 on typical layers — are
+where it is within u). (The accumulator a is exact, so its term is S's rounding and the product's.) The other elements — about 4E of them, under 0.1% for float32 on typical layers — are
 recomputed by ``requantize_array``. About ten passes over the layer's output in float32, where the exact float64
 requantization took a dozen in float64 and the int64 one more (numpy has no vector int64 multiply on x86).
 """
@@ -136,14 +136,18 @@ def _per_channel(values, channels: int) -> np.ndarray:
     return np.broadcast_to(v, (channels,)) if v.size == 1 else v
 
 
-def requantize_fast(acc: np.ndarray, p: dict, bound, folded=None) -> np.ndarray | None:
-    """clamp(z_y + requantize(acc + folded)) with the requantization, zero point and range of layer ``p``, in
-    acc's float type (float32 or float64; ``acc`` holds exact integers, channels on axis 1 where ``p`` or
-    ``folded`` is per channel); ``bound`` ≥ |acc + folded| (per channel, or one number). None when the
-    requantization is not of the fast kind (a multiplier ≤ 0, a left shift that could saturate) or the error
-    bound is above ``MAX_ERROR``: the caller takes an exact path."""
+def requantize_fast(acc: np.ndarray, p: dict, bound) -> np.ndarray | None:
+    """clamp(z_y + requantize(acc)) with the requantization, zero point and range of layer ``p``, in acc's float
+    type (float32 or float64; ``acc`` holds exact integers, channels on axis 1 where ``p`` is per channel);
+    ``bound`` ≥ |acc| (per channel, or one number). None when the requantization is not of the fast kind (a
+    multiplier ≤ 0, a left shift that could saturate) or the error bound is above ``MAX_ERROR``: the caller takes
+    an exact path.
+
+    The sign term: where 2δ is small (r ≥ 6), t takes +δ for every element and the elements whose fraction lies
+    below 2δ + 2E are recomputed too (for a < 0 the result is ⌊t − 2δ⌋, which differs from ⌊t⌋ only there) —
+    two passes fewer than applying sign(a)·δ."""
     mult = np.asarray(p["mult"], np.int64).reshape(-1)
-    per_channel = mult.size > 1 or (folded is not None and np.size(folded) > 1)
+    per_channel = mult.size > 1
     c = acc.shape[1] if per_channel else 1
     mult, shift = _per_channel(mult, c), _per_channel(np.asarray(p["shift"], np.int64), c)
     bound = _per_channel(np.asarray(bound, np.float64), c)
@@ -157,25 +161,25 @@ def requantize_fast(acc: np.ndarray, p: dict, bound, folded=None) -> np.ndarray 
         return None
     dt = acc.dtype.type
     shape = (1, c) + (1,) * (acc.ndim - 2) if per_channel else ()
+    half_step = np.where(right >= 1, np.exp2(-1.0 - right), 0.0)  # δ
     t, tmp, near, far = _scratch(acc.shape, acc.dtype)
-    np.add(acc, dt(0) if folded is None else _per_channel(folded, c).astype(dt).reshape(shape), out=t)
-    t *= scale.astype(dt).reshape(shape)
-    np.copysign(np.where(right >= 1, np.exp2(-1.0 - right), 0.0).astype(dt).reshape(shape), t, out=tmp)
-    t += tmp  # sign(a)·δ: t has a's sign (S > 0)
-    t += dt(0.5 + p["out_zp"])
+    np.multiply(acc, scale.astype(dt).reshape(shape), out=t)
+    low, high = float(2 * error.max()), 1 - float(2 * error.max())
+    if 2 * half_step.max() <= 1 / 32:
+        t += (0.5 + p["out_zp"] + half_step).astype(dt).reshape(shape)
+        low += float(2 * half_step.max())
+    else:
+        t += np.copysign(half_step.astype(dt).reshape(shape), t, out=tmp)  # sign(a)·δ: t has a's sign (S > 0)
+        t += dt(0.5 + p["out_zp"])
     y = np.floor(t)
     t -= y
-    margin = (2 * error).astype(dt).reshape(shape)
-    np.less(t, margin, out=near)
-    np.greater(t, 1 - margin, out=far)
+    np.less(t, dt(low), out=near)
+    np.greater(t, dt(high), out=far)
     near |= far
     idx = np.flatnonzero(near)
     if idx.size:
         ch = (idx // int(np.prod(acc.shape[2:], dtype=np.int64))) % c
-        a = acc.reshape(-1)[idx].astype(np.int64)
-        if folded is not None:
-            a += _per_channel(folded, c)[ch]
-        y.reshape(-1)[idx] = requantize_array(a, mult[ch], shift[ch]) + p["out_zp"]
+        y.reshape(-1)[idx] = requantize_array(acc.reshape(-1)[idx].astype(np.int64), mult[ch], shift[ch]) + p["out_zp"]
     np.clip(y, p["act_min"], p["act_max"], out=y)
     return y
 
@@ -210,12 +214,10 @@ def finish(acc, p: dict, axis: int = 1, bound: float | None = None) -> np.ndarra
     return out
 
 
-def finish_sums(sums: np.ndarray, offset: int, p: dict) -> np.ndarray | None:
-    """A conv or fc layer's output from its sums Σ (x − o)·w (float32 exact integers over int8 x, o = ``offset``,
-    channels on axis 1; ``repair.program.sums``): a = sums − (z_x − o)·Σw + b by ``requantize_fast`` with
-    A = (128 + |o|)·Σ|w| + |b − (z_x − o)·Σw|; None where it does not apply."""
-    w = np.asarray(p["weights"])
-    w64 = w.reshape(w.shape[0], -1).astype(np.int64)
-    folded = np.asarray(p["bias"], np.int64) - (p["in_zp"] - offset) * w64.sum(axis=1)  # b − (z_x − o)·Σw
-    bound = (128 + abs(offset)) * np.abs(w64).sum(axis=1) + np.abs(folded)
-    return requantize_fast(sums, p, bound.astype(np.float64), folded)
+def folded_bias(p: dict, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """(b − (z_x − o)·Σw, A) of a conv or fc layer ``p`` whose sums take o = ``offset`` off the inputs: the
+    constant that makes Σ (x − o)·w the accumulator, and A = (128 + |o|)·Σ|w| + |that constant| ≥ every partial
+    sum of it (per output channel)."""
+    w64 = np.asarray(p["weights"]).reshape(len(p["weights"]), -1).astype(np.int64)
+    folded = np.asarray(p["bias"], np.int64) - (p["in_zp"] - offset) * w64.sum(axis=1)
+    return folded, ((128 + abs(offset)) * np.abs(w64).sum(axis=1) + np.abs(folded)).astype(np.float64)

@@ -1,17 +1,17 @@
-"""A convolution's integer sums Σ (x − o)·w computed by onnxruntime's float32 Conv — exactly.
+"""A convolution's integer accumulators computed by onnxruntime's float32 Conv — exactly.
 
-With int8 inputs less an offset o (|x − o| ≤ X = 128 + |o|) and int8 weights (|w| ≤ 127), every partial sum of a
-convolution with T taps per output (input channels per group × kernel height × width) is an integer of magnitude
-≤ T·X·127. For T·X·127 < 2^24 float32 holds every such integer exactly, so every addition and multiplication — in
-whatever order, blocking or fused multiply-add MLAS chooses — is exact: the float32 result *is* the integer sum.
-o = 0 (raw inputs, T ≤ 1031) where the layer has no padding; o = z_x where it has, since Conv pads with 0 and TFLM's
-padded taps add nothing to Σ (x − z_x)·w — or, for more taps than that allows, o = 0 on the input padded with z_x
-here. The rest of the zero point and the bias are
-folded in afterwards (``repair.program.requantize_sums``). onnxruntime's Conv (im2col + SGEMM, or its depthwise
-kernel) on two cores is 6-10× the numpy taps-and-GEMM it replaces (digits' five convolutions on 1000 samples:
-34 ms against 200 ms, one run).
+The accumulator of output channel c is a = Σ (x − o)·w + B_c with B_c = b_c − (z_x − o)·Σw_c (the bias and the
+rest of the zero point folded into one constant, ``requantize.folded_bias``), over int8 inputs less an offset o:
+o = 0 (raw inputs) where the layer has no padding; o = z_x where it has, since Conv pads with 0 and TFLM's padded
+taps add nothing to Σ (x − z_x)·w — or, when o = z_x would break the bound below, o = 0 on the input padded with
+z_x here. Every partial sum (with or without B_c, in whatever order the kernel adds) is an integer of magnitude at
+most A_c = (128 + |o|)·Σ|w_c| + |B_c|; when every A_c < 2^24, float32 holds each of them exactly, so every
+addition and multiplication — whatever blocking or fused multiply-add MLAS chooses — is exact: the float32 result
+*is* the integer accumulator. Where the bound fails the caller sums in float64 itself. onnxruntime's Conv
+(im2col + SGEMM, or its depthwise kernel) on two cores is 6-10× the numpy taps-and-GEMM it replaces (digits'
+five convolutions on 1000 samples: 34 ms against 200 ms, one run).
 
-Sessions are cached by the layer's weights and geometry (an edit that changes only biases or ranges reuses them).
+Sessions are cached by the layer's weights and geometry; B is an input, so edits of biases or ranges reuse them.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ _CACHE_SIZE = 256
 _sessions: OrderedDict = OrderedDict()
 
 
-def exact_taps(taps: int, offset: int = 0) -> bool:
-    """Whether float32 sums of ``taps`` products (x − offset)·w of int8 values are exact (the module docstring)."""
-    return taps * (128 + abs(offset)) * 127 < (1 << 24)
+EXACT_FLOAT32 = float(1 << 24)
 
 
 def _conv_session(w: np.ndarray, group: int, strides, dilations, pads):
@@ -40,9 +38,10 @@ def _conv_session(w: np.ndarray, group: int, strides, dilations, pads):
 
     from ..models.pair import ort_session
 
-    node = helper.make_node("Conv", ["x", "w"], ["y"], group=group, strides=list(strides),
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=group, strides=list(strides),
                             dilations=list(dilations), pads=list(pads))
-    graph = helper.make_graph([node], "sums", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+    graph = helper.make_graph([node], "sums", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
+                                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [w.shape[0]])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w.astype(np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -54,25 +53,25 @@ def _conv_session(w: np.ndarray, group: int, strides, dilations, pads):
     return sess
 
 
-def conv_sums(p: dict, x: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """(Σ (x − o)·w, o) of a conv layer (parameters ``p`` as ``repair.program.ir`` keeps them) over int8 values
-    ``x`` [N, C, H, W] or [N, C, L] (float32 holding integers): float32 [N, Cout, Ho, Wo], exact, and the offset o
-    taken off the inputs; None when the layer has too many taps for float32 to be exact (the caller then sums in
-    float64). A padded layer whose taps are too many for o = z_x is padded here with z_x itself (o = 0)."""
+def conv_accumulators(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, A): a conv layer's accumulators (parameters ``p`` as ``repair.program.ir`` keeps them) over int8 values
+    ``x`` [N, C, H, W] or [N, C, L] (float32 holding integers) — float32 [N, Cout, Ho, Wo], exact — and their
+    per-channel bound; None when float32 cannot hold them exactly (the module docstring)."""
+    from .requantize import folded_bias
+
     w = p["weights"]
-    taps = int(np.prod(w.shape[1:]))
     pads, zp = tuple(p["pads"]), p["in_zp"]
     if x.ndim == 3:
         x = x[:, :, None, :]
-    if any(pads) and exact_taps(taps, zp):
-        offset, x = zp, np.subtract(x, zp, dtype=np.float32)
-    elif exact_taps(taps):
+    offset = zp if any(pads) else 0
+    folded, bound = folded_bias(p, offset)
+    if any(pads) and bound.max() >= EXACT_FLOAT32:  # o = z_x too large a bound: pad with z_x here, o = 0
         offset = 0
-        if any(pads):  # TFLM's padded taps add nothing to Σ (x − z_x)·w: pad with z_x, then o = 0 holds everywhere
-            pt, pl, pb, pr = pads
-            x, pads = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=zp), (0, 0, 0, 0)
-        x = np.ascontiguousarray(x, np.float32)
-    else:
+        folded, bound = folded_bias(p, 0)
+        pt, pl, pb, pr = pads
+        x, pads = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=zp), (0, 0, 0, 0)
+    if bound.max() >= EXACT_FLOAT32:
         return None
+    x = np.subtract(x, offset, dtype=np.float32) if offset else np.ascontiguousarray(x, np.float32)
     sess = _conv_session(w, p["group"], p["strides"], p["dilations"], pads)
-    return sess.run(None, {"x": x})[0], offset
+    return sess.run(None, {"x": x, "b": folded.astype(np.float32)})[0], bound
