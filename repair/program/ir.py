@@ -154,10 +154,12 @@ def _conv(layer, args, tensors):
     """
     p = layer.p
     acc = conv_accumulators(p, args[0])
-    if acc is not None:
-        out = requantize_fast(acc[0], p, acc[1])
-        if out is not None:
-            return out
+    out = None if acc is None else requantize_fast(acc[0], p, acc[1])
+    if out is not None:
+        constant, values = acc[2]
+        if constant.any():
+            out[:, constant] = values[constant].reshape(-1, *([1] * (out.ndim - 2)))
+        return out
     x = args[0] - p["in_zp"]
     n = len(x)
     if x.ndim == 3:  # 1-D: (N, C, L) as (N, C, 1, L)

@@ -221,3 +221,17 @@ def folded_bias(p: dict, offset: int) -> tuple[np.ndarray, np.ndarray]:
     w64 = np.asarray(p["weights"]).reshape(len(p["weights"]), -1).astype(np.int64)
     folded = np.asarray(p["bias"], np.int64) - (p["in_zp"] - offset) * w64.sum(axis=1)
     return folded, ((128 + abs(offset)) * np.abs(w64).sum(axis=1) + np.abs(folded)).astype(np.float64)
+
+
+def constant_channels(p: dict, folded: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(which output channels of conv/fc layer ``p`` give one value whatever their input, that value): the
+    accumulator of channel c lies in [B_c − s_c, B_c + s_c], s_c = A_c − |B_c| (``folded_bias``), and the
+    requantization is monotone, so the channel is constant when both ends give the same output. Dead channels —
+    a bias of 10^9 driving every output to the range's end, as some TFLite models carry — are the case: their
+    accumulators need not fit float32."""
+    spread = (bound - np.abs(folded)).astype(np.int64)
+    mult = _per_channel(np.asarray(p["mult"], np.int64), len(folded))
+    shift = _per_channel(np.asarray(p["shift"], np.int64), len(folded))
+    ends = [np.clip(requantize_array(folded + sign * spread, mult, shift) + p["out_zp"], p["act_min"], p["act_max"])
+            for sign in (-1, 1)]
+    return ends[0] == ends[1], ends[0].astype(np.float32)

@@ -53,11 +53,13 @@ def _conv_session(w: np.ndarray, group: int, strides, dilations, pads):
     return sess
 
 
-def conv_accumulators(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(a, A): a conv layer's accumulators (parameters ``p`` as ``repair.program.ir`` keeps them) over int8 values
-    ``x`` [N, C, H, W] or [N, C, L] (float32 holding integers) — float32 [N, Cout, Ho, Wo], exact — and their
-    per-channel bound; None when float32 cannot hold them exactly (the module docstring)."""
-    from .requantize import folded_bias
+def conv_accumulators(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+    """(a, A, (constant, values)): a conv layer's accumulators (parameters ``p`` as ``repair.program.ir`` keeps
+    them) over int8 values ``x`` [N, C, H, W] or [N, C, L] (float32 holding integers) — float32 [N, Cout, Ho, Wo],
+    exact — their per-channel bound, and the channels whose output is one value whatever the input
+    (``requantize.constant_channels``: their accumulators are computed without the bias, and their outputs are
+    those values); None when float32 cannot hold the others exactly (the module docstring)."""
+    from .requantize import constant_channels, folded_bias
 
     w = p["weights"]
     pads, zp = tuple(p["pads"]), p["in_zp"]
@@ -65,13 +67,17 @@ def conv_accumulators(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] |
         x = x[:, :, None, :]
     offset = zp if any(pads) else 0
     folded, bound = folded_bias(p, offset)
-    if any(pads) and bound.max() >= EXACT_FLOAT32:  # o = z_x too large a bound: pad with z_x here, o = 0
+    constant, values = constant_channels(p, folded, bound)
+    if any(pads) and bound[~constant].max(initial=0) >= EXACT_FLOAT32:  # o = z_x breaks the bound: pad with z_x here
         offset = 0
         folded, bound = folded_bias(p, 0)
+        constant, values = constant_channels(p, folded, bound)
         pt, pl, pb, pr = pads
         x, pads = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=zp), (0, 0, 0, 0)
-    if bound.max() >= EXACT_FLOAT32:
+    if bound[~constant].max(initial=0) >= EXACT_FLOAT32:
         return None
+    bound = np.where(constant, bound - np.abs(folded), bound)
+    folded = np.where(constant, 0, folded)
     x = np.subtract(x, offset, dtype=np.float32) if offset else np.ascontiguousarray(x, np.float32)
     sess = _conv_session(w, p["group"], p["strides"], p["dilations"], pads)
-    return sess.run(None, {"x": x, "b": folded.astype(np.float32)})[0], bound
+    return sess.run(None, {"x": x, "b": folded.astype(np.float32)})[0], bound, (constant, values)

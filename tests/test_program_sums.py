@@ -1,0 +1,85 @@
+"""The integer program's fast convolution (accumulators by onnxruntime's float32 Conv, requantization in float32
+with the elements next to a rounding boundary recomputed) against its exact float64 path, layer by layer: every
+geometry (padding, stride, dilation, groups, 1-D), zero points at the int8 ends, and weights large enough to take
+each way — o = z_x, the input padded with z_x, and the float64 fallback where float32 could not be exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from repair.program import ir, requantize, sums
+from repair.program.ir import Layer
+
+
+def _layer(rng, cin, cout, k, group, stride, dilation, pad, one_d, weight_max):
+    kh = 1 if one_d else k
+    w = rng.integers(-weight_max, weight_max + 1, (cout, cin // group, kh, k)).astype(np.int8)
+    p = {"weights": w, "bias": [int(v) for v in rng.integers(-(1 << 20), 1 << 20, cout)],
+         "mult": [int(v) for v in rng.integers(1 << 29, (1 << 31) - 1, cout)],
+         "shift": [int(v) for v in rng.integers(-14, -3, cout)],
+         "in_zp": int(rng.choice([-128, -3, 0, 127])), "out_zp": int(rng.integers(-128, 128)),
+         "act_min": -128, "act_max": 127, "group": group, "strides": (1 if one_d else stride, stride),
+         "dilations": (1 if one_d else dilation, dilation),
+         "pads": (0 if one_d else pad, pad, 0 if one_d else pad, pad)}
+    return Layer("conv", ["x"], "y", "conv", p)
+
+
+def _slow_conv(layer, x, monkeypatch):
+    """The layer by numpy sums in exact float arithmetic and the exact float64/int64 requantization."""
+    with monkeypatch.context() as m:
+        m.setattr(ir, "conv_accumulators", lambda p, x: None)
+        m.setattr(requantize, "requantize_fast", lambda *args: None)
+        return ir._conv(layer, [x], {})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_convolution_equals_the_exact_path(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    for case in range(12):
+        one_d = case % 4 == 3
+        group = int(rng.choice([1, 2, 4]))
+        cin = group * int(rng.integers(1, 9)) if case % 3 else group * int(rng.integers(100, 160))
+        cout = group * int(rng.integers(1, 5))
+        k = int(rng.integers(1, 5))
+        layer = _layer(rng, cin, cout, k, group, int(rng.integers(1, 3)), int(rng.integers(1, 3)),
+                       int(rng.integers(0, 3)), one_d, int(rng.choice([20, 127])))
+        shape = (cin, 14) if one_d else (cin, int(rng.integers(k * 2, 12)), 13)
+        x = rng.integers(-128, 128, (5, *shape)).astype(np.float32)
+        x[0] = -128
+        x[1] = 127
+        fast = ir._conv(layer, [x], {})
+        slow = _slow_conv(layer, x, monkeypatch)
+        np.testing.assert_array_equal(fast.reshape(slow.shape), slow, err_msg=f"case {case}: {layer.p['pads']}")
+
+
+def test_every_way_of_summing_is_taken():
+    """The three ways exist on realistic layers: small weights (o = z_x), a padded layer whose zero point would
+    break the bound (padded here), and a layer too long for float32 at all (float64)."""
+    from repair.program.requantize import folded_bias
+
+    rng = np.random.default_rng(0)
+    small = _layer(rng, 16, 4, 3, 1, 1, 1, 1, False, 20).p
+    padded = _layer(rng, 1000, 2, 1, 1, 1, 1, 1, False, 127).p
+    padded["in_zp"] = -128
+    long = _layer(rng, 2000, 2, 1, 1, 1, 1, 0, False, 127).p
+    assert folded_bias(small, small["in_zp"])[1].max() < sums.EXACT_FLOAT32
+    assert folded_bias(padded, -128)[1].max() >= sums.EXACT_FLOAT32 > folded_bias(padded, 0)[1].max()
+    assert folded_bias(long, 0)[1].max() >= sums.EXACT_FLOAT32
+    x = rng.integers(-128, 128, (2, 2000, 3, 3)).astype(np.float32)
+    assert sums.conv_accumulators(long, x) is None
+    a, _, _ = sums.conv_accumulators(padded, x[:, :1000])
+    assert a.shape == (2, 2, 5, 5)
+
+
+def test_a_dead_channel_does_not_send_its_layer_to_the_slow_path(monkeypatch):
+    """A channel whose bias (10^9, as some TFLite models carry) drives every output to the range's end is constant:
+    its value is written directly, the other channels stay on the fast path, and the layer equals the exact path."""
+    rng = np.random.default_rng(3)
+    layer = _layer(rng, 32, 6, 3, 1, 1, 1, 1, False, 127)
+    layer.p["bias"][2] = -1_070_000_000
+    layer.p["bias"][4] = 1_070_000_000
+    x = rng.integers(-128, 128, (4, 32, 9, 9)).astype(np.float32)
+    acc = sums.conv_accumulators(layer.p, x)
+    assert acc is not None and list(np.flatnonzero(acc[2][0])) == [2, 4]
+    np.testing.assert_array_equal(ir._conv(layer, [x], {}), _slow_conv(layer, x, monkeypatch))
