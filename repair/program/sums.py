@@ -53,25 +53,44 @@ def _conv_session(w: np.ndarray, group: int, strides, dilations, pads):
     return sess
 
 
+_constants_cache: OrderedDict = OrderedDict()
+_PARAMS = ("weights", "bias", "mult", "shift")
+
+
+def _constants(p: dict, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``folded_bias`` and ``constant_channels`` of layer ``p`` for ``offset``, computed once per layer and reused
+    for every batch (a layer's parameters are not changed after lowering; the cache holds them and checks that it
+    is handed the same objects)."""
+    from .requantize import constant_channels, folded_bias
+
+    key = (*(id(p[k]) for k in _PARAMS), offset, p["in_zp"], p["out_zp"], p["act_min"], p["act_max"])
+    hit = _constants_cache.get(key)
+    if hit is not None and all(a is p[k] for a, k in zip(hit[0], _PARAMS)):
+        _constants_cache.move_to_end(key)
+        return hit[1]
+    folded, bound = folded_bias(p, offset)
+    value = (folded, bound, *constant_channels(p, folded, bound))
+    _constants_cache[key] = (tuple(p[k] for k in _PARAMS), value)
+    if len(_constants_cache) > _CACHE_SIZE:
+        _constants_cache.popitem(last=False)
+    return value
+
+
 def conv_accumulators(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple] | None:
     """(a, A, (constant, values)): a conv layer's accumulators (parameters ``p`` as ``repair.program.ir`` keeps
     them) over int8 values ``x`` [N, C, H, W] or [N, C, L] (float32 holding integers) — float32 [N, Cout, Ho, Wo],
     exact — their per-channel bound, and the channels whose output is one value whatever the input
     (``requantize.constant_channels``: their accumulators are computed without the bias, and their outputs are
     those values); None when float32 cannot hold the others exactly (the module docstring)."""
-    from .requantize import constant_channels, folded_bias
-
     w = p["weights"]
     pads, zp = tuple(p["pads"]), p["in_zp"]
     if x.ndim == 3:
         x = x[:, :, None, :]
     offset = zp if any(pads) else 0
-    folded, bound = folded_bias(p, offset)
-    constant, values = constant_channels(p, folded, bound)
+    folded, bound, constant, values = _constants(p, offset)
     if any(pads) and bound[~constant].max(initial=0) >= EXACT_FLOAT32:  # o = z_x breaks the bound: pad with z_x here
         offset = 0
-        folded, bound = folded_bias(p, 0)
-        constant, values = constant_channels(p, folded, bound)
+        folded, bound, constant, values = _constants(p, 0)
         pt, pl, pb, pr = pads
         x, pads = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=zp), (0, 0, 0, 0)
     if bound[~constant].max(initial=0) >= EXACT_FLOAT32:
