@@ -59,6 +59,14 @@ def channel_view(a: np.ndarray, axis: int) -> np.ndarray:
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
+def _sample_range(a: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample, per-channel (min, max) of a batch (channels on axis 1), taken in the batch's own dtype (min and
+    max round nothing, so the same values as in float64) and returned as float64."""
+    a = np.asarray(a)
+    v = a.reshape(a.shape[0], a.shape[1], -1)
+    return v.min(axis=2).astype(np.float64), v.max(axis=2).astype(np.float64)
+
+
 @dataclass
 class FitContext:
     """Models, splits and float-side caches shared by the in-model repairs of one fit."""
@@ -187,8 +195,7 @@ class FitContext:
 
     def _sample_ranges(self, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-sample, per-channel (min, max): name → ((samples, channels), (samples, channels))."""
-        return self._reduce("sample_ranges", names, lambda a, n: (channel_view(a, 1).min(axis=2),
-                                                                   channel_view(a, 1).max(axis=2)),
+        return self._reduce("sample_ranges", names, _sample_range,
                             lambda parts: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
 
     def float_values(self, name: str, divisor: np.ndarray | None = None) -> np.ndarray:
