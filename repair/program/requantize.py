@@ -12,15 +12,17 @@ Three ways to the same integers:
 ``requantize_fast`` rests on the one-rounding form of the requantization (``tmlr_requantize_right`` in
 c_patches/include/tmlr_fixedpoint.h): with x' = a·2^l (l = max(shift, 0), no saturation: |a|·2^l < 2^31) and
 r = max(−shift, 0), requantize(a) = ⌊a·S + ½ + sign(a)·δ⌋, S = M·2^(l−31−r), δ = 2^(−1−r) (δ = 0 for r = 0;
-sign(0) = +). So y = clamp(⌊t⌋), t = a·S + ½ + sign(a)·δ + z_y. Computed in a float type of unit roundoff u —
-one rounding of S, of the product, of the constant added and of the addition — t is off by less than
+sign(0) = +). So y = clamp(⌊t⌋), t = a·S + ½ + sign(a)·δ + z_y. Computed in a float type of unit roundoff u
+from an exact accumulator a — roundings of S, of the product and of at most two additions — t is off by less than
 
-    E = A·S·8u + 512u,   A ≥ |a| (per output channel; |z_y| ≤ 128)
+    E = min(A·S, 512)·8u + 512u,   A ≥ |a| (per output channel; |z_y| ≤ 128)
 
 so ⌊t⌋ is exact wherever t's fraction lies in [2E, 1 − 2E] (t − ⌊t⌋ is exact by Sterbenz's lemma, but in (−1, 0)
-where it is within u). (The accumulator a is exact, so its term is S's rounding and the product's.) The other elements — about 4E of them, under 0.1% for float32 on typical layers — are
-recomputed by ``requantize_array``. About ten passes over the layer's output in float32, where the exact float64
-requantization took a dozen in float64 and the int64 one more (numpy has no vector int64 multiply on x86).
+where it is within u). The cap at 512: an element with |a·S| > 512 has |t| > 383 both exactly and as computed
+(its relative error is below 16u), so it is clamped to the range's end either way. The other elements are
+recomputed by ``requantize_array``: about 2E + 2δ of them (0.1–2% on the bundled and MLPerf Tiny models). About
+ten passes over the layer's output in float32, where the exact float64 requantization took a dozen in float64
+and the int64 one more (numpy has no vector int64 multiply on x86).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def requantize_fast(acc: np.ndarray, p: dict, bound) -> np.ndarray | None:
     multiplier ≤ 0, a left shift that could saturate) or the error bound is above ``MAX_ERROR``: the caller takes
     an exact path.
 
-    The sign term: where 2δ is small (r ≥ 6), t takes +δ for every element and the elements whose fraction lies
+    The sign term: where 2δ is small (r ≥ 5), t takes +δ for every element and the elements whose fraction lies
     below 2δ + 2E are recomputed too (for a < 0 the result is ⌊t − 2δ⌋, which differs from ⌊t⌋ only there) —
     two passes fewer than applying sign(a)·δ."""
     mult = np.asarray(p["mult"], np.int64).reshape(-1)
@@ -155,7 +157,7 @@ def requantize_fast(acc: np.ndarray, p: dict, bound) -> np.ndarray | None:
         return None
     scale = mult * np.exp2(left - 31.0 - right)
     u = float(np.finfo(acc.dtype).eps) / 2
-    error = bound * scale * 8 * u + 512 * u
+    error = np.minimum(bound * scale, 512.0) * 8 * u + 512 * u
     if float(error.max()) > MAX_ERROR:
         return None
     dt = acc.dtype.type
