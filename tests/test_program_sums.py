@@ -79,7 +79,10 @@ def test_a_dead_channel_does_not_send_its_layer_to_the_slow_path(monkeypatch):
     layer = _layer(rng, 32, 6, 3, 1, 1, 1, 1, False, 127)
     layer.p["bias"][2] = -1_070_000_000
     layer.p["bias"][4] = 1_070_000_000
+    layer.p["mult"][2] = 0  # as such channels often carry: no multiplier at all, or one ≥ ½ with a left shift
+    layer.p["mult"][4], layer.p["shift"][4] = 1 << 30, 3
     x = rng.integers(-128, 128, (4, 32, 9, 9)).astype(np.float32)
     acc = sums.conv_accumulators(layer.p, x)
     assert acc is not None and list(np.flatnonzero(acc[2][0])) == [2, 4]
+    assert requantize.requantize_fast(acc[0], layer.p, acc[1], ignore=acc[2][0]) is not None  # the fast path
     np.testing.assert_array_equal(ir._conv(layer, [x], {}), _slow_conv(layer, x, monkeypatch))

@@ -154,7 +154,7 @@ def _conv(layer, args, tensors):
     """
     p = layer.p
     acc = conv_accumulators(p, args[0])
-    out = None if acc is None else requantize_fast(acc[0], p, acc[1])
+    out = None if acc is None else requantize_fast(acc[0], p, acc[1], ignore=acc[2][0])
     if out is not None:
         constant, values = acc[2]
         if constant.any():

@@ -137,12 +137,12 @@ def _per_channel(values, channels: int) -> np.ndarray:
     return np.broadcast_to(v, (channels,)) if v.size == 1 else v
 
 
-def requantize_fast(acc: np.ndarray, p: dict, bound) -> np.ndarray | None:
+def requantize_fast(acc: np.ndarray, p: dict, bound, ignore: np.ndarray | None = None) -> np.ndarray | None:
     """clamp(z_y + requantize(acc)) with the requantization, zero point and range of layer ``p``, in acc's float
     type (float32 or float64; ``acc`` holds exact integers, channels on axis 1 where ``p`` is per channel);
     ``bound`` ≥ |acc| (per channel, or one number). None when the requantization is not of the fast kind (a
     multiplier ≤ 0, a left shift that could saturate) or the error bound is above ``MAX_ERROR``: the caller takes
-    an exact path.
+    an exact path. ``ignore``: channels whose outputs the caller replaces (left out of those checks).
 
     The sign term: where 2δ is small (r ≥ 5), t takes +δ for every element and the elements whose fraction lies
     below 2δ + 2E are recomputed too (for a < 0 the result is ⌊t − 2δ⌋, which differs from ⌊t⌋ only there) —
@@ -153,11 +153,12 @@ def requantize_fast(acc: np.ndarray, p: dict, bound) -> np.ndarray | None:
     mult, shift = _per_channel(mult, c), _per_channel(np.asarray(p["shift"], np.int64), c)
     bound = _per_channel(np.asarray(bound, np.float64), c)
     left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
-    if np.any(mult <= 0) or np.any(right > 62) or np.any(bound * np.exp2(left) >= 2.0 ** 31):
+    live = np.ones(c, bool) if ignore is None else ~np.asarray(ignore, bool)
+    if np.any((mult <= 0)[live]) or np.any(right > 62) or np.any((bound * np.exp2(left) >= 2.0 ** 31)[live]):
         return None
     scale = mult * np.exp2(left - 31.0 - right)
     u = float(np.finfo(acc.dtype).eps) / 2
-    error = np.minimum(bound * scale, 512.0) * 8 * u + 512 * u
+    error = np.where(live, np.minimum(bound * scale, 512.0) * 8 * u + 512 * u, 0.0)
     if float(error.max()) > MAX_ERROR:
         return None
     dt = acc.dtype.type
