@@ -20,7 +20,7 @@ from an exact accumulator a — roundings of S, of the product and of at most tw
 so ⌊t⌋ is exact wherever t's fraction lies in [2E, 1 − 2E] (t − ⌊t⌋ is exact by Sterbenz's lemma, but in (−1, 0)
 where it is within u). The cap at 512: an element with |a·S| > 512 has |t| > 383 both exactly and as computed
 (its relative error is below 16u), so it is clamped to the range's end either way. The other elements are
-recomputed by ``requantize_array``: about 2E + 2δ of them (0.1–2% on the bundled and MLPerf Tiny models). About
+recomputed by ``requantize_array``: about 4E + 2δ of them (0.7–1.7% on the bundled and MLPerf Tiny models). About
 ten passes over the layer's output in float32, where the exact float64 requantization took a dozen in float64
 and the int64 one more (numpy has no vector int64 multiply on x86).
 """
