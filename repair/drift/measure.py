@@ -125,11 +125,16 @@ class _DriftPass:
             bar.advance(len(xb))
 
         def infer():
-            for _, xb in data.batches(batch_size):
-                feed = {in_name: xb}
-                q = (self.program.run(xb, list(self.q_names)) if self.program is not None else
-                     q_sess.run(list(self.q_names), pair.int8_feed(feed)))
-                yield xb, f_sess.run(list(self.f_names), feed), q
+            from concurrent.futures import ThreadPoolExecutor
+
+            # the float model runs in a second thread while the int8 side runs here: both release the GIL
+            with ThreadPoolExecutor(1, thread_name_prefix="tmlrepair-float") as pool:
+                for _, xb in data.batches(batch_size):
+                    feed = {in_name: xb}
+                    f_out = pool.submit(f_sess.run, list(self.f_names), feed)
+                    q = (self.program.run(xb, list(self.q_names)) if self.program is not None else
+                         q_sess.run(list(self.q_names), pair.int8_feed(feed)))
+                    yield xb, f_out.result(), q
 
         bar.start(len(data), "samples")
         _overlapped(infer(), fold)
