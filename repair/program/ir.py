@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import fixedpoint as fp
-from .requantize import finish, folded_bias, requantize_fast
-from .sums import EXACT_FLOAT32, conv_accumulators
+from .requantize import finish, requantize_fast
+from .sums import conv_accumulators, fc_accumulators
 
 OPS = ("conv", "fc", "avgpool", "maxpool", "requant", "add", "softmax", "transpose", "reshape",
        "avgpool_tflm")  # tmlr_layer_op 1..10
@@ -143,6 +143,18 @@ def exact_float_dtype(taps: int) -> type:
     return np.float32 if taps * 255 * 127 < (1 << 24) else np.float64
 
 
+def _requantized(acc, p) -> np.ndarray | None:
+    """A conv or fc layer's output from its exact float32 accumulators (``sums``: a, their bound, the channels
+    whose output is constant and those outputs), or None where there are none or the fast requantization does not
+    apply (the caller then takes the exact float64 path)."""
+    out = None if acc is None else requantize_fast(acc[0], p, acc[1], ignore=acc[2][0])
+    if out is not None:
+        constant, values = acc[2]
+        if constant.any():
+            out[:, constant] = values[constant].reshape(-1, *([1] * (out.ndim - 2)))
+    return out
+
+
 def _conv(layer, args, tensors):
     """Convolution over (N, C, H, W): its integer sums by onnxruntime's float32 Conv and the requantization in
     float32 where both are provably exact (``sums``, ``requantize``); else in exact float arithmetic here.
@@ -153,12 +165,8 @@ def _conv(layer, args, tensors):
     contiguous runs instead of one numpy inner loop per output row: 1.6× faster on digits' depthwise layers.
     """
     p = layer.p
-    acc = conv_accumulators(p, args[0])
-    out = None if acc is None else requantize_fast(acc[0], p, acc[1], ignore=acc[2][0])
+    out = _requantized(conv_accumulators(p, args[0]), p)
     if out is not None:
-        constant, values = acc[2]
-        if constant.any():
-            out[:, constant] = values[constant].reshape(-1, *([1] * (out.ndim - 2)))
         return out
     x = args[0] - p["in_zp"]
     n = len(x)
@@ -207,13 +215,9 @@ def _conv(layer, args, tensors):
 def _fc(layer, args, tensors):
     p = layer.p
     x = args[0].reshape(len(args[0]), -1)
-    folded, bound = folded_bias(p, 0)
-    if bound.max() < EXACT_FLOAT32:  # Σ x·w + b − z_x·Σw over raw x, exact in float32 (``sums``)
-        acc = x.astype(np.float32) @ p["weights"].astype(np.float32).T
-        acc += folded.astype(np.float32)
-        out = requantize_fast(acc, p, bound)
-        if out is not None:
-            return out
+    out = _requantized(fc_accumulators(p, x), p)
+    if out is not None:
+        return out
     x = x - p["in_zp"]
     dt = exact_float_dtype(x.shape[1])
     acc = (x.astype(dt) @ p["weights"].astype(dt).T).astype(np.float64)

@@ -193,7 +193,9 @@ def finish(acc, p: dict, axis: int = 1, bound: float | None = None) -> np.ndarra
     exact paths apply per-channel parameters with the channel axis moved first."""
     acc = np.asarray(acc)
     if axis == 1 and acc.dtype.kind == "f" and acc.ndim >= 2:
-        y = requantize_fast(acc, p, bound if bound is not None else float(np.abs(acc).max(initial=0.0)))
+        if bound is None:  # two reductions, no |acc| array
+            bound = max(-float(acc.min(initial=0.0)), float(acc.max(initial=0.0)))
+        y = requantize_fast(acc, p, bound)
         if y is not None:
             return y.astype(np.float32, copy=False)
     mult, shift = np.asarray(p["mult"], np.int64), np.asarray(p["shift"], np.int64)
