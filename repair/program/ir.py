@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import fixedpoint as fp
+from .graph import build_segment
 from .requantize import finish, requantize_fast
 from .sums import conv_accumulators, fc_accumulators
 
@@ -82,40 +83,50 @@ class IntProgram:
         if missing:
             raise KeyError(f"not tensors of the program: {missing[:3]}")
         parts: dict[str, list] = {n: [] for n in names}
+        steps = self.plan(set(keys.values()))
         for i in range(0, len(x), batch):
-            values = self._forward(x[i:i + batch])
+            values = self._forward(x[i:i + batch], steps)
             for name, key in keys.items():
                 parts[name].append(values[key].astype(np.int8))
         return {name: np.concatenate(v) for name, v in parts.items()}
 
+    def plan(self, names: set) -> list:
+        """How one batch runs with the present parameters: ``graph.Segment`` s (runs of layers onnxruntime computes
+        exactly) and single layers numpy computes (``_KERNELS``)."""
+        steps, i = [], 0
+        while i < len(self.layers):
+            segment, end = build_segment(self, i, names)
+            if segment is None:
+                steps.append(self.layers[i])
+                i += 1
+            else:
+                steps.append(segment)
+                i = end
+        return steps
+
     def auto_batch(self) -> int:
-        """Samples per batch: 2^17 / the largest per-sample working set (a tensor, an im2col column block, an FC
-        input), within [64, 1024]. Measured on one machine (1000 samples): the largest tensor of digits and
-        kws_dscnn is 6,272 and 8,000 values and 64 is fastest there (larger batches fall out of cache: kws 0.70 s
-        at 64, 1.68 s at 1024); ECG's is 128 values and per-layer overhead dominates (11 ms at 64, 3-4 ms at 256+)."""
-        work = 1
-        for layer in self.layers:
-            out = self.tensors[layer.output].size
-            work = max(work, out)
-            if layer.op == "conv":
-                cout, cg, kh, kw = layer.p["weights"].shape
-                work = max(work, cg * kh * kw * out // cout)
-            elif layer.op == "fc":
-                work = max(work, layer.p["weights"].shape[1])
-        return int(min(1024, max(64, (1 << 17) // work)))
+        """Samples per batch: 2^19 / the largest per-sample tensor, within [32, 1024] — about 2 MB of float32 per
+        tensor, the float64 temporaries of the requantization twice that (``graph``). Measured on one machine
+        (1000 samples, ratios to onnxruntime in the same run): digits (largest 6,272) best at 64-128, kws_dscnn
+        (8,000) at 64-128, ic_resnet8 (16,384) at 32-64, vww (73,728) at 32; small models (ecg, 128) at 1000."""
+        work = max(self.tensors[layer.output].size for layer in self.layers) if self.layers else 1
+        return int(min(1024, max(32, (1 << 19) // work)))
 
     def run(self, x: np.ndarray, batch: int | None = None) -> np.ndarray:
         """int8 input [N, *input shape] → int8 output [N, *output shape], exactly as the C kernels compute."""
         return self.run_tensors(x, [self.output], batch)[self.output]
 
-    def _forward(self, xb: np.ndarray) -> dict[str, np.ndarray]:
-        """Every tensor's values on one batch, as float32 arrays of exact integers (int8 values fit; float32 is
-        what the kernels compute in, so no conversions between layers)."""
+    def _forward(self, xb: np.ndarray, steps: list) -> dict[str, np.ndarray]:
+        """The values of the tensors the steps hand on (and the input) on one batch, as float32 arrays of exact
+        integers (int8 values fit; float32 is what the kernels compute in, so no conversions between layers)."""
         n = len(xb)
         values = {self.input: xb.reshape(n, *self.tensors[self.input].shape).astype(np.float32)}
-        for layer in self.layers:
-            out = _KERNELS[layer.op](layer, [values[j] for j in layer.inputs], self.tensors)
-            values[layer.output] = out.reshape(n, *self.tensors[layer.output].shape)
+        for step in steps:
+            if isinstance(step, Layer):
+                out = _KERNELS[step.op](step, [values[j] for j in step.inputs], self.tensors)
+                values[step.output] = out.reshape(n, *self.tensors[step.output].shape)
+            else:
+                values.update(step.run(values))
         return values
 
     def macs(self) -> int:

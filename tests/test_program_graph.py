@@ -1,0 +1,85 @@
+"""The integer program compiled into onnxruntime graphs (``repair.program.graph``) against exact int64 arithmetic:
+its float64 requantization over TFLM's whole parameter range (multipliers in [2^30, 2^31), shifts in [−31, 30],
+any bias and zero points), and its convolutions over every geometry, against the numpy path's exact sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repair import fixedpoint as fp
+from repair.program import graph
+from repair.program.ir import IntProgram, Layer, QTensor
+
+from .test_program_sums import _layer, _slow_conv
+
+
+def _program(layer: Layer, in_shape: tuple, out_shape: tuple) -> IntProgram:
+    tensors = {"x": QTensor("x", in_shape, 1.0, 0), "y": QTensor("y", out_shape, 1.0, 0)}
+    return IntProgram(tensors, [layer], "x", "y")
+
+
+def _uses_graph(prog: IntProgram) -> bool:
+    return isinstance(prog.plan({prog.output})[0], graph.Segment)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), channels=st.integers(1, 6), inputs=st.integers(1, 40),
+       weight_max=st.sampled_from([1, 20, 127]), bias_bits=st.integers(0, 31), shift=st.integers(-31, 30),
+       in_zp=st.integers(-128, 127), out_zp=st.integers(-128, 127), act=st.sampled_from([(-128, 127), (0, 127),
+                                                                                         (-100, 50)]))
+def test_graph_fully_connected_layer_equals_int64_arithmetic(seed, channels, inputs, weight_max, bias_bits, shift,
+                                                             in_zp, out_zp, act):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-weight_max, weight_max + 1, (channels, inputs)).astype(np.int8)
+    bias = rng.integers(-(1 << bias_bits), (1 << bias_bits) + 1, channels).astype(np.int64)
+    mult = rng.integers(1 << 30, 1 << 31, channels).astype(np.int64)
+    shifts = np.clip(shift + rng.integers(-2, 3, channels), -31, 30)
+    p = {"weights": w, "bias": [int(b) for b in bias], "mult": [int(m) for m in mult],
+         "shift": [int(s) for s in shifts], "in_zp": in_zp, "out_zp": out_zp, "act_min": act[0], "act_max": act[1]}
+    prog = _program(Layer("fc", ["x"], "y", "fc", p), (inputs,), (channels,))
+    x = rng.integers(-128, 128, (9, inputs)).astype(np.int8)
+    x[0], x[1] = -128, 127
+    acc = (x.astype(np.int64) - in_zp) @ w.astype(np.int64).T + bias
+    want = np.stack([fp.requantize(acc[:, c], int(mult[c]), int(shifts[c])) for c in range(channels)], axis=1)
+    want = np.clip(want + out_zp, *act)
+    np.testing.assert_array_equal(prog.run(x).astype(np.int64), want)
+
+
+def test_the_graph_takes_typical_layers_and_declines_inexact_ones():
+    """Typical parameters compile; a left shift that could saturate, or accumulators whose product with the
+    multiplier reaches 2^53, run in numpy instead (and the fully connected test above checks both agree)."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (4, 32)).astype(np.int8)
+    p = {"weights": w, "bias": [100, -100, 0, 5], "mult": [1 << 30] * 4, "shift": [-8] * 4, "in_zp": 3,
+         "out_zp": -5, "act_min": -128, "act_max": 127}
+    assert _uses_graph(_program(Layer("fc", ["x"], "y", "fc", p), (32,), (4,)))
+    assert not _uses_graph(_program(Layer("fc", ["x"], "y", "fc", dict(p, shift=[20] * 4)), (32,), (4,)))
+    wide = dict(p, weights=np.full((4, 600), 127, np.int8), mult=[(1 << 31) - 1] * 4, shift=[-20] * 4)
+    assert not _uses_graph(_program(Layer("fc", ["x"], "y", "fc", wide), (600,), (4,)))  # A·M ≈ 2^54
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_graph_convolution_equals_the_exact_path(seed, monkeypatch):
+    rng = np.random.default_rng(100 + seed)
+    taken = 0
+    for case in range(10):
+        one_d = case % 4 == 3
+        group = int(rng.choice([1, 2, 4]))
+        cin = group * int(rng.integers(1, 9)) if case % 3 else group * int(rng.integers(100, 160))
+        cout = group * int(rng.integers(1, 5))
+        k = int(rng.integers(1, 5))
+        layer = _layer(rng, cin, cout, k, group, int(rng.integers(1, 3)), int(rng.integers(1, 3)),
+                       int(rng.integers(0, 3)), one_d, int(rng.choice([20, 127])))
+        shape = (cin, 14) if one_d else (cin, int(rng.integers(k * 2, 12)), 13)
+        x = rng.integers(-128, 128, (5, *shape)).astype(np.float32)
+        x[0], x[1] = -128, 127
+        slow = _slow_conv(layer, x, monkeypatch)
+        out_shape = (cout, slow.shape[-1]) if one_d else slow.shape[1:]
+        prog = _program(layer, shape, out_shape)
+        taken += _uses_graph(prog)
+        got = prog.run(x.astype(np.int8))
+        np.testing.assert_array_equal(got.reshape(slow.shape), slow, err_msg=f"case {case}: {layer.p['pads']}")
+    assert taken >= 5  # most of these layers compile
