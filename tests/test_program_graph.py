@@ -10,10 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repair import fixedpoint as fp
-from repair.program import graph
+from repair.program import graph, host
 from repair.program.ir import IntProgram, Layer, QTensor
 
 from .test_program_sums import _layer, _slow_conv
+
+
+@pytest.fixture(autouse=True)
+def _without_host_c(monkeypatch):
+    """The graphs are what runs without the host build (no C compiler)."""
+    monkeypatch.setattr(host, "library", lambda: None)
 
 
 def _program(layer: Layer, in_shape: tuple, out_shape: tuple) -> IntProgram:

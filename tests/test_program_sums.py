@@ -1,5 +1,5 @@
-"""The integer program's fast convolution (accumulators by onnxruntime's float32 Conv, requantization in float32
-with the elements next to a rounding boundary recomputed) against its exact float64 path, layer by layer: every
+"""The integer program's fast convolution (sums by onnxruntime's float32 Conv; requantization by the host build's
+C, or in float32 with the elements next to a rounding boundary recomputed) against its exact float64 path, layer by layer: every
 geometry (padding, stride, dilation, groups, 1-D), zero points at the int8 ends, and weights large enough to take
 each way — o = z_x, the input padded with z_x, and the float64 fallback where float32 could not be exact."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repair.program import ir, requantize, sums
+from repair.program import host, ir, requantize, sums
 from repair.program.ir import Layer
 
 
@@ -28,13 +28,18 @@ def _layer(rng, cin, cout, k, group, stride, dilation, pad, one_d, weight_max):
 def _slow_conv(layer, x, monkeypatch):
     """The layer by numpy sums in exact float arithmetic and the exact float64/int64 requantization."""
     with monkeypatch.context() as m:
-        m.setattr(ir, "conv_accumulators", lambda p, x: None)
+        m.setattr(ir, "conv_sums", lambda p, x: None)
         m.setattr(requantize, "requantize_fast", lambda *args: None)
         return ir._conv(layer, [x], {})
 
 
+@pytest.mark.parametrize("host_c", [True, False], ids=["host C", "numpy"])
 @pytest.mark.parametrize("seed", range(6))
-def test_fast_convolution_equals_the_exact_path(seed, monkeypatch):
+def test_fast_convolution_equals_the_exact_path(seed, host_c, monkeypatch):
+    if not host_c:
+        monkeypatch.setattr(host, "library", lambda: None)
+    elif host.library() is None:
+        pytest.skip("no C compiler here: the host build is not available")
     rng = np.random.default_rng(seed)
     for case in range(12):
         one_d = case % 4 == 3
@@ -60,16 +65,19 @@ def test_every_way_of_summing_is_taken():
 
     rng = np.random.default_rng(0)
     small = _layer(rng, 16, 4, 3, 1, 1, 1, 1, False, 20).p
-    padded = _layer(rng, 1000, 2, 1, 1, 1, 1, 1, False, 127).p
+    padded = _layer(rng, 1100, 2, 1, 1, 1, 1, 1, False, 127).p
     padded["in_zp"] = -128
-    long = _layer(rng, 2000, 2, 1, 1, 1, 1, 0, False, 127).p
-    assert folded_bias(small, small["in_zp"])[1].max() < sums.EXACT_FLOAT32
-    assert folded_bias(padded, -128)[1].max() >= sums.EXACT_FLOAT32 > folded_bias(padded, 0)[1].max()
-    assert folded_bias(long, 0)[1].max() >= sums.EXACT_FLOAT32
-    x = rng.integers(-128, 128, (2, 2000, 3, 3)).astype(np.float32)
-    assert sums.conv_accumulators(long, x) is None
-    a, _, _ = sums.conv_accumulators(padded, x[:, :1000])
-    assert a.shape == (2, 2, 5, 5)
+    long = _layer(rng, 2600, 2, 1, 1, 1, 1, 0, False, 127).p
+    def spread(p, offset):  # the bound on the sums alone
+        folded, bound = folded_bias(p, offset)
+        return (bound - np.abs(folded)).max()
+
+    assert spread(small, small["in_zp"]) < sums.EXACT_FLOAT32
+    assert spread(padded, -128) >= sums.EXACT_FLOAT32 > spread(padded, 0)
+    assert spread(long, 0) >= sums.EXACT_FLOAT32
+    x = rng.integers(-128, 128, (2, 2600, 3, 3)).astype(np.float32)
+    assert sums.conv_sums(long, x) is None
+    assert sums.conv_sums(padded, x[:, :1100]).sums.shape == (2, 2, 5, 5)
 
 
 def test_a_dead_channel_does_not_send_its_layer_to_the_slow_path(monkeypatch):
@@ -82,7 +90,7 @@ def test_a_dead_channel_does_not_send_its_layer_to_the_slow_path(monkeypatch):
     layer.p["mult"][2] = 0  # as such channels often carry: no multiplier at all, or one ≥ ½ with a left shift
     layer.p["mult"][4], layer.p["shift"][4] = 1 << 30, 3
     x = rng.integers(-128, 128, (4, 32, 9, 9)).astype(np.float32)
-    acc = sums.conv_accumulators(layer.p, x)
-    assert acc is not None and list(np.flatnonzero(acc[2][0])) == [2, 4]
-    assert requantize.requantize_fast(acc[0], layer.p, acc[1], ignore=acc[2][0]) is not None  # the fast path
+    s = sums.conv_sums(layer.p, x)
+    assert s is not None and list(np.flatnonzero(s.constant)) == [2, 4]
+    assert requantize.requantize_fast(s.accumulators(), layer.p, s.bound, ignore=s.constant) is not None
     np.testing.assert_array_equal(ir._conv(layer, [x], {}), _slow_conv(layer, x, monkeypatch))

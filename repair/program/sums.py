@@ -1,4 +1,4 @@
-"""A convolution's integer accumulators computed by onnxruntime's float32 Conv — exactly.
+"""A convolution's integer sums computed by onnxruntime's float32 Conv — exactly.
 
 The accumulator of output channel c is a = Σ (x − o)·w + B_c with B_c = b_c − (z_x − o)·Σw_c (the bias and the
 rest of the zero point folded into one constant, ``requantize.folded_bias``), over int8 inputs less an offset o:
@@ -11,13 +11,20 @@ addition and multiplication — whatever blocking or fused multiply-add MLAS cho
 digits' five convolutions, 1000 samples: onnxruntime's Conv (im2col + SGEMM, or its depthwise kernel, two cores)
 gave the sums in 34 ms, where the numpy path took 200 ms for its sums and float64 requantization together.
 
-Sessions are cached by the layer's weights and geometry; B is an input, so edits of biases or ranges reuse them.
+The sums Σ (x − o)·w alone (bounded by S_c = (128 + |o|)·Σ|w_c|, exact when every S_c < 2^24) are what the host
+build's requantization takes (``host``: it adds B_c in int32); the numpy path adds B_c in float32, exact when
+A_c = S_c + |B_c| < 2^24 as well. The Conv has no bias input, so onnxruntime's NCHWc kernels run it (its layout
+optimisation needs a constant bias or none: kws_dscnn's depthwise layers 4× faster; it is left off for the other
+convolutions, which its layout reorders make slower). Sessions are cached by the layer's weights and geometry, so
+edits of biases or ranges reuse them; o is taken off in numpy (onnxruntime's Sub of a fed scalar took 23 ms where
+the 1×1 Conv it fed took 6, on sww's 1000 × 128 × 24 inputs).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,15 +45,14 @@ def _conv_session(w: np.ndarray, group: int, strides, dilations, pads):
 
     from ..models.pair import ort_session
 
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=group, strides=list(strides),
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=group, strides=list(strides),
                             dilations=list(dilations), pads=list(pads))
-    graph = helper.make_graph([node], "sums", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
-                                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [w.shape[0]])],
+    graph = helper.make_graph([node], "sums", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w.astype(np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    sess = ort_session(model, optimize=True)
+    sess = ort_session(model, optimize=group > 1)  # NCHWc: depthwise 2-4× faster, 1×1 slower (reorders)
     _sessions[key] = sess
     if len(_sessions) > _CACHE_SIZE:
         _sessions.popitem(last=False)
@@ -76,37 +82,55 @@ def layer_constants(p: dict, offset: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return value
 
 
-def conv_accumulators(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple] | None:
-    """(a, A, (constant, values)): a conv layer's accumulators (parameters ``p`` as ``repair.program.ir`` keeps
-    them) over int8 values ``x`` [N, C, H, W] or [N, C, L] (float32 holding integers) — float32 [N, Cout, Ho, Wo],
-    exact — their per-channel bound, and the channels whose output is one value whatever the input
-    (``requantize.constant_channels``: their accumulators are computed without the bias, and their outputs are
-    those values); None when float32 cannot hold the others exactly (the module docstring)."""
+@dataclass
+class LayerSums:
+    """A conv or fc layer's sums over a batch and what makes them its accumulators a = sums + B (per channel)."""
+    sums: np.ndarray  #: Σ (x − o)·w, float32 holding exact integers, channels on axis 1
+    folded: np.ndarray  #: B (int64): the bias with the rest of the zero point folded in (``folded_bias``)
+    bound: np.ndarray  #: A ≥ |a| (float64)
+    constant: np.ndarray  #: channels whose output is one value whatever the input (``constant_channels``)
+    values: np.ndarray  #: those values
+
+    def accumulators(self) -> np.ndarray | None:
+        """sums + B in float32, exact where every live A < 2^24 (constant channels take no bias: their outputs are
+        replaced, and a bias of 10^9 would only break the bound); None where float32 cannot hold them."""
+        if self.bound[~self.constant].max(initial=0) >= EXACT_FLOAT32:
+            return None
+        shape = (1, -1) + (1,) * (self.sums.ndim - 2)
+        return self.sums + np.where(self.constant, 0, self.folded).astype(np.float32).reshape(shape)
+
+
+def _exact(constants) -> bool:
+    folded, bound, constant, _ = constants
+    return (bound - np.abs(folded))[~constant].max(initial=0) < EXACT_FLOAT32
+
+
+def conv_sums(p: dict, x: np.ndarray) -> LayerSums | None:
+    """A conv layer's sums (parameters ``p`` as ``repair.program.ir`` keeps them) over int8 values ``x``
+    [N, C, H, W] or [N, C, L] (float32 holding integers), float32 [N, Cout, Ho, Wo]; None when float32 cannot
+    hold them exactly (the module docstring)."""
     w = p["weights"]
     pads, zp = tuple(p["pads"]), p["in_zp"]
     if x.ndim == 3:
         x = x[:, :, None, :]
     offset = zp if any(pads) else 0
-    folded, bound, constant, values = layer_constants(p, offset)
-    if any(pads) and bound[~constant].max(initial=0) >= EXACT_FLOAT32:  # o = z_x breaks the bound: pad with z_x here
-        offset = 0
-        folded, bound, constant, values = layer_constants(p, 0)
+    constants = layer_constants(p, offset)
+    if any(pads) and not _exact(constants):  # o = z_x breaks the bound: pad with z_x here
+        offset, constants = 0, layer_constants(p, 0)
         pt, pl, pb, pr = pads
         x, pads = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=zp), (0, 0, 0, 0)
-    if bound[~constant].max(initial=0) >= EXACT_FLOAT32:
+    if not _exact(constants):
         return None
-    folded = np.where(constant, 0, folded)  # their outputs are replaced: the bias only breaks the bound
-    x = np.subtract(x, offset, dtype=np.float32) if offset else np.ascontiguousarray(x, np.float32)
     sess = _conv_session(w, p["group"], p["strides"], p["dilations"], pads)
-    return sess.run(None, {"x": x, "b": folded.astype(np.float32)})[0], bound, (constant, values)
+    x = np.subtract(x, offset, dtype=np.float32) if offset else np.ascontiguousarray(x, np.float32)
+    sums = sess.run(None, {"x": x})[0]
+    return LayerSums(sums, *constants)
 
 
-def fc_accumulators(p: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple] | None:
-    """``conv_accumulators`` of a fully connected layer over int8 values ``x`` [N, inputs]: Σ x·w by a float32
-    matrix product (the same bound makes it exact), then the folded bias."""
-    folded, bound, constant, values = layer_constants(p, 0)
-    if bound[~constant].max(initial=0) >= EXACT_FLOAT32:
+def fc_sums(p: dict, x: np.ndarray) -> LayerSums | None:
+    """``conv_sums`` of a fully connected layer over int8 values ``x`` [N, inputs]: Σ x·w by a float32 matrix
+    product (the same bound makes it exact)."""
+    constants = layer_constants(p, 0)
+    if not _exact(constants):
         return None
-    acc = np.asarray(x, np.float32) @ np.asarray(p["weights"], np.float32).T
-    acc += np.where(constant, 0, folded).astype(np.float32)
-    return acc, bound, (constant, values)
+    return LayerSums(np.asarray(x, np.float32) @ np.asarray(p["weights"], np.float32).T, *constants)

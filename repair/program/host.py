@@ -1,0 +1,121 @@
+"""The integer program's requantization in C, built for this machine from the device library.
+
+``c_patches/host/tmlr_program_host.c`` runs the device's own ``tmlr_requantize`` (tmlr_fixedpoint.h) over a
+whole layer's accumulators in one pass — where numpy needs a dozen and onnxruntime's float64 form (``graph``)
+ten. It is compiled once with the host's C compiler (``$CC``, else ``cc``/``gcc``; ``-O3``, and ``-march=native``
+where the compiler takes it) into a cache directory (``$TMLREPAIR_CACHE``, else ``$XDG_CACHE_HOME/tmlrepair``,
+else ``~/.cache/tmlrepair``), named by a hash of the sources, flags and compiler, and loaded with ctypes.
+Without a compiler (or with ``TMLREPAIR_HOST_C=0``) ``library()`` is None and the program runs its graphs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..resources import c_library_dir
+
+_SOURCE = "host/tmlr_program_host.c"
+_HEADER = "include/tmlr_fixedpoint.h"
+_FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
+_lock = threading.Lock()
+_loaded: dict = {}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TMLREPAIR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "tmlrepair")
+    return Path(base) / "host"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
+    source = (lib_dir / _SOURCE).read_bytes() + (lib_dir / _HEADER).read_bytes()
+    for flags in _FLAG_SETS:
+        digest = hashlib.sha1(source + " ".join([cc, *flags]).encode()).hexdigest()[:16]
+        target = cache_dir() / f"tmlr_program_host-{digest}.so"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, renamed into place
+                built = Path(tmp) / target.name
+                r = subprocess.run([cc, *flags, "-std=c99", "-shared", "-fPIC", "-I", str(lib_dir / "include"),
+                                    "-o", str(built), str(lib_dir / _SOURCE)], capture_output=True, text=True)
+                if r.returncode != 0:
+                    continue
+                os.replace(built, target)
+        lib = ctypes.CDLL(str(target))
+        f = lib.tmlr_host_requantize
+        f.restype = None
+        f.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                      ctypes.c_void_p]
+        return lib
+    return None
+
+
+def library() -> ctypes.CDLL | None:
+    """The host build (built on first use), or None: no compiler, a failed build, or ``TMLREPAIR_HOST_C=0``."""
+    if os.environ.get("TMLREPAIR_HOST_C", "1") == "0":
+        return None
+    with _lock:
+        if "lib" not in _loaded:
+            cc = _compiler()
+            try:
+                _loaded["lib"] = _build(cc, c_library_dir()) if cc else None
+            except OSError:  # an unwritable cache, a library that does not load
+                _loaded["lib"] = None
+        return _loaded["lib"]
+
+
+_prepared_cache: dict = {}
+
+
+def _prepared(p: dict, bias: np.ndarray, bound: np.ndarray, channels: int):
+    """(mult, shift, bias) as the C function takes them (int32 per channel), or None where it does not apply;
+    kept per layer (its cached constants: the same objects batch after batch)."""
+    key = (id(p["mult"]), id(p["shift"]), id(bias), id(bound), channels)
+    hit = _prepared_cache.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], (p["mult"], p["shift"], bias, bound))):
+        return hit[1]
+    mult = np.broadcast_to(np.asarray(p["mult"], np.int64).reshape(-1), (channels,))
+    shift = np.broadcast_to(np.asarray(p["shift"], np.int64).reshape(-1), (channels,))
+    bias64 = np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (channels,))
+    value = None
+    if shift.min(initial=0) >= -31 and shift.max(initial=0) <= 30 and not np.any(bound >= 2.0 ** 31):
+        value = tuple(np.ascontiguousarray(v, np.int32) for v in (mult, shift, bias64))
+    if len(_prepared_cache) > 1024:
+        _prepared_cache.clear()
+    _prepared_cache[key] = ((p["mult"], p["shift"], bias, bound), value)
+    return value
+
+
+def requantize(sums: np.ndarray, bias: np.ndarray, bound: np.ndarray, p: dict) -> np.ndarray | None:
+    """clamp(z_y + requantize(sums + bias_c)) for layer ``p`` (mult, shift per channel or per tensor, out_zp,
+    act_min, act_max): ``sums`` float32 [N, C, ...] of exact integers, ``bias`` [C] integers, ``bound`` ≥
+    |sums + bias| per channel. None without the host build, for shifts outside TFLM's [−31, 30], or where
+    sums + bias could leave int32 (the device would overflow; the caller's exact path decides)."""
+    lib = library()
+    if lib is None:
+        return None
+    n, c = sums.shape[0], sums.shape[1]
+    args = _prepared(p, bias, bound, c)
+    if args is None:
+        return None
+    mult, shift, bias32 = args
+    sums = np.ascontiguousarray(sums, np.float32)
+    out = np.empty_like(sums)
+    lib.tmlr_host_requantize(sums.ctypes.data, n, c, sums.size // max(n * c, 1), bias32.ctypes.data,
+                             mult.ctypes.data, shift.ctypes.data, int(p["out_zp"]), int(p["act_min"]),
+                             int(p["act_max"]), out.ctypes.data)
+    return out
