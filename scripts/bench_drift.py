@@ -107,12 +107,19 @@ def floor_pass(pair_paths, x: np.ndarray, batch: int) -> None:
 
 
 def timed(fn, repeats: int) -> float:
-    times = []
+    return timed_together([fn], repeats)[0]
+
+
+def timed_together(fns, repeats: int) -> list[float]:
+    """The median wall time of each of ``fns`` over ``repeats`` rounds, the functions run in turn within each
+    round: a neighbour's load on this shared machine then falls on all of them alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:

@@ -1,20 +1,23 @@
-"""Benchmark: the integer program (the device's arithmetic, batched in numpy) against one onnxruntime pass of the
-int8 model with graph optimisations off (how tmlrepair ran int8 models before), same model, same inputs.
+"""Benchmark: the integer program (the device's arithmetic, batched) against one onnxruntime pass of the int8
+model with graph optimisations off (how tmlrepair ran int8 models before), same model, same inputs.
 
-    python scripts/bench_program.py [--samples 1000] [--repeats 5]
+    python scripts/bench_program.py [--samples 1000] [--repeats 7]
 
 Bundled tasks (their calibration inputs) and, when ../shared/real is present, the MLPerf Tiny int8 models
-(random int8 inputs). Each figure is the median of ``--repeats`` runs of the whole set, models loaded and
-sessions created beforehand; the ratio is program / onnxruntime (issue 21's target: ≤ 1).
+(random int8 inputs). The program runs two ways: with the host build of its requantization (C, the default where
+a compiler exists) and without it (``TMLREPAIR_HOST_C=0``: its onnxruntime graphs). Each figure is the median
+of ``--repeats`` rounds, the three run in turn within a round, models loaded and sessions created beforehand;
+the ratios are program / onnxruntime (issue 21's target: ≤ 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
-from bench_drift import timed  # a sibling script: the median of repeated runs
+from bench_drift import timed_together  # a sibling script: medians of interleaved runs
 
 from repair.models import load_pair
 from repair.models.pair import load_model, ort_session
@@ -47,15 +50,27 @@ def cases(samples: int):
         yield path.stem, lambda p=prog, q=q: p.run(q), lambda s=sess, f=feed, n=spec.name: s.run(None, {n: f})
 
 
+def without_host_c(fn):
+    def run():
+        os.environ["TMLREPAIR_HOST_C"] = "0"
+        try:
+            return fn()
+        finally:
+            del os.environ["TMLREPAIR_HOST_C"]
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
-    print("| model | integer program | onnxruntime int8, optimisations off | ratio |\n|---|---|---|---|")
+    print("| model | program, host C | program, graphs (no compiler) | onnxruntime int8, optimisations off | "
+          "ratio C | ratio graphs |\n|---|---|---|---|---|---|")
     for name, program, ort in cases(args.samples):
-        tp, to = timed(program, args.repeats), timed(ort, args.repeats)
-        print(f"| {name} | {1e3 * tp:.0f} ms | {1e3 * to:.0f} ms | {tp / to:.2f}× |", flush=True)
+        tc, tg, to = timed_together([program, without_host_c(program), ort], args.repeats)
+        print(f"| {name} | {1e3 * tc:.0f} ms | {1e3 * tg:.0f} ms | {1e3 * to:.0f} ms | {tc / to:.2f}× | "
+              f"{tg / to:.2f}× |", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,27 +18,12 @@ static inline int32_t tmlr_host_clamp(int32_t y, int32_t lo, int32_t hi)
  * out[n][c][i] = clamp(zp + tmlr_requantize(sums[n][c][i] + bias[c], mult[c], shift[c]), lo, hi), n < outer,
  * c < channels, i < inner; sums are float32 holding exact integers (a layer's sums without its bias), outputs
  * float32 (exact). The caller guarantees |sums + bias| < 2^31 (the device's int32 accumulator) and shifts in
- * [-31, 30]. The common case (M > 0, a right shift) is written branch-free so that the compiler vectorizes it.
+ * [-31, 30]. The common case (M > 0, a right shift) is written branch-free so that the compiler vectorizes it;
+ * a fully connected layer comes as one plane per channel (outer = 1, inner = samples).
  */
 void tmlr_host_requantize(const float *sums, long outer, long channels, long inner, const int32_t *bias,
                           const int32_t *mult, const int32_t *shift, int32_t zp, int32_t lo, int32_t hi, float *out)
 {
-    int right_shifts = 1;
-    for (long c = 0; c < channels; ++c) {
-        right_shifts &= mult[c] > 0 && shift[c] <= -1 && shift[c] >= -31;
-    }
-    if (inner == 1 && right_shifts) { /* a fully connected layer: the channel varies fastest */
-        for (long n = 0; n < outer; ++n) {
-            const float *s = sums + n * channels;
-            float *o = out + n * channels;
-            for (long c = 0; c < channels; ++c) {
-                const int32_t r = -shift[c];
-                o[c] = (float)tmlr_host_clamp(
-                    zp + tmlr_requantize_right((int32_t)s[c] + bias[c], mult[c], r, tmlr_requant_nudge(r)), lo, hi);
-            }
-        }
-        return;
-    }
     for (long n = 0; n < outer; ++n) {
         for (long c = 0; c < channels; ++c) {
             const float *s = sums + (n * channels + c) * inner;

@@ -108,14 +108,15 @@ def requantize(sums: np.ndarray, bias: np.ndarray, bound: np.ndarray, p: dict) -
     lib = library()
     if lib is None:
         return None
-    n, c = sums.shape[0], sums.shape[1]
-    args = _prepared(p, bias, bound, c)
+    args = _prepared(p, bias, bound, sums.shape[1])
     if args is None:
         return None
     mult, shift, bias32 = args
-    sums = np.ascontiguousarray(sums, np.float32)
-    out = np.empty_like(sums)
-    lib.tmlr_host_requantize(sums.ctypes.data, n, c, sums.size // max(n * c, 1), bias32.ctypes.data,
+    channels_last = sums.ndim == 2 and sums.dtype == np.float32 and sums.T.flags.c_contiguous  # [N, C] as the transpose of [C, N]: one plane
+    planes = sums.T[None] if channels_last else np.ascontiguousarray(sums, np.float32)  # per channel
+    n, c = planes.shape[0], planes.shape[1]
+    out = np.empty_like(planes)
+    lib.tmlr_host_requantize(planes.ctypes.data, n, c, planes.size // max(n * c, 1), bias32.ctypes.data,
                              mult.ctypes.data, shift.ctypes.data, int(p["out_zp"]), int(p["act_min"]),
                              int(p["act_max"]), out.ctypes.data)
-    return out
+    return out[0].T if channels_last else out

@@ -262,8 +262,11 @@ def _windows(x, p, reduce) -> np.ndarray:
 
 
 def _avgpool(layer, args, tensors):
+    """Σ_window (x − z_x) as Σ_window x − count·z_x (exact integers in float32: |Σ| ≤ 255·count), requantized."""
     p = layer.p
-    return finish(_windows(args[0] - p["in_zp"], p, np.add), p)
+    acc = _windows(args[0], p, np.add)
+    acc -= p["kernel"][0] * p["kernel"][1] * p["in_zp"]
+    return finish(acc, p)
 
 
 def _avgpool_tflm(layer, args, tensors):

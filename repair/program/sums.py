@@ -14,8 +14,8 @@ gave the sums in 34 ms, where the numpy path took 200 ms for its sums and float6
 The sums Σ (x − o)·w alone (bounded by S_c = (128 + |o|)·Σ|w_c|, exact when every S_c < 2^24) are what the host
 build's requantization takes (``host``: it adds B_c in int32); the numpy path adds B_c in float32, exact when
 A_c = S_c + |B_c| < 2^24 as well. The Conv has no bias input, so onnxruntime's NCHWc kernels run it (its layout
-optimisation needs a constant bias or none: kws_dscnn's depthwise layers 4× faster; it is left off for the other
-convolutions, which its layout reorders make slower). Sessions are cached by the layer's weights and geometry, so
+optimisation needs a constant bias or none: measured per layer, kws_dscnn's 3×3 depthwise layers 4× faster, vww's
+and ic_resnet8's 3×3 layers 1.3-2.5×; it is left off for 1×1 kernels, which its layout reorders make slower). Sessions are cached by the layer's weights and geometry, so
 edits of biases or ranges reuse them; o is taken off in numpy (onnxruntime's Sub of a fed scalar took 23 ms where
 the 1×1 Conv it fed took 6, on sww's 1000 × 128 × 24 inputs).
 """
@@ -52,7 +52,7 @@ def _conv_session(w: np.ndarray, group: int, strides, dilations, pads):
                               [numpy_helper.from_array(w.astype(np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    sess = ort_session(model, optimize=group > 1)  # NCHWc: depthwise 2-4× faster, 1×1 slower (reorders)
+    sess = ort_session(model, optimize=w.shape[2] * w.shape[3] > 1)  # NCHWc: see the module docstring
     _sessions[key] = sess
     if len(_sessions) > _CACHE_SIZE:
         _sessions.popitem(last=False)
@@ -133,4 +133,5 @@ def fc_sums(p: dict, x: np.ndarray) -> LayerSums | None:
     constants = layer_constants(p, 0)
     if not _exact(constants):
         return None
-    return LayerSums(np.asarray(x, np.float32) @ np.asarray(p["weights"], np.float32).T, *constants)
+    w = np.asarray(p["weights"], np.float32)
+    return LayerSums((w @ np.asarray(x, np.float32).T).T, *constants)  # [N, C], channel-major in memory (``host``)
