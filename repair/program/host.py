@@ -23,7 +23,7 @@ import numpy as np
 
 from ..resources import c_library_dir
 
-_SOURCE = "host/tmlr_program_host.c"
+_SOURCES = ("host/tmlr_program_host.c",)
 _HEADER = "include/tmlr_fixedpoint.h"
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
 _lock = threading.Lock()
@@ -41,25 +41,24 @@ def _compiler() -> str | None:
 
 
 def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
-    source = (lib_dir / _SOURCE).read_bytes() + (lib_dir / _HEADER).read_bytes()
+    source = b"".join((lib_dir / s).read_bytes() for s in (*_SOURCES, _HEADER))
     for flags in _FLAG_SETS:
         digest = hashlib.sha1(source + " ".join([cc, *flags]).encode()).hexdigest()[:16]
-        target = cache_dir() / f"tmlr_program_host-{digest}.so"
+        target = cache_dir() / f"tmlr_host-{digest}.so"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, renamed into place
                 built = Path(tmp) / target.name
                 r = subprocess.run([cc, *flags, "-std=c99", "-shared", "-fPIC", "-I", str(lib_dir / "include"),
-                                    "-o", str(built), str(lib_dir / _SOURCE)], capture_output=True, text=True)
+                                    "-o", str(built), *(str(lib_dir / s) for s in _SOURCES)],
+                                   capture_output=True, text=True)
                 if r.returncode != 0:
                     continue
                 os.replace(built, target)
         lib = ctypes.CDLL(str(target))
-        f = lib.tmlr_host_requantize
-        f.restype = None
-        f.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
-                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
-                      ctypes.c_void_p]
+        p, n, i32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int32
+        lib.tmlr_host_requantize.restype = None
+        lib.tmlr_host_requantize.argtypes = [p, n, n, n, p, p, p, i32, i32, i32, p]
         return lib
     return None
 
