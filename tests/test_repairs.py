@@ -37,6 +37,20 @@ def test_temperature_recovers_the_true_temperature_and_keeps_argmax():
     assert (ts.apply(z).argmax(1) == z.argmax(1)).all()
 
 
+@pytest.mark.parametrize("t_true", [0.2, 2.5, 40.0])
+def test_temperature_is_the_likelihood_optimum_or_the_bound_it_points_to(t_true):
+    """No neighbour (±1e-6 relative) has a lower NLL; a true temperature past the bounds (0.05, 20) gives the bound."""
+    from repair.repairs.after_model.temperature import nll_of_logits
+
+    z, y = _synthetic_logits(t_true=t_true)
+    t = TemperatureScaling().fit(z, y).temperature_
+    if t_true > 20:
+        assert t == 20.0
+    for f in (1 - 1e-6, 1 + 1e-6):
+        if 0.05 <= t * f <= 20:
+            assert nll_of_logits(z / t, y) <= nll_of_logits(z / (t * f), y)
+
+
 def test_temperature_fits_the_same_on_float32_input():
     """netcal fits T = 1 on float32 input (its issue #61); float64 inside, whatever comes in."""
     z, y = _synthetic_logits()

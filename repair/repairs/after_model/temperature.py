@@ -27,6 +27,46 @@ def nll_of_logits(z: np.ndarray, y: np.ndarray) -> float:
     return float((logsumexp(z, axis=1) - z[np.arange(len(y)), y]).mean())
 
 
+def _inverse_temperature(z: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    """argmin over β ∈ [lo, hi] of L(β) = mean(logsumexp(β z) − β z_y), the NLL at T = 1/β: safeguarded Newton.
+
+    L is convex in β, L'(β) = mean(E_p[z] − z_y) and L''(β) = mean(Var_p[z]) ≥ 0 with p = softmax(β z), so L' is
+    non-decreasing: the minimum is where L' changes sign, or at the end of the interval L' points to. Newton steps
+    stay inside a bracket [a, b] with L'(a) < 0 < L'(b), bisecting where a step would leave it; to |step| ≤ 1e-12 β.
+    No scipy.optimize (0.25 s to import, a tenth of a fit).
+    """
+    zy = z[np.arange(len(y)), y]
+
+    def slope_and_curvature(beta: float) -> tuple[float, float]:
+        s = beta * z
+        s -= s.max(axis=1, keepdims=True)
+        p = np.exp(s)
+        p /= p.sum(axis=1, keepdims=True)
+        mean = (p * z).sum(axis=1)
+        var = (p * z * z).sum(axis=1) - mean * mean
+        return float((mean - zy).mean()), float(max(var.mean(), 0.0))
+
+    a, b = lo, hi
+    if slope_and_curvature(a)[0] >= 0:
+        return a
+    if slope_and_curvature(b)[0] <= 0:
+        return b
+    beta = min(max(1.0, a), b)
+    for _ in range(200):
+        g, h = slope_and_curvature(beta)
+        if g == 0:
+            return beta
+        a, b = (beta, b) if g < 0 else (a, beta)
+        step = g / h if h > 0 else np.inf
+        new = beta - step
+        if not a < new < b:
+            new = 0.5 * (a + b)
+        if abs(new - beta) <= 1e-12 * beta:
+            return new
+        beta = new
+    return beta
+
+
 def check_logits_and_labels(logits, y) -> tuple[np.ndarray, np.ndarray]:
     z = check_finite_array("logits", logits, ndim=2)
     if y is None:
@@ -51,13 +91,8 @@ class TemperatureScaling(Repair):
 
     def fit(self, logits, y) -> "TemperatureScaling":
         z, y = check_logits_and_labels(logits, y)
-        lo, hi = np.log(self.bounds[0]), np.log(self.bounds[1])
-        # imported here: scipy.optimize takes 0.3–0.5 s to import, and the commands that only apply a plan never fit
-        from scipy.optimize import minimize_scalar
-
-        res = minimize_scalar(lambda lt: nll_of_logits(z / np.exp(lt), y), bounds=(lo, hi), method="bounded",
-                              options={"xatol": 1e-6})
-        self.temperature_ = float(np.exp(res.x))
+        beta = _inverse_temperature(z, y, 1.0 / self.bounds[1], 1.0 / self.bounds[0])
+        self.temperature_ = float(1.0 / beta)
         return self
 
     def apply(self, logits) -> np.ndarray:

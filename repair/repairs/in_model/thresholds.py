@@ -33,11 +33,11 @@ MSE_FRACTIONS = np.linspace(0.06, 1.0, 48)
 SEARCH_SAMPLES = 128
 
 
-def _quant_mse(v: np.ndarray, lo: float, hi: float) -> float:
+def _quant_mse(v: np.ndarray, lo: float, hi: float, scratch: np.ndarray | None = None) -> float:
     """E[(v − Q(v))²] for the int8 quantizer of range [lo, hi]: Q(v) = (clamp(rint(v/s) + z) − z)·s, clamped
-    as clamp(rint(v/s), −128 − z, 127 − z) (the same integers), in place."""
+    as clamp(rint(v/s), −128 − z, 127 − z) (the same integers), in ``scratch`` (v's shape) if given."""
     scale, zp = range_params(lo, hi)
-    q = np.divide(v, scale)
+    q = np.divide(v, scale, out=scratch)
     np.rint(q, out=q)
     np.clip(q, -128 - zp, 127 - zp, out=q)
     q *= scale
@@ -50,9 +50,15 @@ def candidates(v: np.ndarray) -> dict[str, tuple[float, float]]:
     lo, hi = float(v.min()), float(v.max())
     signed = lo < 0
     out = {"minmax": (lo, hi)}
-    for p in PERCENTILES:
-        out[f"p{p:g}"] = (float(np.percentile(v, 100 - p)) if signed else lo, float(np.percentile(v, p)))
-    errs = [_quant_mse(v, lo * f, hi * f) for f in MSE_FRACTIONS]
+    # one partition for all of them: np.percentile's values for each q are those of separate calls
+    q = np.percentile(v, [*(100 - p for p in PERCENTILES), *PERCENTILES]) if signed else \
+        np.percentile(v, list(PERCENTILES))
+    uppers = q[len(PERCENTILES):] if signed else q
+    for k, p in enumerate(PERCENTILES):
+        out[f"p{p:g}"] = (float(q[k]) if signed else lo, float(uppers[k]))
+    # one buffer for the 48 (fresh ones cost page faults), of the dtype v / scale has
+    scratch = np.empty(v.shape, np.divide(v[:1], range_params(lo, hi)[0]).dtype)
+    errs = [_quant_mse(v, lo * f, hi * f, scratch) for f in MSE_FRACTIONS]
     f = float(MSE_FRACTIONS[int(np.argmin(errs))])
     out["mse"] = (lo * f, hi * f)
     return out
