@@ -1,5 +1,6 @@
 """The reference device's fast kernels (im2col columns with two-MAC SMLAD dot products on the Cortex-M4, a 3x3
-depthwise path with the zero point folded into the bias, the pointwise and fully connected columns) against TFLite
+depthwise path with the zero point folded into the bias, the pointwise and fully connected columns; pooling, add and
+the layout transposes) against TFLite
 Micro's interpreter, on random single-operator models: any size, stride, dilation, padding, group, activation and
 per-channel or per-tensor weights (tests/tflite_builder.py). The virtual device runs the portable C, QEMU the
 Cortex-M4 DSP path; the same inputs, every output equal."""
@@ -25,9 +26,11 @@ from .tflite_builder import random_op_model, tflm_run  # noqa: E402
 
 
 def _cases(rng, per_kind: int) -> list[tuple[bytes, tuple[int, ...], str]]:
-    """``per_kind`` random conv, depthwise and fc models, and as many of each fast path's shapes (rare among random
-    draws): 3x3 undilated depthwise with one output channel per input channel, and 1x1 stride-1 pointwise."""
-    cases = [random_op_model(kind, rng) for kind in ("conv", "depthwise", "fc") for _ in range(per_kind)]
+    """``per_kind`` random conv, depthwise, fc, pooling and add models, and as many of each fast path's shapes (rare
+    among random draws): 3x3 undilated depthwise with one output channel per input channel, and 1x1 stride-1
+    pointwise. (Every .tflite program also transposes its input and output between NHWC and NCHW on the device.)"""
+    cases = [random_op_model(kind, rng) for kind in ("conv", "depthwise", "fc", "avgpool", "maxpool", "add")
+             for _ in range(per_kind)]
     dw3, pointwise = [], []
     while len(dw3) < per_kind:
         model, shape, desc = random_op_model("depthwise", rng)
