@@ -48,9 +48,13 @@ class QuantParams:
         """q = clamp(round(x / scale) + zp), x / scale in float32, ties to even as ONNX QuantizeLinear defines it,
         or away from zero as TFLite's QUANTIZE (``TfLiteRound``) for a .tflite model."""
         v = np.asarray(x, np.float32) / np.float32(self.scale)
-        r = np.rint(v) if self.rounding == "half_even" else np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
-        q = r + self.zero_point
-        return np.clip(q, self.qmin, self.qmax).astype(self.dtype)
+        if self.rounding == "half_even":
+            np.rint(v, out=v)  # in place: one buffer, not four (input quantization is in every program run)
+        else:
+            v = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+        v += np.float32(self.zero_point)
+        np.clip(v, self.qmin, self.qmax, out=v)
+        return v.astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (np.asarray(q, np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
