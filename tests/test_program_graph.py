@@ -13,7 +13,7 @@ from repair import fixedpoint as fp
 from repair.program import graph, host
 from repair.program.ir import IntProgram, Layer, QTensor
 
-from .test_program_sums import _layer, _slow_conv
+from .test_program_sums import _slow_conv, random_layers
 
 
 @pytest.fixture(autouse=True)
@@ -69,22 +69,11 @@ def test_the_graph_takes_typical_layers_and_declines_inexact_ones():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_graph_convolution_equals_the_exact_path(seed, monkeypatch):
-    rng = np.random.default_rng(100 + seed)
     taken = 0
-    for case in range(10):
-        one_d = case % 4 == 3
-        group = int(rng.choice([1, 2, 4]))
-        cin = group * int(rng.integers(1, 9)) if case % 3 else group * int(rng.integers(100, 160))
-        cout = group * int(rng.integers(1, 5))
-        k = int(rng.integers(1, 5))
-        layer = _layer(rng, cin, cout, k, group, int(rng.integers(1, 3)), int(rng.integers(1, 3)),
-                       int(rng.integers(0, 3)), one_d, int(rng.choice([20, 127])))
-        shape = (cin, 14) if one_d else (cin, int(rng.integers(k * 2, 12)), 13)
-        x = rng.integers(-128, 128, (5, *shape)).astype(np.float32)
-        x[0], x[1] = -128, 127
+    for case, layer, x in random_layers(np.random.default_rng(100 + seed), 10):
         slow = _slow_conv(layer, x, monkeypatch)
-        out_shape = (cout, slow.shape[-1]) if one_d else slow.shape[1:]
-        prog = _program(layer, shape, out_shape)
+        out_shape = (slow.shape[1], slow.shape[-1]) if x.ndim == 3 else slow.shape[1:]
+        prog = _program(layer, x.shape[1:], out_shape)
         taken += _uses_graph(prog)
         got = prog.run(x.astype(np.int8))
         np.testing.assert_array_equal(got.reshape(slow.shape), slow, err_msg=f"case {case}: {layer.p['pads']}")

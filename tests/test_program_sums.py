@@ -25,6 +25,23 @@ def _layer(rng, cin, cout, k, group, stride, dilation, pad, one_d, weight_max):
     return Layer("conv", ["x"], "y", "conv", p)
 
 
+def random_layers(rng, n: int):
+    """(case, layer, input) for n random convolutions: every geometry, 1-D every fourth, a long column every third
+    (100-160 input channels per group), weights up to 20 or 127; inputs [5, *shape] with both int8 ends."""
+    for case in range(n):
+        one_d = case % 4 == 3
+        group = int(rng.choice([1, 2, 4]))
+        cin = group * int(rng.integers(1, 9)) if case % 3 else group * int(rng.integers(100, 160))
+        cout = group * int(rng.integers(1, 5))
+        k = int(rng.integers(1, 5))
+        layer = _layer(rng, cin, cout, k, group, int(rng.integers(1, 3)), int(rng.integers(1, 3)),
+                       int(rng.integers(0, 3)), one_d, int(rng.choice([20, 127])))
+        shape = (cin, 14) if one_d else (cin, int(rng.integers(k * 2, 12)), 13)
+        x = rng.integers(-128, 128, (5, *shape)).astype(np.float32)
+        x[0], x[1] = -128, 127
+        yield case, layer, x
+
+
 def _slow_conv(layer, x, monkeypatch):
     """The layer by numpy sums in exact float arithmetic and the exact float64/int64 requantization."""
     with monkeypatch.context() as m:
@@ -40,19 +57,7 @@ def test_fast_convolution_equals_the_exact_path(seed, host_c, monkeypatch):
         monkeypatch.setattr(host, "library", lambda: None)
     elif host.library() is None:
         pytest.skip("no C compiler here: the host build is not available")
-    rng = np.random.default_rng(seed)
-    for case in range(12):
-        one_d = case % 4 == 3
-        group = int(rng.choice([1, 2, 4]))
-        cin = group * int(rng.integers(1, 9)) if case % 3 else group * int(rng.integers(100, 160))
-        cout = group * int(rng.integers(1, 5))
-        k = int(rng.integers(1, 5))
-        layer = _layer(rng, cin, cout, k, group, int(rng.integers(1, 3)), int(rng.integers(1, 3)),
-                       int(rng.integers(0, 3)), one_d, int(rng.choice([20, 127])))
-        shape = (cin, 14) if one_d else (cin, int(rng.integers(k * 2, 12)), 13)
-        x = rng.integers(-128, 128, (5, *shape)).astype(np.float32)
-        x[0] = -128
-        x[1] = 127
+    for case, layer, x in random_layers(np.random.default_rng(seed), 12):
         fast = ir._conv(layer, [x], {})
         slow = _slow_conv(layer, x, monkeypatch)
         np.testing.assert_array_equal(fast.reshape(slow.shape), slow, err_msg=f"case {case}: {layer.p['pads']}")
