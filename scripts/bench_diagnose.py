@@ -19,14 +19,9 @@ import numpy as np
 
 from repair import load_calibration, load_pair
 from repair.device.diagnose import diagnose
-from repair.device.targets import (
-    QEMU_INSTRUCTIONS_PER_TICK,
-    cache_dir,
-    model_source,
-    open_link,
-)
+from repair.device.targets import QEMU_INSTRUCTIONS_PER_TICK, model_source, open_link
 from repair.program import lower
-from repair.resources import datasets_dir
+from repair.resources import cache_dir, datasets_dir
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import DeviceError
 from ..resources import c_library_dir as library_dir
+from ..resources import cache_dir, host_compiler
 from .link import DEFAULT_TIMEOUTS, DeviceLink, Timeouts
 
 QEMU_INSTRUCTIONS_PER_TICK = 40  # mps2-an386: SYSCLK 25 MHz, 1 instruction = 1 ns under -icount shift=0
@@ -31,10 +32,6 @@ HOST_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Werror")
 ARM_FLAGS = ("-std=c99", "-Os", "-Wall", "-Wextra", "-Werror", "-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16",
              "-mfloat-abi=hard", "-ffunction-sections", "-fdata-sections")
 ARM_LINK = ("--specs=nano.specs", "--specs=nosys.specs", "-nostartfiles", "-Wl,--gc-sections")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TMLREPAIR_CACHE") or Path.home() / ".cache" / "tmlrepair")
 
 
 def device_sources(port: str, model_sources: tuple[Path, ...] = ()) -> list[Path]:
@@ -77,7 +74,7 @@ def build(port: str, *, model_sources: tuple[Path, ...] = (), extra_flags: tuple
     extra_flags = (*extra_flags, *model_build_flags(model_sources))
     includes = [f"-I{root / 'include'}", f"-I{root / 'device'}"] + sorted({f"-I{s.parent}" for s in model_sources})
     if port == "posix":
-        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        cc = host_compiler()
         if not cc:
             raise DeviceError("no C compiler found for the virtual device: install gcc (or set CC)")
         flags, tail, name, hashed = [*HOST_FLAGS, *extra_flags], [], "tmlr_device", []

@@ -3,8 +3,8 @@
 ``c_patches/host/tmlr_program_host.c`` runs the device's own ``tmlr_requantize`` (tmlr_fixedpoint.h) over a
 whole layer's accumulators in one pass — where numpy needs a dozen and onnxruntime's float64 form (``graph``)
 ten. It is compiled once with the host's C compiler (``$CC``, else ``cc``/``gcc``; ``-O3``, and ``-march=native``
-where the compiler takes it) into a cache directory (``$TMLREPAIR_CACHE``, else ``$XDG_CACHE_HOME/tmlrepair``,
-else ``~/.cache/tmlrepair``), named by a hash of the sources, flags and compiler, and loaded with ctypes.
+where the compiler takes it) into the build cache (``resources.cache_dir``: ``$TMLREPAIR_CACHE``, else
+``~/.cache/tmlrepair``), named by a hash of the sources, flags and compiler, and loaded with ctypes.
 Without a compiler (or with ``TMLREPAIR_HOST_C=0``) ``library()`` is None and the program runs its graphs.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resources import c_library_dir
+from ..resources import c_library_dir, cache_dir, host_compiler
 
 _SOURCES = ("host/tmlr_program_host.c",)
 _HEADER = "include/tmlr_fixedpoint.h"
@@ -30,21 +29,11 @@ _lock = threading.Lock()
 _loaded: dict = {}
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("TMLREPAIR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "tmlrepair")
-    return Path(base) / "host"
-
-
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-
-
 def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
     source = b"".join((lib_dir / s).read_bytes() for s in (*_SOURCES, _HEADER))
     for flags in _FLAG_SETS:
         digest = hashlib.sha1(source + " ".join([cc, *flags]).encode()).hexdigest()[:16]
-        target = cache_dir() / f"tmlr_host-{digest}.so"
+        target = cache_dir() / "host" / f"tmlr_host-{digest}.so"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, renamed into place
@@ -69,7 +58,7 @@ def library() -> ctypes.CDLL | None:
         return None
     with _lock:
         if "lib" not in _loaded:
-            cc = _compiler()
+            cc = host_compiler()
             try:
                 _loaded["lib"] = _build(cc, c_library_dir()) if cc else None
             except OSError:  # an unwritable cache, a library that does not load
