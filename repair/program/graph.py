@@ -13,8 +13,9 @@ onnxruntime's speed). Per layer:
   r = max(−shift, 0), M > 0, no saturation: A·2^l < 2^31): ⌊(a·M·2^l + 2^30 + (2^(r−1) − [a < 0])·2^31) / 2^(31+r)⌋
   with −[a < 0]·2^31 = sign(a)·2^30 − 2^30 (a = 0 gives ⌊½ + 2^(−1−r)⌋ = 0 either way). Every partial sum is an
   integer over D = 2^(31+r) whose numerator stays below A·M·2^l + 2^(30+r) + 2^30 + 128·D; below 2^53 float64
-  holds each exactly, so the floor is exact. Channels whose output is constant (``constant_channels``) get
-  m = δ = 0 and ½ + z_y replaced by their value.
+  holds each exactly, so the floor is exact. ½ + z_y + sign(a)·δ is formed in float32 (exact for r ≤ 15) and
+  added in float64. Channels whose output is constant (``constant_channels``) get m = δ = 0 and ½ + z_y replaced
+  by their value.
 - requant, maxpool's requantization, add: the layer's table of every output (``ir._table``) read by Gather;
 - avgpool: Σ (x − z_x) over the window by a depthwise Conv of ones, requantized as above;
 - avgpool_tflm: q = sign(v)·⌊|v| / n⌋, v = Σx + sign(Σx)·⌊n/2⌋ (C's truncating division, ties away from 0;
@@ -22,8 +23,9 @@ onnxruntime's speed). Per layer:
 - transpose, reshape: the same.
 
 The conditions depend on the parameters, which fitting edits; they are checked on every ``plan`` and a layer
-that fails them (or softmax) runs in numpy (``ir``). Sessions are cached by structure (weights, geometry, which
-tensors go in and out): biases, multipliers, zero points and tables are inputs, fed on every run.
+that fails them (or softmax) runs in numpy (``ir``). Sessions are cached by the serialized graph (weights,
+geometry, which tensors go in and out): biases, multipliers, zero points, ranges and tables are inputs, fed on
+every run, so fitting's edits reuse them. This is the program's path where no C compiler exists (``host``).
 """
 
 from __future__ import annotations

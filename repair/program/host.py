@@ -100,8 +100,9 @@ def requantize(sums: np.ndarray, bias: np.ndarray, bound: np.ndarray, p: dict) -
     if args is None:
         return None
     mult, shift, bias32 = args
-    channels_last = sums.ndim == 2 and sums.dtype == np.float32 and sums.T.flags.c_contiguous  # [N, C] as the transpose of [C, N]: one plane
-    planes = sums.T[None] if channels_last else np.ascontiguousarray(sums, np.float32)  # per channel
+    # a fully connected layer's [N, C] sums as the transpose of [C, N] (``sums.fc_sums``): one plane per channel
+    channels_last = sums.ndim == 2 and sums.dtype == np.float32 and sums.T.flags.c_contiguous
+    planes = sums.T[None] if channels_last else np.ascontiguousarray(sums, np.float32)
     n, c = planes.shape[0], planes.shape[1]
     out = np.empty_like(planes)
     lib.tmlr_host_requantize(planes.ctypes.data, n, c, planes.size // max(n * c, 1), bias32.ctypes.data,
