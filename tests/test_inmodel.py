@@ -18,7 +18,7 @@ from repair.errors import DataError, ModelError, PairError
 from repair.models import load_pair
 from repair.repairs.in_model import QdqModel, fit_in_model
 from repair.repairs.in_model.bias_correction import bias_correction, correct_layer
-from repair.repairs.in_model.context import FitContext, channel_view
+from repair.repairs.in_model.context import FitContext
 from repair.repairs.in_model.equalization import (
     _in_multiplier,
     _in_ranges,
@@ -46,11 +46,13 @@ def digits():
 
 
 def _shift_after(ctx: FitContext, qm: QdqModel, layer) -> np.ndarray:
-    """Remaining float − int8 pre-activation mean per channel, in bias units, with the model as it stands."""
+    """Remaining float − int8 pre-activation mean per channel, in bias units, with the model as it stands: the int8
+    side as the device computes it (the integer program's accumulators, what bias correction measures)."""
+    from repair.repairs.in_model.bias_correction import _program_channel_means
+
     f_name = ctx.float_preact(layer)
     f = ctx.float_channel_means([f_name], {f_name: layer.preact_axis})[f_name].mean(0)
-    q = np.concatenate([channel_view(b[layer.preact], layer.preact_axis).mean(axis=2)
-                        for b in ctx.run(qm.to_model(), [layer.preact], ctx.calib_x, int8=True)]).mean(0)
+    q = _program_channel_means(ctx, qm, layer).mean(0)
     return (f / qm.channel_divisor(layer.name, f.size) - q) / qm.bias_lsb(layer)
 
 

@@ -78,3 +78,18 @@ def test_graph_convolution_equals_the_exact_path(seed, monkeypatch):
         got = prog.run(x.astype(np.int8))
         np.testing.assert_array_equal(got.reshape(slow.shape), slow, err_msg=f"case {case}: {layer.p['pads']}")
     assert taken >= 5  # most of these layers compile
+
+
+def test_a_plan_stops_at_the_last_layer_its_tensors_need():
+    """An early tensor costs only the layers before it (bias correction asks for each layer's input in turn), and
+    its values are those of a whole run."""
+    from repair.program import lower
+    from repair.resources import datasets_dir
+
+    prog = lower(str(datasets_dir() / "digits" / "int8.onnx"))
+    early = prog.layers[1].output
+    assert sum(len(getattr(s, "outputs", [s])) for s in prog.plan({early})) < len(prog.layers)
+    assert prog.plan({prog.input}) == []
+    x = np.random.default_rng(0).integers(-128, 128, (20, *prog.tensors[prog.input].shape)).astype(np.int8)
+    whole = prog.run_tensors(x, [early, prog.output])[early]
+    np.testing.assert_array_equal(prog.run_tensors(x, [early])[early], whole)

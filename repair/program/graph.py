@@ -254,17 +254,18 @@ class Segment:
         return dict(zip(self.outputs, self.session.run(None, feed)))
 
 
-def build_segment(program, start: int, names) -> tuple[Segment | None, int]:
-    """(the segment of the program's layers from ``start``, the index after it): as many consecutive layers as are
-    in ``COMPILED`` and exact with their present parameters (the module docstring); its outputs are the tensors it
-    produces that ``names`` or a later layer read. (None, start) when the first layer is not such a layer."""
+def build_segment(program, start: int, names, stop: int) -> tuple[Segment | None, int]:
+    """(the segment of the program's layers from ``start``, the index after it): as many consecutive layers before
+    ``stop`` as are in ``COMPILED`` and exact with their present parameters (the module docstring); its outputs are
+    the tensors it produces that ``names`` or a later layer (before ``stop``) read. (None, start) when the first
+    layer is not such a layer."""
     from ..models.pair import ort_session
 
     g = _Graph()
     produced = {}
     inputs: list[str] = []
     end = start
-    for layer in program.layers[start:]:
+    for layer in program.layers[start:stop]:
         if layer.op not in COMPILED:
             break
         mark = (len(g.nodes), len(g.inits), len(g.fed), dict(g.feeds), len(inputs))
@@ -287,7 +288,7 @@ def build_segment(program, start: int, names) -> tuple[Segment | None, int]:
         end += 1
     if end == start:
         return None, start
-    later = set(names) | _read(program.layers[end:])
+    later = set(names) | _read(program.layers[end:stop])
     outputs = [layer.output for layer in program.layers[start:end] if layer.output in later]
     h = g.helper
     graph_inputs = [h.make_tensor_value_info(f"in_{k}", g.tp.FLOAT, None) for k in range(len(inputs))]

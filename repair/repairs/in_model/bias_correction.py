@@ -6,7 +6,8 @@ Through Weight Equalization and Bias Correction*, §4.2, empirical variant; Fink
     shift_c = E[y_float,c] − E[y_int8,c]                 (pre-activations, mean over samples and positions)
     b_c    ← sat_int32(b_c + round(shift_c / (s_in · s_w,c)))
 
-``y_int8`` is the dequantized pre-activation of the int8 model, measured with every upstream correction
+``y_int8`` is the dequantized pre-activation of the int8 model as the device computes it (the layer's int32
+accumulators on the integer program, times s_in·s_w,c), measured with every upstream correction
 already written (*sequential*): correcting all layers from one measurement counts each upstream error
 twice, once where it arises and again where it propagates. Layers are taken in graph order; every layer
 gets a row saying what was measured and what was decided — nothing is skipped silently.
@@ -21,6 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ModelError
+from ...program import lower
+from ...program.runner import ProgramRunner
+from ...program.sums import conv_sums, fc_sums
 from .context import FitContext, channel_view
 from .qdq import INT32_MAX, Layer, QdqModel
 
@@ -29,9 +34,37 @@ NNCF_THRESHOLD = 2.0
 
 
 def _int8_channel_means(ctx: FitContext, qm: QdqModel, layer: Layer) -> np.ndarray:
+    """Per sample, per channel mean of the layer's pre-activation in the int8 model as it stands: as the device
+    computes it (``_program_channel_means``), else onnxruntime's float simulation of QDQ."""
+    means = _program_channel_means(ctx, qm, layer)
+    if means is not None:
+        return means
     parts = [channel_view(b[layer.preact], layer.preact_axis).mean(axis=2)
              for b in ctx.run(qm.to_model(), [layer.preact], ctx.calib_x, int8=True)]
     return np.concatenate(parts)
+
+
+def _program_channel_means(ctx: FitContext, qm: QdqModel, layer: Layer) -> np.ndarray | None:
+    """s_x·s_w,c · mean(acc_c) per sample: the layer's int32 accumulators (bias included) on the integer program
+    of the model as it stands — its input as the device's upstream layers leave it — dequantized as the QDQ
+    graph's pre-activation is (Σ DQ(x)·DQ(w) + DQ(b) = s_x·s_w,c·acc). None when the program cannot express
+    the model or float32 cannot hold the layer's sums exactly (``sums``); the caller then asks onnxruntime."""
+    try:
+        program = lower(qm.to_model())
+    except ModelError:
+        return None
+    target = next((p for p in program.layers if p.node == layer.name and p.op in ("conv", "fc")), None)
+    if target is None:
+        return None
+    runner = ProgramRunner(ctx.pair, program)
+    name = target.inputs[0]
+    x = program.run_tensors(runner.quantize(ctx.calib_x), [name])[name].astype(np.float32)
+    sums = conv_sums(target.p, x) if target.op == "conv" else fc_sums(target.p, x.reshape(len(x), -1))
+    if sums is None:
+        return None
+    s = sums.sums.reshape(len(x), sums.sums.shape[1], -1)
+    # mean(sums + B) = Σ sums / positions + B: integers below 2^24 summed in float64, exactly
+    return (s.sum(axis=2, dtype=np.float64) / s.shape[2] + sums.folded[None, :]) * qm.bias_lsb(layer)
 
 
 def correct_layer(ctx: FitContext, qm: QdqModel, layer: Layer) -> dict:
