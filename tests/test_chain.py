@@ -4,6 +4,7 @@ the plan names the model its shims were fitted on, and validate and check use it
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -33,7 +34,9 @@ def test_calibrate_repairs_the_model_on_the_device_then_validate_and_check(tmp_p
     assert int8["path"] == "repaired_int8.onnx" and int8["repaired_from"]["path"].endswith("digits/int8.onnx")
     # validate: the plan's own (repaired) model, found beside plan.json
     r = _run("validate", "--serial", "sim", "--plan", str(out / "plan.json"), "--data", str(f["holdout"]))
-    assert r.returncode == 0 and "bit-exact: 1000/1000" in r.stdout and "94.4%" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "bit-exact: 1000/1000" in r.stdout, r.stdout + r.stderr
+    shims = re.search(r"with device shims (\d+\.\d)%", r.stdout)
+    assert shims and float(shims.group(1)) >= 94.0, r.stdout  # the repaired model's accuracy, on the device
     # check: the repaired model passes against its own baseline; the naive requantization fails it
     base = tmp_path / "base.json"
     r = CliRunner().invoke(main, ["drift", str(f["float"]), str(out / "repaired_int8.onnx"), "--data",
