@@ -48,11 +48,11 @@ def digits():
 def _shift_after(ctx: FitContext, qm: QdqModel, layer) -> np.ndarray:
     """Remaining float − int8 pre-activation mean per channel, in bias units, with the model as it stands: the int8
     side as the device computes it (the integer program's accumulators, what bias correction measures)."""
-    from repair.repairs.in_model.bias_correction import _program_channel_means
+    from repair.repairs.in_model.bias_correction import ProgramMeans
 
     f_name = ctx.float_preact(layer)
     f = ctx.float_channel_means([f_name], {f_name: layer.preact_axis})[f_name].mean(0)
-    q = _program_channel_means(ctx, qm, layer).mean(0)
+    q = ProgramMeans(ctx)(qm, layer).mean(0)
     return (f / qm.channel_divisor(layer.name, f.size) - q) / qm.bias_lsb(layer)
 
 

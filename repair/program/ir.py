@@ -131,7 +131,7 @@ class IntProgram:
         values = {self.input: xb.reshape(n, *self.tensors[self.input].shape).astype(np.float32)}
         for step in steps:
             if isinstance(step, Layer):
-                out = _KERNELS[step.op](step, [values[j] for j in step.inputs], self.tensors)
+                out = run_layer(step, [values[j] for j in step.inputs], self.tensors)
                 values[step.output] = out.reshape(n, *self.tensors[step.output].shape)
             else:
                 values.update(step.run(values))
@@ -359,3 +359,9 @@ def _reshape(layer, args, tensors):
 
 _KERNELS = {"conv": _conv, "fc": _fc, "avgpool": _avgpool, "maxpool": _maxpool, "requant": _requant, "add": _add,
             "softmax": _softmax, "transpose": _transpose, "reshape": _reshape, "avgpool_tflm": _avgpool_tflm}
+
+
+def run_layer(layer: Layer, args: list, tensors: dict) -> np.ndarray:
+    """One layer on a batch: its inputs' values (float32 arrays of int8 integers, batch first) → its output's, as
+    the device computes them (the kernels above)."""
+    return _KERNELS[layer.op](layer, args, tensors)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...errors import ModelError
 from ...program import lower
+from ...program.ir import run_layer
 from ...program.runner import ProgramRunner
 from ...program.sums import conv_sums, fc_sums
 from .context import FitContext, channel_view
@@ -33,10 +34,10 @@ from .qdq import INT32_MAX, Layer, QdqModel
 NNCF_THRESHOLD = 2.0
 
 
-def _int8_channel_means(ctx: FitContext, qm: QdqModel, layer: Layer) -> np.ndarray:
+def _int8_channel_means(ctx: FitContext, qm: QdqModel, layer: Layer, on_program: "ProgramMeans") -> np.ndarray:
     """Per sample, per channel mean of the layer's pre-activation in the int8 model as it stands: as the device
-    computes it (``_program_channel_means``), else onnxruntime's float simulation of QDQ."""
-    means = _program_channel_means(ctx, qm, layer)
+    computes it (``ProgramMeans``), else onnxruntime's float simulation of QDQ."""
+    means = on_program(qm, layer)
     if means is not None:
         return means
     parts = [channel_view(b[layer.preact], layer.preact_axis).mean(axis=2)
@@ -44,31 +45,53 @@ def _int8_channel_means(ctx: FitContext, qm: QdqModel, layer: Layer) -> np.ndarr
     return np.concatenate(parts)
 
 
-def _program_channel_means(ctx: FitContext, qm: QdqModel, layer: Layer) -> np.ndarray | None:
-    """s_x·s_w,c · mean(acc_c) per sample: the layer's int32 accumulators (bias included) on the integer program
-    of the model as it stands — its input as the device's upstream layers leave it — dequantized as the QDQ
-    graph's pre-activation is (Σ DQ(x)·DQ(w) + DQ(b) = s_x·s_w,c·acc). None when the program cannot express
-    the model or float32 cannot hold the layer's sums exactly (``sums``); the caller then asks onnxruntime."""
-    try:
-        program = lower(qm.to_model())
-    except ModelError:
-        return None
-    target = next((p for p in program.layers if p.node == layer.name and p.op in ("conv", "fc")), None)
-    if target is None:
-        return None
-    runner = ProgramRunner(ctx.pair, program)
-    name = target.inputs[0]
-    x = program.run_tensors(runner.quantize(ctx.calib_x), [name])[name].astype(np.float32)
-    sums = conv_sums(target.p, x) if target.op == "conv" else fc_sums(target.p, x.reshape(len(x), -1))
-    if sums is None:
-        return None
-    s = sums.sums.reshape(len(x), sums.sums.shape[1], -1)
-    # mean(sums + B) = Σ sums / positions + B: integers below 2^24 summed in float64, exactly
-    return (s.sum(axis=2, dtype=np.float64) / s.shape[2] + sums.folded[None, :]) * qm.bias_lsb(layer)
+class ProgramMeans:
+    """s_x·s_w,c · mean(acc_c) per sample: a layer's int32 accumulators (bias included) on the integer program of
+    the model as it stands — its input as the device's upstream layers leave it — dequantized as the QDQ graph's
+    pre-activation is (Σ DQ(x)·DQ(w) + DQ(b) = s_x·s_w,c·acc). None when the program cannot express the model or
+    float32 cannot hold the layer's sums exactly (``sums``); the caller then asks onnxruntime.
+
+    Asked layer after layer in graph order, as sequential correction does, it keeps the tensors computed over the
+    calibration split: correcting a layer changes only that layer's bias, so the layers before it need not run
+    again (those after it, and it, do). Tensors no later layer reads are dropped."""
+
+    def __init__(self, ctx: FitContext):
+        self.ctx = ctx
+        self.values: dict[str, np.ndarray] = {}
+        self.done = 0  # program layers whose outputs in ``values`` are current
+
+    def __call__(self, qm: QdqModel, layer: Layer) -> np.ndarray | None:
+        try:
+            program = lower(qm.to_model())
+        except ModelError:
+            return None
+        j = next((i for i, p in enumerate(program.layers) if p.node == layer.name and p.op in ("conv", "fc")), None)
+        if j is None:
+            return None
+        if not self.values or j < self.done:  # the first request, or not in graph order: from the input
+            n = len(self.ctx.calib_x)
+            q = ProgramRunner(self.ctx.pair, program).quantize(self.ctx.calib_x)
+            self.values = {program.input: q.reshape(n, *program.tensors[program.input].shape).astype(np.float32)}
+            self.done = 0
+        for step in program.layers[self.done:j]:
+            out = run_layer(step, [self.values[name] for name in step.inputs], program.tensors)
+            self.values[step.output] = out.reshape(len(out), *program.tensors[step.output].shape)
+        self.done = j
+        needed = {name for step in program.layers[j:] for name in step.inputs}
+        self.values = {k: v for k, v in self.values.items() if k in needed}
+        target = program.layers[j]
+        x = self.values[target.inputs[0]]
+        sums = conv_sums(target.p, x) if target.op == "conv" else fc_sums(target.p, x.reshape(len(x), -1))
+        if sums is None:
+            return None
+        s = sums.sums.reshape(len(x), sums.sums.shape[1], -1)
+        # mean(sums + B) = Σ sums / positions + B: integers below 2^24 summed in float64, exactly
+        return (s.sum(axis=2, dtype=np.float64) / s.shape[2] + sums.folded[None, :]) * qm.bias_lsb(layer)
 
 
-def correct_layer(ctx: FitContext, qm: QdqModel, layer: Layer) -> dict:
-    """Measure one layer's shift on calib (with the model as it stands) and write the correction."""
+def correct_layer(ctx: FitContext, qm: QdqModel, layer: Layer, on_program: ProgramMeans | None = None) -> dict:
+    """Measure one layer's shift on calib (with the model as it stands) and write the correction; ``on_program``:
+    the measurement kept from the layers corrected before (sequential correction's)."""
     row = {"layer": layer.name, "op": layer.op, "channels": qm.n_out(layer), "group": layer.group}
     f_name = ctx.float_preact(layer)
     if f_name is None:
@@ -78,7 +101,7 @@ def correct_layer(ctx: FitContext, qm: QdqModel, layer: Layer) -> dict:
         return {**row, "decision": "not corrected",
                 "why": "MatMul without a bias Add: adding one would add an op to the graph"}
     f_means = ctx.float_channel_means([f_name], {f_name: layer.preact_axis})[f_name]
-    q_means = _int8_channel_means(ctx, qm, layer)
+    q_means = _int8_channel_means(ctx, qm, layer, on_program or ProgramMeans(ctx))
     if f_means.shape == q_means.shape:  # after equalization the int8 layer computes float / s per channel
         f_means = f_means / qm.channel_divisor(layer.name, f_means.shape[1])
     else:
@@ -122,9 +145,9 @@ def correct_layer(ctx: FitContext, qm: QdqModel, layer: Layer) -> dict:
 
 def bias_correction(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     """Correct every layer in graph order, each measured after the corrections upstream of it."""
-    rows = []
+    rows, on_program = [], ProgramMeans(ctx)
     for k, layer in enumerate(qm.layers):
-        rows.append(correct_layer(ctx, qm, layer))
+        rows.append(correct_layer(ctx, qm, layer, on_program))
         if progress:
             progress(k + 1, len(qm.layers))
     rows += [{"layer": name, "decision": "not corrected", "why": why} for name, why in qm.skipped.items()]
