@@ -80,16 +80,18 @@ def test_graph_convolution_equals_the_exact_path(seed, monkeypatch):
     assert taken >= 5  # most of these layers compile
 
 
-def test_a_plan_stops_at_the_last_layer_its_tensors_need():
+def test_a_plan_stops_at_the_last_layer_its_tensors_need(monkeypatch):
     """An early tensor costs only the layers before it (bias correction asks for each layer's input in turn), and
-    its values are those of a whole run."""
+    its values are those of a whole run (here by the graphs)."""
     from repair.program import lower
     from repair.resources import datasets_dir
 
     prog = lower(str(datasets_dir() / "digits" / "int8.onnx"))
     early = prog.layers[1].output
-    assert sum(len(getattr(s, "outputs", [s])) for s in prog.plan({early})) < len(prog.layers)
     assert prog.plan({prog.input}) == []
+    with monkeypatch.context() as m:  # the layer-by-layer plan (a host build present) lists the layers it runs
+        m.setattr(host, "library", lambda: object())
+        assert prog.plan({early}) == prog.layers[:2]
     x = np.random.default_rng(0).integers(-128, 128, (20, *prog.tensors[prog.input].shape)).astype(np.int8)
     whole = prog.run_tensors(x, [early, prog.output])[early]
     np.testing.assert_array_equal(prog.run_tensors(x, [early])[early], whole)

@@ -6,6 +6,7 @@ compiler, the program still runs (its onnxruntime graphs)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -57,11 +58,11 @@ def test_without_a_compiler_the_program_runs_its_graphs(tmp_path):
             "prog = lower(str(r.datasets_dir() / 'digits' / 'int8.onnx'));"
             "x = np.random.default_rng(0).integers(-128, 128, (50, *prog.tensors[prog.input].shape)).astype(np.int8);"
             "print(host.library() is None, type(prog.plan({prog.output})[0]).__name__);"
-            "np.save(__import__('sys').argv[1], prog.run(x))")
+            "import sys; np.save(sys.argv[1], prog.run(x))")
     env = {"CC": str(tmp_path / "no-such-cc"), "TMLREPAIR_CACHE": str(tmp_path / "cache"), "PATH": "/nonexistent"}
     out = tmp_path / "graph.npy"
     r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
-                       env={**__import__("os").environ, **env})
+                       env={**os.environ, **env})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "Segment"]
     from repair.program import lower
