@@ -67,6 +67,37 @@ def test_vector_scaling_undoes_a_class_bias():
     assert M.nll(M.softmax(vs.apply(biased)), y) < M.nll(M.softmax(biased), y) - 0.1
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_vector_scaling_reaches_the_penalised_nll_minimum(seed):
+    """Newton's optimum: a zero gradient (its analytic form checked against central differences of the loss), no
+    ±1e-5 neighbour along any coordinate with a lower loss, and no higher loss than scipy's L-BFGS-B on it."""
+    from scipy.optimize import minimize
+
+    from repair.repairs.after_model.vector_scaling import _loss_gradient_hessian
+
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(40, 800)), int(rng.integers(2, 12))
+    z = rng.normal(size=(n, k)) * rng.uniform(0.5, 6)
+    y = rng.integers(0, k, n)
+    z[np.arange(n), y] += rng.uniform(0, 3)
+    z[:, 0] += rng.uniform(-2, 2)  # a class bias
+    vs = VectorScaling().fit(z, y)
+    theta = np.array(vs.scale_ + vs.offset_)
+    loss = lambda t: _loss_gradient_hessian(z, y, vs.l2, t)[0]  # noqa: E731
+    _, grad, hess = _loss_gradient_hessian(z, y, vs.l2, theta)
+    eye = np.eye(2 * k)
+    numeric = np.array([(loss(theta + 1e-6 * e) - loss(theta - 1e-6 * e)) / 2e-6 for e in eye])
+    assert np.abs(numeric - grad).max() < 1e-7
+    numeric_hess = np.array([(_loss_gradient_hessian(z, y, vs.l2, theta + 1e-6 * e)[1]
+                              - _loss_gradient_hessian(z, y, vs.l2, theta - 1e-6 * e)[1]) / 2e-6 for e in eye])
+    assert np.abs(numeric_hess - hess).max() < 1e-6
+    assert np.abs(grad).max() < 1e-7
+    assert all(loss(theta + d * e) >= loss(theta) for e in eye for d in (1e-5, -1e-5))
+    ref = minimize(lambda t: _loss_gradient_hessian(z, y, vs.l2, t)[:2], np.r_[np.ones(k), np.zeros(k)], jac=True,
+                   method="L-BFGS-B")
+    assert loss(theta) <= ref.fun + 1e-12
+
+
 def test_class_thresholds_hold_their_false_accept_rate_on_the_fit_data():
     z, y = _synthetic_logits(t_true=1.0)
     p = M.softmax(z)

@@ -51,8 +51,18 @@ class QdqModel:
         self._index()
 
     def copy(self) -> "QdqModel":
-        twin = QdqModel(self.to_model())
+        """An independent twin: its own graph (edits rename node inputs), the same initializer arrays — frozen, as
+        edits replace arrays and never write into them — and no serialization round trip (a fit's threshold
+        search makes a twin per candidate)."""
+        twin = object.__new__(QdqModel)
+        twin.model = onnx.ModelProto()
+        twin.model.CopyFrom(self.model)
+        for a in self.inits.values():
+            a.flags.writeable = False
+        twin.inits = dict(self.inits)
+        twin._changed = set(self._changed)
         twin.equalized = {k: v.copy() for k, v in self.equalized.items()}
+        twin._index()
         return twin
 
     def numbers(self) -> dict[tuple[int, int], tuple]:
