@@ -228,6 +228,38 @@ def test_thresholds_never_raise_the_calibration_output_error(digits):
     assert any(a.model_input and k in keys for k, a in qm.activations.items())
 
 
+def test_a_folds_float_values_are_the_whole_splits_draws_from_its_own_samples(digits):
+    """One float pass for every fold: a fold's values are drawn from its samples only (each value found in that
+    sample's tensor, in the channel recorded for it, divided by that channel's divisor), its extremes are its own
+    samples' (not the split's), and the split itself draws about VALUE_SAMPLE values."""
+    from repair.repairs.in_model.context import VALUE_SAMPLE
+
+    pair, calib, _ = digits
+    x = calib.x[:300].astype(np.float32)
+    ctx = FitContext(pair, x, batch_size=128)
+    qm = QdqModel(pair.int8.proto)
+    name = next(ctx.float_tensor(k) for k, a in qm.activations.items()
+                if not a.interface and not a.model_input and ctx.float_tensor(k))
+    fold = np.arange(0, 300, 3)  # every third sample
+    sub = ctx.on_subset(fold)
+    full = np.concatenate([b[name] for b in ctx.run(pair.float.proto, [name], x, int8=False)])
+    channels = full.shape[1]
+    divisor = np.linspace(0.5, 2.0, channels)
+    whole = ctx.float_values(name)
+    assert abs(len(whole) - 2 - VALUE_SAMPLE) <= 3
+    assert whole[-2] == full.min() and whole[-1] == full.max()
+    values = sub.float_values(name, divisor)
+    mine = full[fold] / divisor.reshape(1, -1, *([1] * (full.ndim - 2)))
+    assert values[-2] == pytest.approx(mine.min(), rel=1e-12) and values[-1] == pytest.approx(mine.max(), rel=1e-12)
+    drawn, samples, chans = ctx._value_draws([name])[name]
+    in_fold = np.isin(samples, fold)
+    assert len(values) - 2 == in_fold.sum() and 0.25 < in_fold.mean() < 0.42
+    per_sample = full.reshape(len(full), channels, -1)
+    for v, smp, c in list(zip(drawn[in_fold], samples[in_fold], chans[in_fold]))[:200]:
+        assert v in per_sample[smp, c]
+    np.testing.assert_array_equal(values[:-2], drawn[in_fold] / divisor[chans[in_fold]])
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_edits_run_through_one_part_equal_each_edited_model_run_whole(task):
     """edited_outputs (one session over the part of the graph the edits reach, fed the cut) gives exactly the

@@ -23,7 +23,7 @@ from .qdq import Layer, QdqModel
 
 #: Between a float layer and its pre-activation: a BatchNormalization an exporter left unfolded, a bias Add.
 _PREACT_OPS = frozenset({"BatchNormalization", "Add"})
-#: Values kept per activation for choosing its clipping range (a uniform random subsample).
+#: Values drawn per activation, over the whole calibration split, for choosing its clipping range.
 VALUE_SAMPLE = 200_000
 
 
@@ -199,29 +199,60 @@ class FitContext:
                             lambda parts: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
 
     def float_values(self, name: str, divisor: np.ndarray | None = None) -> np.ndarray:
-        """A seeded uniform sample (≤ VALUE_SAMPLE) of a float tensor's values on calib, plus its extremes;
+        """A seeded uniform sample (≈ VALUE_SAMPLE) of a float tensor's values on calib, plus its extremes;
         with ``divisor``, channel c (axis 1) divided by divisor[c] first (an equalized activation)."""
         return self.float_values_of([(name, divisor)])[0]
 
     def float_values_of(self, requests: list[tuple[str, np.ndarray | None]]) -> list[np.ndarray]:
-        """``float_values`` of several (name, divisor) requests, all computed in one float pass over calib."""
-        per_batch = max(1, VALUE_SAMPLE * self.batch // max(1, len(self.calib_x)))
-        keys = [("values", name, None if d is None else d.tobytes()) for name, d in requests]
-        todo = {k: (name, d) for k, (name, d) in zip(keys, requests) if k not in self._float_cache}
-        if todo:
-            rngs = {k: np.random.default_rng(0) for k in todo}  # each sample as its own pass would draw it
-            parts: dict = {k: [] for k in todo}
-            for outs in self._float_batches(list(dict.fromkeys(name for name, _ in todo.values()))):
-                for k, (name, divisor) in todo.items():
-                    a = channel_view(outs[name], 1) if divisor is not None else np.asarray(outs[name], np.float64)
-                    if divisor is not None and a.shape[1] == divisor.size:
-                        a = a / divisor[None, :, None]
-                    a = a.reshape(-1)
-                    keep = a if a.size <= per_batch else rngs[k].choice(a, per_batch, replace=False)
-                    parts[k].append(np.concatenate([keep, [a.min(), a.max()]]))
-            for k in todo:
-                self._float_cache[k] = np.concatenate(parts[k])
-        return [self._float_cache[k] for k in keys]
+        """``float_values`` of several (name, divisor) requests. The values are drawn once, in the whole split's
+        float pass (``_value_draws``); a fold's context keeps the draws from its own samples and the extremes of
+        its own samples' ranges, so the folds run no float pass of their own."""
+        root = getattr(self, "_parent", None) or self
+        index = getattr(self, "_index", None)
+        names = list(dict.fromkeys(name for name, _ in requests))
+        draws, ranges = root._value_draws(names), root._sample_ranges(names)
+        out = []
+        for name, divisor in requests:
+            values, samples, channels = draws[name]
+            lo, hi = ranges[name]
+            if index is not None:
+                member = np.zeros(len(lo), bool)
+                member[index] = True
+                keep = member[samples]
+                values, channels, lo, hi = values[keep], channels[keep], lo[index], hi[index]
+            if divisor is not None and lo.shape[1] == divisor.size:
+                d = np.asarray(divisor, np.float64)
+                values = values / d[channels]
+                lo, hi = np.minimum(lo / d, hi / d), np.maximum(lo / d, hi / d)
+            out.append(np.concatenate([values, [lo.min(), hi.max()]]))
+        return out
+
+    def _value_draws(self, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per float tensor, ≈ VALUE_SAMPLE of its values over calib drawn uniformly (with replacement, seeded, in
+        proportion to each batch's size), each with its sample and its channel (axis 1): name → (values as float64,
+        samples, channels). The per-sample ranges are reduced in the same float pass."""
+        todo = [n for n in dict.fromkeys(names) if ("draws", n) not in self._float_cache]
+        if not todo:
+            return {n: self._float_cache[("draws", n)] for n in names}
+        rngs = {n: np.random.default_rng(0) for n in todo}  # each tensor drawn as its own pass would draw it
+        parts: dict[str, list] = {n: [] for n in todo}
+        ranges: dict[str, list] = {n: [] for n in todo}
+        total, first = max(1, len(self.calib_x)), 0
+        for outs in self._float_batches(todo):
+            for n in todo:
+                a = np.asarray(outs[n])
+                a = a.reshape(len(a), a.shape[1] if a.ndim > 1 else 1, -1)
+                count = max(1, round(VALUE_SAMPLE * len(a) / total))
+                at = rngs[n].integers(0, a.size, count)
+                sample, within = np.divmod(at, a.shape[1] * a.shape[2])
+                parts[n].append((a.reshape(-1)[at].astype(np.float64), sample + first, within // a.shape[2]))
+                ranges[n].append(_sample_range(a, n))
+            first += len(next(iter(outs.values())))
+        for n in todo:
+            self._float_cache[("draws", n)] = tuple(np.concatenate(c) for c in zip(*parts[n]))
+            self._float_cache.setdefault(("sample_ranges", n), (np.concatenate([r[0] for r in ranges[n]]),
+                                                                np.concatenate([r[1] for r in ranges[n]])))
+        return {n: self._float_cache[("draws", n)] for n in names}
 
     def _reduce(self, kind: str, names: list[str], per_batch, combine) -> dict:
         todo = [n for n in dict.fromkeys(names) if (kind, n) not in self._float_cache]
