@@ -8,7 +8,8 @@ the holdout — onnxruntime's float simulation of QDQ (how tmlrepair judged befo
 TFLM and the device compute) — and which in-model repairs each version keeps: the baseline decided on the
 holdout with onnxruntime, this code by 3-fold cross-validation on the calibration split with the program.
 The baseline runs from a temporary git worktree of ``--baseline``. Wall time: `tmlrepair fit` on digits,
-``--runs`` runs each, old and new alternating; median. One machine (2 shared cores): read ratios.
+``--runs`` runs each, old and new alternating, and in the same rounds NNCF's quantize + BiasCorrection on the
+same float model and calibration set (a fresh process each, as the fits; with ``.[bench]``); medians. One machine (2 shared cores): read ratios.
 """
 
 from __future__ import annotations
@@ -74,6 +75,32 @@ def fit(code: Path, task: str, out: Path) -> tuple[float, dict]:
     return wall, json.loads((out / "plan.json").read_text())
 
 
+NNCF = r"""
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import peers
+x = np.load(sys.argv[3])["x"].astype(np.float32)
+peers.nncf_quantize(sys.argv[2], x, fast=False)
+"""
+
+
+def nncf_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
+
+
+def nncf_wall(task: str) -> float:
+    """Wall time of a fresh process that imports NNCF and runs its quantize with full BiasCorrection on the task's
+    float model and calibration set (what `tmlrepair fit` is timed against: process start and imports included)."""
+    d = ROOT / "datasets" / task
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", NNCF, str(ROOT / "scripts"), str(d / "float.onnx"), str(d / "calib.npz")],
+                   check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="da3ded3", help="git revision of the code to compare with")
@@ -108,13 +135,21 @@ def main() -> None:
                     print(f"| {task} | repaired by the {'baseline' if label == 'old' else 'new'} fit | {fmt(r['ort'])} | "
                           f"{fmt(r['program'])} | {kept['old'] if label == 'old' else ''} | "
                           f"{kept['new'] if label == 'new' else ''} |")
-            walls: dict[str, list[float]] = {"old": [], "new": []}
+            walls: dict[str, list[float]] = {"old": [], "new": [], "nncf": []}
             for _ in range(args.runs):
                 for label, code in (("old", old), ("new", ROOT)):
                     walls[label].append(fit(code, "digits", Path(tmp) / f"time-{label}")[0])
+                if nncf_available():
+                    walls["nncf"].append(nncf_wall("digits"))
             mo, mn = statistics.median(walls["old"]), statistics.median(walls["new"])
             print(f"\n`tmlrepair fit` on digits, median of {args.runs}: baseline {args.baseline} {mo:.2f} s, "
                   f"now {mn:.2f} s ({mn / mo:.2f}×)")
+            if walls["nncf"]:
+                mq = statistics.median(walls["nncf"])
+                print(f"NNCF quantize + BiasCorrection on the same calibration set, same runs: {mq:.2f} s "
+                      f"(tmlrepair fit / NNCF: {mn / mq:.2f}×)")
+            else:
+                print("NNCF not installed (pip install -e '.[bench]'): its timing is left out")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
 

@@ -51,12 +51,13 @@ def edited_outputs(ctx: FitContext, base: QdqModel, edits: list[QdqModel], x: np
     part = _Part(ctx, model, slots, base, x) if slots else None
     if part is not None and not part.usable:
         values = [None] * len(edits)
-    out = []
+    out, base_out = [], None
     for e, v in zip(edits, values):
         if v is None:
             out.append(ctx.outputs(e.to_model(), x, int8=True))
         elif not v:  # computes with the base model's numbers
-            out.append(ctx.outputs(model, x, int8=True))
+            base_out = ctx.outputs(model, x, int8=True) if base_out is None else base_out
+            out.append(base_out)
         else:
             out.append(part.run(v))
     return out

@@ -111,7 +111,8 @@ def fit_thresholds(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
         current = qm.activation_params(key)
         tried = {}
         for name, (lo, hi) in candidates(v).items():
-            params = range_params(lo, hi)
+            scale, zero_point = range_params(lo, hi)
+            params = (float(np.float32(scale)), zero_point)  # as the model stores it: float32
             if params != current and params not in tried.values():
                 tried[name] = params
         trials = []
