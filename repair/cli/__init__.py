@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..allocator import keep_freed_memory
 from ..errors import TmlrepairError
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
@@ -23,6 +24,7 @@ class _Group(click.Group):
     interrupted. No traceback on the terminal."""
 
     def invoke(self, ctx):
+        keep_freed_memory()  # the integer program's batches reuse freed memory (repair.allocator)
         try:
             return super().invoke(ctx)
         except TmlrepairError as exc:

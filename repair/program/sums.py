@@ -63,7 +63,16 @@ _constants_cache: OrderedDict = OrderedDict()
 _PARAMS = ("weights", "bias", "mult", "shift")
 
 
-def layer_constants(p: dict, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+class _Constants(tuple):
+    """``layer_constants``' (folded, bound, constant, values), with what follows from them kept beside: ``exact``,
+    whether float32 holds the sums (every live channel's S = A − |B| < 2^24), and a fully connected layer's
+    weights as float32 (``weights32``)."""
+
+    exact: bool
+    weights32: np.ndarray | None = None
+
+
+def layer_constants(p: dict, offset: int) -> _Constants:
     """``folded_bias`` and ``constant_channels`` of layer ``p`` for ``offset``, computed once per layer and reused
     for every batch (a layer's parameters are not changed after lowering; the cache holds them and checks that it
     is handed the same objects)."""
@@ -75,7 +84,10 @@ def layer_constants(p: dict, offset: int) -> tuple[np.ndarray, np.ndarray, np.nd
         _constants_cache.move_to_end(key)
         return hit[1]
     folded, bound = folded_bias(p, offset)
-    value = (folded, bound, *constant_channels(p, folded, bound))
+    value = _Constants((folded, bound, *constant_channels(p, folded, bound)))
+    value.exact = bool((bound - np.abs(folded))[~value[2]].max(initial=0) < EXACT_FLOAT32)
+    if np.ndim(p["weights"]) == 2:  # a fully connected layer's, for BLAS
+        value.weights32 = np.asarray(p["weights"], np.float32)
     _constants_cache[key] = (tuple(p[k] for k in _PARAMS), value)
     if len(_constants_cache) > _CACHE_SIZE:
         _constants_cache.popitem(last=False)
@@ -100,11 +112,6 @@ class LayerSums:
         return self.sums + np.where(self.constant, 0, self.folded).astype(np.float32).reshape(shape)
 
 
-def _exact(constants) -> bool:
-    folded, bound, constant, _ = constants
-    return (bound - np.abs(folded))[~constant].max(initial=0) < EXACT_FLOAT32
-
-
 def conv_sums(p: dict, x: np.ndarray) -> LayerSums | None:
     """A conv layer's sums (parameters ``p`` as ``repair.program.ir`` keeps them) over int8 values ``x``
     [N, C, H, W] or [N, C, L] (float32 holding integers), float32 [N, Cout, Ho, Wo]; None when float32 cannot
@@ -115,11 +122,11 @@ def conv_sums(p: dict, x: np.ndarray) -> LayerSums | None:
         x = x[:, :, None, :]
     offset = zp if any(pads) else 0
     constants = layer_constants(p, offset)
-    if any(pads) and not _exact(constants):  # o = z_x breaks the bound: pad with z_x here
+    if any(pads) and not constants.exact:  # o = z_x breaks the bound: pad with z_x here
         offset, constants = 0, layer_constants(p, 0)
         pt, pl, pb, pr = pads
         x, pads = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=zp), (0, 0, 0, 0)
-    if not _exact(constants):
+    if not constants.exact:
         return None
     sess = _conv_session(w, p["group"], p["strides"], p["dilations"], pads)
     x = np.subtract(x, offset, dtype=np.float32) if offset else np.ascontiguousarray(x, np.float32)
@@ -131,7 +138,6 @@ def fc_sums(p: dict, x: np.ndarray) -> LayerSums | None:
     """``conv_sums`` of a fully connected layer over int8 values ``x`` [N, inputs]: Σ x·w by a float32 matrix
     product (the same bound makes it exact)."""
     constants = layer_constants(p, 0)
-    if not _exact(constants):
+    if not constants.exact:
         return None
-    w = np.asarray(p["weights"], np.float32)
-    return LayerSums((w @ np.asarray(x, np.float32).T).T, *constants)  # [N, C], channel-major in memory (``host``)
+    return LayerSums((constants.weights32 @ np.asarray(x, np.float32).T).T, *constants)  # [N, C], channel-major in memory (``host``)
