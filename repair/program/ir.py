@@ -265,11 +265,21 @@ def _windows(x, p, reduce) -> np.ndarray:
 
 
 def _avgpool(layer, args, tensors):
-    """Σ_window (x − z_x) as Σ_window x − count·z_x (exact integers in float32: |Σ| ≤ 255·count), requantized."""
+    """Σ_window (x − z_x) as Σ_window x − count·z_x (exact integers in float32: |Σ| ≤ 255·count), requantized (by
+    the host build where there is one: no bias, that bound)."""
     p = layer.p
+    count = p["kernel"][0] * p["kernel"][1]
     acc = _windows(args[0], p, np.add)
-    acc -= p["kernel"][0] * p["kernel"][1] * p["in_zp"]
-    return finish(acc, p)
+    acc -= count * p["in_zp"]
+    out = host.requantize(acc, *_pool_constants(acc.shape[1], count), p)
+    return out if out is not None else finish(acc, p)
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_constants(channels: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """An average pooling's zero bias and its bound 255·count per channel, the same objects call after call (the
+    host build keeps its prepared arguments by them)."""
+    return np.zeros(channels, np.int64), np.full(channels, 255.0 * count)
 
 
 def _avgpool_tflm(layer, args, tensors):
