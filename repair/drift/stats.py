@@ -11,6 +11,10 @@ the count of integers at a clipping limit, from which:
 * saturation = share of integers at qmin or qmax, not counting a limit equal to the
   zero point (there it encodes 0.0, e.g. the floor of a folded ReLU, not clipping).
 
+Where the host build exists (``repair.program.host``) a batch is folded by one pass of C
+(``c_patches/host/tmlr_error_stats_host.c``): the same q and d, each sample's sums in float32 lanes then added in
+float64, where numpy's dot products sum in float32 (the two agree to ~1e-6 relative; tests/test_drift_stats_host.py).
+
 An equalized tensor holds float/s_c in channel c (cross-layer equalization, Nagel et al. 2019 §4.1):
 with ``channel_factors`` s, q is compared as s_c·q, in the float model's units.
 """
@@ -23,6 +27,7 @@ import numpy as np
 
 from ..metrics import sqnr_db
 from ..models.graph import QuantParams
+from ..program import host
 
 
 class TensorStats:
@@ -41,7 +46,10 @@ class TensorStats:
         self.ch_count = 0
 
     def update(self, f: np.ndarray, k: np.ndarray) -> None:
-        """Add one batch: ``f`` float values, ``k`` the int8 model's integers, same shape."""
+        """Add one batch: ``f`` float values, ``k`` the int8 model's integers, same shape. In one pass of C where
+        the host build exists (``repair.program.host``: the sums in float64), else in numpy passes."""
+        if self._update_in_c(f, k):
+            return
         qmin, qmax, zp = self.quant.qmin, self.quant.qmax, self.quant.zero_point
         kr = k.ravel()
         if qmin != zp:
@@ -59,6 +67,44 @@ class TensorStats:
             shape[self.axis] = -1
             q *= self.factors.reshape(shape)
         self._accumulate(np.ascontiguousarray(f, np.float32), q)
+
+    def _update_in_c(self, f: np.ndarray, k: np.ndarray) -> bool:
+        """``update`` by the host build, for int8 and uint8 integers (a uint8 tensor as int8 k − 128 with its zero
+        point and limits moved alike: the same q). The C sees the batch as samples of one row each (the axes up to
+        the channel axis are samples) and adds each element's d into a row of sums, summed here per channel."""
+        lib = host.library()
+        if lib is None or k.dtype not in (np.int8, np.uint8) or f.shape != k.shape or k.ndim == 0:
+            return False
+        qmin, qmax, zp = self.quant.qmin, self.quant.qmax, self.quant.zero_point
+        sat_lo, sat_hi = (qmin if qmin != zp else 256), (qmax if qmax != zp else 256)  # 256: no int8 holds it
+        if k.dtype == np.uint8:
+            k = (np.asarray(k) ^ np.uint8(0x80)).view(np.int8)
+            zp, sat_lo, sat_hi = zp - 128, sat_lo - 128, sat_hi - 128
+        f, k = np.ascontiguousarray(f, np.float32), np.ascontiguousarray(k)
+        axis = self.axis if self.axis is not None and k.ndim > self.axis else None
+        outer = int(np.prod(k.shape[:axis if axis is not None else 1], dtype=np.int64))
+        row = k.size // max(outer, 1)
+        channels = k.shape[axis] if axis is not None else 1
+        key = (row, channels)
+        if getattr(self, "_row_factors_key", None) != key:  # element j's channel factor, for this row length
+            factors = self.factors if self.factors is not None and axis is not None and \
+                self.factors.size == channels else np.ones(channels, np.float32)
+            self._row_factors = np.ascontiguousarray(np.repeat(factors, row // channels), np.float32)
+            self._row_factors_key = key
+        totals = np.array([self.ff, self.fq, self.dd, self.abs_sum, self.max_abs, self.f_min, self.f_max, 0.0])
+        row_sums = np.zeros(row, np.float32)
+        lib.tmlr_host_error_stats(f.ctypes.data, k.ctypes.data, outer, row, float(self.quant.scale), int(zp),
+                                  self._row_factors.ctypes.data, sat_lo, sat_hi, totals.ctypes.data,
+                                  row_sums.ctypes.data)
+        self.ff, self.fq, self.dd, self.abs_sum, self.max_abs, self.f_min, self.f_max = (float(v) for v in totals[:7])
+        self.qq = self.dd - self.ff + 2.0 * self.fq
+        self.saturated += int(totals[7])
+        self.n += k.size
+        if axis is not None:
+            s = row_sums.reshape(channels, -1).sum(axis=1, dtype=np.float64)
+            self.ch_sum = s if self.ch_sum is None else self.ch_sum + s
+            self.ch_count += k.size // channels
+        return True
 
     def update_values(self, f: np.ndarray, q: np.ndarray) -> None:
         """Add one batch of float values ``f`` and already-dequantized values ``q`` (not modified)."""

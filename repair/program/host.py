@@ -2,9 +2,10 @@
 
 ``c_patches/host/tmlr_program_host.c`` runs the device's own ``tmlr_requantize`` (tmlr_fixedpoint.h) over a
 whole layer's accumulators in one pass — where numpy needs a dozen and onnxruntime's float64 form (``graph``)
-ten. It is compiled once with the host's C compiler (``$CC``, else ``cc``/``gcc``; ``-O3``, and ``-march=native``
+ten. ``c_patches/host/tmlr_error_stats_host.c``, in the same library, folds a float/int8 tensor pair into drift's
+error statistics in one pass (``repair.drift.stats``). It is compiled once with the host's C compiler (``$CC``, else ``cc``/``gcc``; ``-O3``, and ``-march=native``
 where the compiler takes it) into the build cache (``resources.cache_dir``: ``$TMLREPAIR_CACHE``, else
-``~/.cache/tmlrepair``), named by a hash of the sources, flags and compiler, and loaded with ctypes.
+``~/.cache/tmlrepair``), named by a hash of the sources, flags, compiler and CPU features, and loaded with ctypes.
 Without a compiler (or with ``TMLREPAIR_HOST_C=0``) ``library()`` is None and the program runs its graphs.
 """
 
@@ -22,15 +23,28 @@ import numpy as np
 
 from ..resources import c_library_dir, cache_dir, host_compiler
 
-_SOURCES = ("host/tmlr_program_host.c",)
+_SOURCES = ("host/tmlr_program_host.c", "host/tmlr_error_stats_host.c")
 _HEADER = "include/tmlr_fixedpoint.h"
-_FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
+#: -fopenmp-simd: the statistics' reductions vectorize under `omp simd` (no OpenMP runtime is linked)
+_FLAG_SETS = (["-O3", "-march=native", "-fopenmp-simd"], ["-O3", "-fopenmp-simd"], ["-O3"])
 _lock = threading.Lock()
 _loaded: dict = {}
 
 
+def _cpu() -> bytes:
+    """What -march=native compiled for: the CPU's feature flags (a cache shared between machines must not hand one
+    a library built for another's instruction set)."""
+    import platform
+
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return (platform.machine() + flags).encode()
+
+
 def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
-    source = b"".join((lib_dir / s).read_bytes() for s in (*_SOURCES, _HEADER))
+    source = b"".join((lib_dir / s).read_bytes() for s in (*_SOURCES, _HEADER)) + _cpu()
     for flags in _FLAG_SETS:
         digest = hashlib.sha1(source + " ".join([cc, *flags]).encode()).hexdigest()[:16]
         target = cache_dir() / "host" / f"tmlr_host-{digest}.so"
@@ -48,6 +62,8 @@ def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
         p, n, i32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int32
         lib.tmlr_host_requantize.restype = None
         lib.tmlr_host_requantize.argtypes = [p, n, n, n, p, p, p, i32, i32, i32, p]
+        lib.tmlr_host_error_stats.restype = None
+        lib.tmlr_host_error_stats.argtypes = [p, p, n, n, ctypes.c_float, i32, p, i32, i32, p, p]
         return lib
     return None
 

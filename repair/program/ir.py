@@ -89,7 +89,7 @@ class IntProgram:
             values = self._forward(x[i:i + batch], steps)
             for name, key in keys.items():
                 parts[name].append(values[key].astype(np.int8))
-        return {name: np.concatenate(v) for name, v in parts.items()}
+        return {name: v[0] if len(v) == 1 else np.concatenate(v) for name, v in parts.items()}
 
     def plan(self, names: set) -> list:
         """How one batch runs with the present parameters: layer by layer (``_KERNELS``: sums by onnxruntime, the

@@ -1,0 +1,55 @@
+/*
+ * Host build only (never on the device): one pass of drift's error statistics over a float/int8 tensor pair, where
+ * numpy needs about a dozen (repair/drift/stats.py holds the equations and the numpy form, which this equals up to
+ * the order and precision of its sums). repair/program/host.py builds it with the program's requantization.
+ */
+#include <math.h>
+#include <stdint.h>
+
+/* totals, in this order (the caller's running values, updated): */
+enum { TMLR_FF, TMLR_FQ, TMLR_DD, TMLR_ABS_SUM, TMLR_MAX_ABS, TMLR_F_MIN, TMLR_F_MAX, TMLR_SATURATED, TMLR_TOTALS };
+
+/*
+ * f float32 and k int8 of one shape, contiguous, as `outer` samples of `row` elements each: with
+ * q = ((k - zp) * scale) * row_factors[j] in float32 (as numpy computes it; row_factors: element j's channel
+ * factor) and d = f - q, adds Σf², Σfq, Σd², Σ|d|, the count of k at sat_lo or sat_hi (one outside int8 for none)
+ * and max |d|, min f, max f into totals[TMLR_TOTALS], and d into row_sums[j] (the caller sums those per channel).
+ * One vectorized loop over each sample's row (omp simd: the reductions in float lanes, reassociated only there),
+ * each sample's sums then added in double: no per-channel reduction, so short channels cost nothing extra.
+ */
+void tmlr_host_error_stats(const float *f, const int8_t *k, long outer, long row, float scale, int32_t zp,
+                           const float *row_factors, int32_t sat_lo, int32_t sat_hi, double *totals, float *row_sums)
+{
+    const float z = (float)zp;
+    for (long n = 0; n < outer; ++n) {
+        const float *fn = f + n * row;
+        const int8_t *kn = k + n * row;
+        float ff = 0.0f, fq = 0.0f, dd = 0.0f, ad = 0.0f, sat = 0.0f;
+        float max_abs = 0.0f, f_min = INFINITY, f_max = -INFINITY;
+#pragma omp simd reduction(+ : ff, fq, dd, ad, sat) reduction(max : max_abs, f_max) reduction(min : f_min)
+        for (long j = 0; j < row; ++j) {
+            const int32_t kv = kn[j];
+            const float q = (((float)kv - z) * scale) * row_factors[j];
+            const float fv = fn[j];
+            const float d = fv - q;
+            const float a = fabsf(d);
+            ff += fv * fv;
+            fq += fv * q;
+            dd += d * d;
+            ad += a;
+            sat += (float)((kv == sat_lo) + (kv == sat_hi));
+            row_sums[j] += d;
+            max_abs = a > max_abs ? a : max_abs;
+            f_min = fv < f_min ? fv : f_min;
+            f_max = fv > f_max ? fv : f_max;
+        }
+        totals[TMLR_FF] += ff;
+        totals[TMLR_FQ] += fq;
+        totals[TMLR_DD] += dd;
+        totals[TMLR_ABS_SUM] += ad;
+        totals[TMLR_SATURATED] += sat;
+        totals[TMLR_MAX_ABS] = max_abs > totals[TMLR_MAX_ABS] ? max_abs : totals[TMLR_MAX_ABS];
+        totals[TMLR_F_MIN] = f_min < totals[TMLR_F_MIN] ? f_min : totals[TMLR_F_MIN];
+        totals[TMLR_F_MAX] = f_max > totals[TMLR_F_MAX] ? f_max : totals[TMLR_F_MAX];
+    }
+}

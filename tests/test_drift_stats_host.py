@@ -1,0 +1,71 @@
+"""Drift's error statistics folded by the host build (c_patches/host/tmlr_error_stats_host.c) equal the numpy fold
+(repair/drift/stats.py) — the same q and d element for element, sums up to their order and precision — over every
+layout a paired tensor comes in: channel axis 1 of a conv tensor, a fully connected layer's [N, C], no channel axis,
+equalization factors, int8 and uint8 integers, a zero point at a limit (not counted as saturation), non-contiguous
+arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repair.drift.stats import TensorStats
+from repair.models import QuantParams
+from repair.program import host
+
+pytestmark = pytest.mark.skipif(host.library() is None, reason="no C compiler here: the host build is not available")
+
+
+def _folded(quant, axis, factors, batches, use_c: bool) -> TensorStats:
+    st = TensorStats(quant, axis, factors)
+    if not use_c:
+        st._update_in_c = lambda f, k: False  # the numpy fold
+    for f, k in batches:
+        st.update(f, k)
+    return st
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), shape=st.sampled_from([(4, 3, 5, 5), (7, 10), (3, 2, 9), (5, 1, 28, 28),
+                                                                (2, 16, 1, 1)]),
+       axis=st.sampled_from([1, None]), dtype=st.sampled_from(["int8", "uint8"]), zp_at=st.sampled_from(
+           ["inside", "qmin", "qmax"]), with_factors=st.booleans(), transposed=st.booleans(),
+       batches=st.integers(1, 3))
+def test_host_fold_equals_the_numpy_fold(seed, shape, axis, dtype, zp_at, with_factors, transposed, batches):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    zp = {"inside": int(rng.integers(info.min + 1, info.max)), "qmin": info.min, "qmax": info.max}[zp_at]
+    quant = QuantParams(float(rng.uniform(0.001, 0.3)), zp, dtype)
+    factors = rng.uniform(0.25, 4.0, shape[1]).astype(np.float32) if with_factors else None
+    data = []
+    for _ in range(batches):
+        k = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        k.reshape(-1)[: k.size // 7] = info.max  # saturated values to count
+        f = (quant.scale * (k.astype(np.float64) - zp) + rng.normal(0, quant.scale, shape)).astype(np.float32)
+        if transposed and len(shape) == 4:  # the program may hand back non-contiguous arrays
+            k = np.ascontiguousarray(k.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+        data.append((f, k))
+    c, py = _folded(quant, axis, factors, data, True), _folded(quant, axis, factors, data, False)
+    assert c.n == py.n and c.saturated == py.saturated and c.ch_count == py.ch_count
+    assert (c.max_abs, c.f_min, c.f_max) == (py.max_abs, py.f_min, py.f_max)  # no rounding in these: equal
+    for name in ("ff", "fq", "dd", "qq", "abs_sum"):
+        assert getattr(c, name) == pytest.approx(getattr(py, name), rel=1e-5, abs=1e-9), name
+    if axis is None:
+        assert c.ch_sum is None and py.ch_sum is None
+    else:
+        scale = np.abs(py.ch_sum).max() + py.ch_count * quant.scale
+        np.testing.assert_allclose(c.ch_sum, py.ch_sum, rtol=0, atol=1e-5 * scale)
+
+
+def test_an_int16_tensor_takes_the_numpy_fold():
+    """The host fold reads int8 and uint8 only: other integer arrays are folded by numpy, with the same results."""
+    rng = np.random.default_rng(1)
+    quant = QuantParams(0.1, 0, "int8")
+    k = rng.integers(-128, 128, (3, 4, 5)).astype(np.int16)
+    f = rng.normal(size=k.shape).astype(np.float32)
+    a, b = TensorStats(quant, 1), TensorStats(quant, 1)
+    a.update(f, k)
+    b.update(f, k.astype(np.int8))
+    assert a.sqnr_db == pytest.approx(b.sqnr_db, rel=1e-5) and a.saturated == b.saturated
