@@ -5,8 +5,9 @@ and `tmlrepair fit` wall time, old and new code in one run.
 
 For each bundled task: the naive int8 model and the repaired one (this code's `fit`), each scored two ways on
 the holdout — onnxruntime's float simulation of QDQ (how tmlrepair judged before) and the integer program (what
-TFLM and the device compute) — and which in-model repairs each version keeps: the baseline decided on the
-holdout with onnxruntime, this code by 3-fold cross-validation on the calibration split with the program.
+TFLM and the device compute) — and which in-model repairs each version keeps: the default baseline da3ded3
+decided on the holdout with onnxruntime, this code (and any later baseline) by 3-fold cross-validation on the
+calibration split with the program.
 The baseline runs from a temporary git worktree of ``--baseline``. Wall time: `tmlrepair fit` on digits,
 ``--runs`` runs each, old and new alternating, and in the same rounds NNCF's quantize + BiasCorrection on the
 same float model and calibration set (a fresh process each, as the fits; with ``.[bench]``); medians. One machine (2 shared cores): read ratios.
@@ -111,7 +112,7 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(old), args.baseline],
                        check=True)
         try:
-            print("| task | int8 model | ORT-simulated | integer program | kept (baseline: holdout, ORT) | "
+            print(f"| task | int8 model | ORT-simulated | integer program | kept (baseline {args.baseline}) | "
                   "kept (now: 3-fold CV on calib, program) |\n|---|---|---|---|---|---|")
             for task in TASKS:
                 plans = {}
