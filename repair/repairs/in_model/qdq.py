@@ -33,8 +33,7 @@ LAYER_OPS = ("Conv", "Gemm", "MatMul")
 #: Ops through which a QDQ quantizer keeps one scale and zero point (output range = input range).
 SAME_RANGE_OPS = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "AveragePool",
                             "Identity"})
-INT32_MAX = 2 ** 31 - 1
-INT32_MIN = -2 ** 31
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
 
 
 class QdqModel:
@@ -45,22 +44,19 @@ class QdqModel:
         self.model.CopyFrom(model)
         self.inits = {i.name: numpy_helper.to_array(i) for i in self.model.graph.initializer}
         self._changed: set[str] = set()
-        #: per-channel factor s by which equalization divided a layer's pre-activation or an activation group
-        #: (key: layer name or group key): the int8 tensor now approximates float / s.
+        #: layer name or activation group key → equalization's per-channel divisor s: the int8 tensor ≈ float / s
         self.equalized: dict[str, np.ndarray] = {}
         self._index()
 
     def copy(self) -> "QdqModel":
-        """An independent twin: its own graph (edits rename node inputs), the same initializer arrays — frozen, as
-        edits replace arrays and never write into them — and no serialization round trip (a fit's threshold
-        search makes a twin per candidate)."""
+        """A twin with its own graph and the same initializer arrays, frozen (edits replace arrays, never write
+        into them): no serialization round trip, as the threshold search makes one per candidate."""
         twin = object.__new__(QdqModel)
         twin.model = onnx.ModelProto()
         twin.model.CopyFrom(self.model)
         for a in self.inits.values():
             a.flags.writeable = False
-        twin.inits = dict(self.inits)
-        twin._changed = set(self._changed)
+        twin.inits, twin._changed = dict(self.inits), set(self._changed)
         twin.equalized = {k: v.copy() for k, v in self.equalized.items()}
         twin._index()
         return twin
@@ -227,8 +223,7 @@ class QdqModel:
     def weight_scale(self, layer: Layer) -> np.ndarray:
         """Per output channel (a per-tensor scale is repeated)."""
         s = self.inits[layer.weight_dq.input[1]].astype(np.float64).reshape(-1)
-        n_out = self.weight_q(layer).shape[layer.out_axis]
-        return np.broadcast_to(s, (n_out,)).copy() if s.size == 1 else s
+        return np.broadcast_to(s, (self.n_out(layer),)).copy() if s.size == 1 else s
 
     def weight_zero_point(self, layer: Layer) -> np.ndarray:
         d = layer.weight_dq
