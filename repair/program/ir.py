@@ -113,12 +113,14 @@ class IntProgram:
         return steps
 
     def auto_batch(self) -> int:
-        """Samples per batch: 2^19 / the largest per-sample tensor, within [32, 1024] — about 2 MB of float32 per
-        tensor, the float64 temporaries of the requantization twice that (``graph``). Measured on one machine
-        (1000 samples, ratios to onnxruntime in the same run): digits (largest 6,272) best at 64-128, kws_dscnn
-        (8,000) at 64-128, ic_resnet8 (16,384) at 32-64, vww (73,728) at 32; small models (ecg, 128) at 1000."""
+        """Samples per batch: 2^20 / the largest per-sample tensor, within [32, 1024] — about 4 MB of float32 per
+        tensor, the float64 temporaries of the graphs (``graph``) twice that. Measured with the host build (1000
+        samples, batch sizes interleaved in one run, twice): ic_resnet8 (largest 16,384) 348-358 ms at 64-128
+        against 385-416 at 32 and 544-716 at 512-1000; sww (3,584) 37 ms at 256 against 43-44 at 128-146;
+        motions (800) fastest whole (5.4-7.3 ms against 7.0-9.4 at 655); digits (6,272) within noise from 64 to
+        1000; kws_dscnn (8,000) 139-157 ms from 64 to 256."""
         work = max(self.tensors[layer.output].size for layer in self.layers) if self.layers else 1
-        return int(min(1024, max(32, (1 << 19) // work)))
+        return int(min(1024, max(32, (1 << 20) // work)))
 
     def run(self, x: np.ndarray, batch: int | None = None) -> np.ndarray:
         """int8 input [N, *input shape] → int8 output [N, *output shape], exactly as the C kernels compute."""
