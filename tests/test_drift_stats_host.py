@@ -69,3 +69,16 @@ def test_an_int16_tensor_takes_the_numpy_fold():
     a.update(f, k)
     b.update(f, k.astype(np.int8))
     assert a.sqnr_db == pytest.approx(b.sqnr_db, rel=1e-5) and a.saturated == b.saturated
+
+
+def test_a_batch_with_nan_takes_the_numpy_fold():
+    """A NaN in a batch: the sums are NaN whichever fold runs, and the rest must not depend on which did (the C's
+    min/max would skip the NaN where numpy's reductions carry it)."""
+    rng = np.random.default_rng(2)
+    quant = QuantParams(0.1, 0, "int8")
+    k = rng.integers(-128, 128, (3, 4, 5)).astype(np.int8)
+    f = rng.normal(size=k.shape).astype(np.float32)
+    f[1, 2, 3] = np.nan
+    c, py = _folded(quant, 1, None, [(f, k)], True), _folded(quant, 1, None, [(f, k)], False)
+    assert np.isnan(c.ff) and np.isnan(py.ff) and c.n == py.n
+    assert (c.f_min, c.f_max, c.max_abs, c.saturated) == (py.f_min, py.f_max, py.max_abs, py.saturated)

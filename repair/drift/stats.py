@@ -96,6 +96,8 @@ class TensorStats:
         lib.tmlr_host_error_stats(f.ctypes.data, k.ctypes.data, outer, row, float(self.quant.scale), int(zp),
                                   self._row_factors.ctypes.data, sat_lo, sat_hi, totals.ctypes.data,
                                   row_sums.ctypes.data)
+        if not np.isfinite(totals[:4]).all():  # a NaN or inf in the batch: the numpy fold takes it (the C's min/max
+            return False                        # would skip a NaN that numpy's reductions carry); the state is untouched
         self.ff, self.fq, self.dd, self.abs_sum, self.max_abs, self.f_min, self.f_max = (float(v) for v in totals[:7])
         self.qq = self.dd - self.ff + 2.0 * self.fq
         self.saturated += int(totals[7])
