@@ -96,7 +96,7 @@ class IntProgram:
         requantization by the host build's C) where the host build exists; else ``graph.Segment`` s (runs of layers
         onnxruntime computes exactly) and the layers they cannot take, in numpy. ``scripts/bench_program.py``
         (1000 samples, time over onnxruntime's unoptimised int8 pass, the bundled and MLPerf Tiny models, one run):
-        C 0.56-1.86×, the graphs 1.2-6.5×. Layers after the last one that produces a tensor of ``names`` are
+        C 0.47-1.70×, the graphs 0.95-6.1×. Layers after the last one that produces a tensor of ``names`` are
         left out (an early layer's tensor costs only the layers before it)."""
         stop = 1 + max((i for i, layer in enumerate(self.layers) if layer.output in names), default=-1)
         if host.library() is not None:  # one pass of C per layer: faster than any graph
