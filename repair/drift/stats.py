@@ -47,7 +47,7 @@ class TensorStats:
 
     def update(self, f: np.ndarray, k: np.ndarray) -> None:
         """Add one batch: ``f`` float values, ``k`` the int8 model's integers, same shape. In one pass of C where
-        the host build exists (``repair.program.host``: the sums in float64), else in numpy passes."""
+        the host build exists (``repair.program.host``; module docstring), else in numpy passes."""
         if self._update_in_c(f, k):
             return
         qmin, qmax, zp = self.quant.qmin, self.quant.qmax, self.quant.zero_point
@@ -96,8 +96,8 @@ class TensorStats:
         lib.tmlr_host_error_stats(f.ctypes.data, k.ctypes.data, outer, row, float(self.quant.scale), int(zp),
                                   self._row_factors.ctypes.data, sat_lo, sat_hi, totals.ctypes.data,
                                   row_sums.ctypes.data)
-        if not np.isfinite(totals[:4]).all():  # a NaN or inf in the batch: the numpy fold takes it (the C's min/max
-            return False                        # would skip a NaN that numpy's reductions carry); the state is untouched
+        if not np.isfinite(totals[:4]).all():
+            return False  # a NaN or inf: the numpy fold takes the batch (the C's min/max would skip a NaN); no state set
         self.ff, self.fq, self.dd, self.abs_sum, self.max_abs, self.f_min, self.f_max = (float(v) for v in totals[:7])
         self.qq = self.dd - self.ff + 2.0 * self.fq
         self.saturated += int(totals[7])

@@ -6,8 +6,9 @@ trades outlier error for finer steps. Candidates per activation, from its float 
 
 - ``minmax``: [min, max];
 - ``p99``, ``p99.9``, ``p99.99``: the upper (and, for signed tensors, lower) percentile;
-- ``mse``: the clip minimising E[(x − Q(x))²] (on ≤ 2·MSE_SAMPLE of the values) over 48 fractions of [min, max] (the MSE-optimal
-  search of Banner et al. 2019 / ``onnxruntime``'s Entropy and Percentile calibrators' simpler cousin).
+- ``mse``: the clip minimising E[(x − Q(x))²] (on ≤ 2·MSE_SAMPLE of the values) over 48 fractions of
+  [min, max] (the MSE-optimal search of Banner et al. 2019 / ``onnxruntime``'s Entropy and Percentile
+  calibrators' simpler cousin).
 
 The model's float input (float I/O: its quantization is inside the model) is one of these activations: a range
 blown up by one glitched calibration sample is refitted like any other. The choice is greedy in graph order (each activation decided with those before it already set) by the
