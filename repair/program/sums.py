@@ -140,4 +140,5 @@ def fc_sums(p: dict, x: np.ndarray) -> LayerSums | None:
     constants = layer_constants(p, 0)
     if not constants.exact:
         return None
-    return LayerSums((constants.weights32 @ np.asarray(x, np.float32).T).T, *constants)  # [N, C], channel-major in memory (``host``)
+    sums = constants.weights32 @ np.asarray(x, np.float32).T
+    return LayerSums(sums.T, *constants)  # [N, C], channel-major in memory (``host``)
