@@ -12,7 +12,8 @@ instructions per call (BENCH, the empty loop subtracted) as a share of the model
 Per layer (issue 21's CMSIS-NN shapes, then digits and kws_dscnn): each conv / depthwise / pointwise / FC layer built alone into a firmware (a
 one-layer program: its input, its output) and run by INFER on QEMU; instructions per MAC (the layer's input
 and output copies included), next to CMSIS-NN's figures for the same kinds of layer
-(issue 21: CMSIS-NN 99f736a, -O2 -mcpu=cortex-m4 -DARM_MATH_DSP, one shape per kind).
+(issue 21: CMSIS-NN 99f736a, -O2 -mcpu=cortex-m4 -DARM_MATH_DSP, one shape per kind). Then a fully connected
+layer's cost split into per call, per output and per MAC (``fc_cost``).
 """
 
 from __future__ import annotations
@@ -143,11 +144,29 @@ def per_layer(rng) -> None:
                   f"{CMSIS_NN[kind]} | {insn / macs / CMSIS_NN[kind]:.2f}x |")
 
 
+def fc_cost(rng) -> None:
+    """A fully connected layer's instructions as a + C·(b + K·c) (K inputs, C outputs), solved from three synthetic
+    layers: what a call costs (a: copies, dispatch, the input column), an output besides its MACs (b: the
+    requantization, the dot product's call) and a MAC (c) — why layers of a few dozen inputs cannot reach a per-MAC
+    figure measured on 256."""
+    t1, t2, t3 = (instructions(synthetic("fc", k, c, 1, 1, 1, rng), rng) for k, c in ((32, 10), (32, 20), (64, 10)))
+    per_mac = (t3 - t1) / 320
+    per_output = (t2 - t1 - 320 * per_mac) / 10
+    per_call = t1 - 10 * per_output - 320 * per_mac
+    print(f"\nFC cost model (QEMU, from 32->10, 32->20, 64->10): {per_call:,.0f} instructions per call + "
+          f"{per_output:,.0f} per output + {per_mac:.2f} per MAC.")
+    for k, c in ((32, 10), (64, 12)):
+        floor = (per_call + k * c * per_mac) / (k * c)
+        print(f"  FC {k}->{c}: {floor:.2f} instructions/MAC with no per-output cost at all; "
+              f"1.3x CMSIS-NN's FC figure is {1.3 * CMSIS_NN['fc']:.2f}")
+
+
 def main() -> None:
     import sys
 
     rng = np.random.default_rng(0)
     per_layer(rng)
+    fc_cost(rng)
     if "--layers-only" in sys.argv:
         return
     print()
