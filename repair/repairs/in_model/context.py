@@ -213,6 +213,10 @@ class FitContext:
         draws, ranges = root._value_draws(names), root._sample_ranges(names)
         out = []
         for name, divisor in requests:
+            key = ("values", name, None if divisor is None else np.asarray(divisor).tobytes())
+            if key in self._float_cache:
+                out.append(self._float_cache[key])
+                continue
             values, samples, channels = draws[name]
             lo, hi = ranges[name]
             if index is not None:
@@ -224,7 +228,8 @@ class FitContext:
                 d = np.asarray(divisor, np.float64)
                 values = values / d[channels]
                 lo, hi = np.minimum(lo / d, hi / d), np.maximum(lo / d, hi / d)
-            out.append(np.concatenate([values, [lo.min(), hi.max()]]))
+            self._float_cache[key] = np.concatenate([values, [lo.min(), hi.max()]])
+            out.append(self._float_cache[key])
         return out
 
     def _value_draws(self, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
