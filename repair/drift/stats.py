@@ -44,6 +44,7 @@ class TensorStats:
         self.f_min, self.f_max = math.inf, -math.inf
         self.ch_sum: np.ndarray | None = None
         self.ch_count = 0
+        self._row_factors, self._row_factors_key = None, None  # the host fold's per-element factors, by row shape
 
     def update(self, f: np.ndarray, k: np.ndarray) -> None:
         """Add one batch: ``f`` float values, ``k`` the int8 model's integers, same shape. In one pass of C where
@@ -86,7 +87,7 @@ class TensorStats:
         row = k.size // max(outer, 1)
         channels = k.shape[axis] if axis is not None else 1
         key = (row, channels)
-        if getattr(self, "_row_factors_key", None) != key:  # element j's channel factor, for this row length
+        if self._row_factors_key != key:  # element j's channel factor, for this row length
             factors = self.factors if self.factors is not None and axis is not None and \
                 self.factors.size == channels else np.ones(channels, np.float32)
             self._row_factors = np.ascontiguousarray(np.repeat(factors, row // channels), np.float32)

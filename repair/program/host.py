@@ -1,4 +1,4 @@
-"""The integer program's requantization in C, built for this machine from the device library.
+"""The host build: the integer program's requantization and drift's statistics in C, built for this machine.
 
 ``c_patches/host/tmlr_program_host.c`` runs the device's own ``tmlr_requantize`` (tmlr_fixedpoint.h) over a
 whole layer's accumulators in one pass — where numpy needs a dozen and onnxruntime's float64 form (``graph``)
@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import tempfile
 import threading
@@ -35,8 +36,6 @@ _loaded: dict = {}
 def _cpu() -> bytes:
     """What -march=native compiled for: the CPU's feature flags (a cache shared between machines must not hand one
     a library built for another's instruction set)."""
-    import platform
-
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     except OSError:
