@@ -4,6 +4,7 @@
  * the order and precision of its sums). repair/program/host.py builds it with the program's requantization.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* totals, in this order (the caller's running values, updated): */
@@ -17,39 +18,52 @@ enum { TMLR_FF, TMLR_FQ, TMLR_DD, TMLR_ABS_SUM, TMLR_MAX_ABS, TMLR_F_MIN, TMLR_F
  * One vectorized loop over each sample's row (omp simd: the reductions in float lanes, reassociated only there),
  * each sample's sums then added in double: no per-channel reduction, so short channels cost nothing extra.
  */
+/* One sample's row: the loop of tmlr_host_error_stats, with each element's channel factor (factors) or none (NULL:
+ * all 1, the common case, which skips a load and a multiply per element). Inlined twice, so each loop is compiled
+ * for its case. */
+static inline __attribute__((always_inline)) void row_stats(const float *fn, const int8_t *kn, long row, float scale,
+                                                            float z, const float *factors, int32_t sat_lo,
+                                                            int32_t sat_hi, double *totals, float *row_sums)
+{
+    float ff = 0.0f, fq = 0.0f, dd = 0.0f, ad = 0.0f, sat = 0.0f;
+    float max_abs = 0.0f, f_min = INFINITY, f_max = -INFINITY;
+#pragma omp simd reduction(+ : ff, fq, dd, ad, sat) reduction(max : max_abs, f_max) reduction(min : f_min)
+    for (long j = 0; j < row; ++j) {
+        const int32_t kv = kn[j];
+        const float q0 = ((float)kv - z) * scale;
+        const float q = factors != NULL ? q0 * factors[j] : q0;
+        const float fv = fn[j];
+        const float d = fv - q;
+        const float a = fabsf(d);
+        ff += fv * fv;
+        fq += fv * q;
+        dd += d * d;
+        ad += a;
+        sat += (float)((kv == sat_lo) + (kv == sat_hi));
+        row_sums[j] += d;
+        max_abs = a > max_abs ? a : max_abs;
+        f_min = fv < f_min ? fv : f_min;
+        f_max = fv > f_max ? fv : f_max;
+    }
+    totals[TMLR_FF] += ff;
+    totals[TMLR_FQ] += fq;
+    totals[TMLR_DD] += dd;
+    totals[TMLR_ABS_SUM] += ad;
+    totals[TMLR_SATURATED] += sat;
+    totals[TMLR_MAX_ABS] = max_abs > totals[TMLR_MAX_ABS] ? max_abs : totals[TMLR_MAX_ABS];
+    totals[TMLR_F_MIN] = f_min < totals[TMLR_F_MIN] ? f_min : totals[TMLR_F_MIN];
+    totals[TMLR_F_MAX] = f_max > totals[TMLR_F_MAX] ? f_max : totals[TMLR_F_MAX];
+}
+
 void tmlr_host_error_stats(const float *f, const int8_t *k, long outer, long row, float scale, int32_t zp,
                            const float *row_factors, int32_t sat_lo, int32_t sat_hi, double *totals, float *row_sums)
 {
     const float z = (float)zp;
     for (long n = 0; n < outer; ++n) {
-        const float *fn = f + n * row;
-        const int8_t *kn = k + n * row;
-        float ff = 0.0f, fq = 0.0f, dd = 0.0f, ad = 0.0f, sat = 0.0f;
-        float max_abs = 0.0f, f_min = INFINITY, f_max = -INFINITY;
-#pragma omp simd reduction(+ : ff, fq, dd, ad, sat) reduction(max : max_abs, f_max) reduction(min : f_min)
-        for (long j = 0; j < row; ++j) {
-            const int32_t kv = kn[j];
-            const float q = (((float)kv - z) * scale) * row_factors[j];
-            const float fv = fn[j];
-            const float d = fv - q;
-            const float a = fabsf(d);
-            ff += fv * fv;
-            fq += fv * q;
-            dd += d * d;
-            ad += a;
-            sat += (float)((kv == sat_lo) + (kv == sat_hi));
-            row_sums[j] += d;
-            max_abs = a > max_abs ? a : max_abs;
-            f_min = fv < f_min ? fv : f_min;
-            f_max = fv > f_max ? fv : f_max;
+        if (row_factors != NULL) {
+            row_stats(f + n * row, k + n * row, row, scale, z, row_factors, sat_lo, sat_hi, totals, row_sums);
+        } else {
+            row_stats(f + n * row, k + n * row, row, scale, z, NULL, sat_lo, sat_hi, totals, row_sums);
         }
-        totals[TMLR_FF] += ff;
-        totals[TMLR_FQ] += fq;
-        totals[TMLR_DD] += dd;
-        totals[TMLR_ABS_SUM] += ad;
-        totals[TMLR_SATURATED] += sat;
-        totals[TMLR_MAX_ABS] = max_abs > totals[TMLR_MAX_ABS] ? max_abs : totals[TMLR_MAX_ABS];
-        totals[TMLR_F_MIN] = f_min < totals[TMLR_F_MIN] ? f_min : totals[TMLR_F_MIN];
-        totals[TMLR_F_MAX] = f_max > totals[TMLR_F_MAX] ? f_max : totals[TMLR_F_MAX];
     }
 }

@@ -86,16 +86,17 @@ class TensorStats:
         outer = int(np.prod(k.shape[:axis if axis is not None else 1], dtype=np.int64))
         row = k.size // max(outer, 1)
         channels = k.shape[axis] if axis is not None else 1
-        key = (row, channels)
-        if self._row_factors_key != key:  # element j's channel factor, for this row length
-            factors = self.factors if self.factors is not None and axis is not None and \
-                self.factors.size == channels else np.ones(channels, np.float32)
-            self._row_factors = np.ascontiguousarray(np.repeat(factors, row // channels), np.float32)
-            self._row_factors_key = key
+        if self.factors is not None and axis is not None and self.factors.size == channels:
+            if self._row_factors_key != (row, channels):  # element j's channel factor, for this row length
+                self._row_factors = np.ascontiguousarray(np.repeat(self.factors, row // channels), np.float32)
+                self._row_factors_key = (row, channels)
+            factors = self._row_factors.ctypes.data
+        else:
+            factors = None  # all 1: the C's loop without the factors
         totals = np.array([self.ff, self.fq, self.dd, self.abs_sum, self.max_abs, self.f_min, self.f_max, 0.0])
         row_sums = np.zeros(row, np.float32)
         lib.tmlr_host_error_stats(f.ctypes.data, k.ctypes.data, outer, row, float(self.quant.scale), int(zp),
-                                  self._row_factors.ctypes.data, sat_lo, sat_hi, totals.ctypes.data,
+                                  factors, sat_lo, sat_hi, totals.ctypes.data,
                                   row_sums.ctypes.data)
         if not np.isfinite(totals[:4]).all():
             return False  # a NaN or inf: the numpy fold takes the batch (the C's min/max would skip a NaN); no state set
