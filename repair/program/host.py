@@ -1,9 +1,11 @@
-"""The host build: the integer program's requantization and drift's statistics in C, built for this machine.
+"""The host build: the integer program's requantization, drift's statistics and the activation thresholds' error
+curve in C, built for this machine.
 
 ``c_patches/host/tmlr_program_host.c`` runs the device's own ``tmlr_requantize`` (tmlr_fixedpoint.h) over a
 whole layer's accumulators in one pass — where numpy needs a dozen and onnxruntime's float64 form (``graph``)
 ten. ``c_patches/host/tmlr_error_stats_host.c``, in the same library, folds a float/int8 tensor pair into drift's
-error statistics in one pass (``repair.drift.stats``). It is compiled once with the host's C compiler (``$CC``,
+error statistics in one pass (``repair.drift.stats``); ``c_patches/host/tmlr_quant_mse_host.c`` the squared error
+of a curve of int8 quantizers on one sample of values (``repair.repairs.in_model.thresholds``). It is compiled once with the host's C compiler (``$CC``,
 else ``cc``/``gcc``; ``-O3``, and ``-march=native`` where the compiler takes it) into the build cache
 (``resources.cache_dir``: ``$TMLREPAIR_CACHE``, else ``~/.cache/tmlrepair``), named by a hash of the sources,
 flags, compiler and CPU features, and loaded with ctypes.
@@ -25,7 +27,7 @@ import numpy as np
 
 from ..resources import c_library_dir, cache_dir, host_compiler
 
-_SOURCES = ("host/tmlr_program_host.c", "host/tmlr_error_stats_host.c")
+_SOURCES = ("host/tmlr_program_host.c", "host/tmlr_error_stats_host.c", "host/tmlr_quant_mse_host.c")
 _HEADER = "include/tmlr_fixedpoint.h"
 #: -fopenmp-simd: the statistics' reductions vectorize under `omp simd` (no OpenMP runtime is linked)
 _FLAG_SETS = (["-O3", "-march=native", "-fopenmp-simd"], ["-O3", "-fopenmp-simd"], ["-O3"])
@@ -64,6 +66,8 @@ def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
         lib.tmlr_host_requantize.argtypes = [p, n, n, n, p, p, p, i32, i32, i32, p]
         lib.tmlr_host_error_stats.restype = None
         lib.tmlr_host_error_stats.argtypes = [p, p, n, n, ctypes.c_float, i32, p, i32, i32, p, p]
+        lib.tmlr_host_quant_sse.restype = None
+        lib.tmlr_host_quant_sse.argtypes = [p, n, p, p, n, p]
         return lib
     return None
 

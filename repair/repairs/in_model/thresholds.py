@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...program import host
 from .context import VALUE_SAMPLE, FitContext
 from .edits import edited_outputs
 from .parts import range_params
@@ -48,6 +49,25 @@ def _quant_mse(v: np.ndarray, lo: float, hi: float, scratch: np.ndarray | None =
     return float(np.dot(q, q)) / q.size
 
 
+def _mse_curve(m: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``_quant_mse`` of ``m`` for the range [f·lo, f·hi] of every fraction f of ``MSE_FRACTIONS``. float64 values
+    (a ``FitContext``'s) in one call of the host build where it exists (``repair.program.host``: the same Q(v)
+    element for element, only the order of the sum differs), else in numpy, in one buffer for the 48 (fresh ones
+    cost page faults) of the dtype v / scale has."""
+    ranges = [range_params(lo * f, hi * f) for f in MSE_FRACTIONS]
+    lib = host.library()
+    if lib is not None and m.dtype == np.float64:
+        m = np.ascontiguousarray(m)
+        scales = np.array([s for s, _ in ranges])
+        zps = np.array([z for _, z in ranges], np.int32)
+        sse = np.empty(len(ranges))
+        lib.tmlr_host_quant_sse(m.ctypes.data, m.size, scales.ctypes.data, zps.ctypes.data, len(ranges),
+                                sse.ctypes.data)
+        return sse / m.size
+    scratch = np.empty(m.shape, np.divide(m[:1], ranges[0][0]).dtype)
+    return np.array([_quant_mse(m, lo * f, hi * f, scratch) for f in MSE_FRACTIONS])
+
+
 def candidates(v: np.ndarray) -> dict[str, tuple[float, float]]:
     """Candidate (min, max) ranges from a sample of float activation values."""
     lo, hi = float(v.min()), float(v.max())
@@ -59,11 +79,8 @@ def candidates(v: np.ndarray) -> dict[str, tuple[float, float]]:
     uppers = q[len(PERCENTILES):] if signed else q
     for k, p in enumerate(PERCENTILES):
         out[f"p{p:g}"] = (float(q[k]) if signed else lo, float(uppers[k]))
-    # the error curve from every k-th value (v is a random draw, so a random subset of it), in one buffer for the
-    # 48 (fresh ones cost page faults) of the dtype v / scale has
-    m = v[:: max(1, v.size // MSE_SAMPLE)]
-    scratch = np.empty(m.shape, np.divide(m[:1], range_params(lo, hi)[0]).dtype)
-    errs = [_quant_mse(m, lo * f, hi * f, scratch) for f in MSE_FRACTIONS]
+    # the error curve from every k-th value (v is a random draw, so a random subset of it)
+    errs = _mse_curve(v[:: max(1, v.size // MSE_SAMPLE)], lo, hi)
     f = float(MSE_FRACTIONS[int(np.argmin(errs))])
     out["mse"] = (lo * f, hi * f)
     return out
