@@ -146,6 +146,9 @@ def correct_layer(ctx: FitContext, qm: QdqModel, layer: Layer, on_program: Progr
 def bias_correction(ctx: FitContext, qm: QdqModel, progress=None) -> list[dict]:
     """Correct every layer in graph order, each measured after the corrections upstream of it."""
     rows, on_program = [], ProgramMeans(ctx)
+    # every layer's float means in one float pass (the float model does not change as the int8 one is corrected)
+    preacts = {name: layer.preact_axis for layer in qm.layers if (name := ctx.float_preact(layer)) is not None}
+    ctx.float_channel_means(list(preacts), preacts)
     for k, layer in enumerate(qm.layers):
         rows.append(correct_layer(ctx, qm, layer, on_program))
         if progress:
