@@ -24,10 +24,10 @@ from repair.resources import host_compiler
 pytestmark = pytest.mark.skipif(host_compiler() is None, reason="no C compiler here: the host build is not available")
 
 
-
 def test_the_host_build_builds_where_there_is_a_compiler():
     assert os.environ.get("TMLREPAIR_HOST_C", "1") == "0" or host.library() is not None, \
         f"{host_compiler()} did not build c_patches/host (compile it by hand to see why)"
+
 
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 5), channels=st.integers(1, 9),

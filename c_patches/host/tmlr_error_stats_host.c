@@ -10,14 +10,6 @@
 /* totals, in this order (the caller's running values, updated): */
 enum { TMLR_FF, TMLR_FQ, TMLR_DD, TMLR_ABS_SUM, TMLR_MAX_ABS, TMLR_F_MIN, TMLR_F_MAX, TMLR_SATURATED, TMLR_TOTALS };
 
-/*
- * f float32 and k int8 of one shape, contiguous, as `outer` samples of `row` elements each: with
- * q = ((k - zp) * scale) * row_factors[j] in float32 (as numpy computes it; row_factors: element j's channel
- * factor) and d = f - q, adds Σf², Σfq, Σd², Σ|d|, the count of k at sat_lo or sat_hi (one outside int8 for none)
- * and max |d|, min f, max f into totals[TMLR_TOTALS], and d into row_sums[j] (the caller sums those per channel).
- * One vectorized loop over each sample's row (omp simd: the reductions in float lanes, reassociated only there),
- * each sample's sums then added in double: no per-channel reduction, so short channels cost nothing extra.
- */
 /* One sample's row: the loop of tmlr_host_error_stats, with each element's channel factor (factors) or none (NULL:
  * all 1, the common case, which skips a load and a multiply per element). Inlined twice, so each loop is compiled
  * for its case. */
@@ -55,6 +47,14 @@ static inline __attribute__((always_inline)) void row_stats(const float *fn, con
     totals[TMLR_F_MAX] = f_max > totals[TMLR_F_MAX] ? f_max : totals[TMLR_F_MAX];
 }
 
+/*
+ * f float32 and k int8 of one shape, contiguous, as `outer` samples of `row` elements each: with
+ * q = ((k - zp) * scale) * row_factors[j] in float32 (as numpy computes it; row_factors: element j's channel
+ * factor, or NULL: all 1) and d = f - q, adds Σf², Σfq, Σd², Σ|d|, the count of k at sat_lo or sat_hi (one outside int8 for none)
+ * and max |d|, min f, max f into totals[TMLR_TOTALS], and d into row_sums[j] (the caller sums those per channel).
+ * One vectorized loop over each sample's row (omp simd: the reductions in float lanes, reassociated only there),
+ * each sample's sums then added in double: no per-channel reduction, so short channels cost nothing extra.
+ */
 void tmlr_host_error_stats(const float *f, const int8_t *k, long outer, long row, float scale, int32_t zp,
                            const float *row_factors, int32_t sat_lo, int32_t sat_hi, double *totals, float *row_sums)
 {

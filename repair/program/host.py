@@ -4,11 +4,11 @@ curve in C, built for this machine.
 ``c_patches/host/tmlr_program_host.c`` runs the device's own ``tmlr_requantize`` (tmlr_fixedpoint.h) over a
 whole layer's accumulators in one pass — where numpy needs a dozen and onnxruntime's float64 form (``graph``)
 ten. ``c_patches/host/tmlr_error_stats_host.c``, in the same library, folds a float/int8 tensor pair into drift's
-error statistics in one pass (``repair.drift.stats``); ``c_patches/host/tmlr_quant_mse_host.c`` the squared error
-of a curve of int8 quantizers on one sample of values (``repair.repairs.in_model.thresholds``). It is compiled once with the host's C compiler (``$CC``,
-else ``cc``/``gcc``; ``-O3``, and ``-march=native`` where the compiler takes it) into the build cache
-(``resources.cache_dir``: ``$TMLREPAIR_CACHE``, else ``~/.cache/tmlrepair``), named by a hash of the sources,
-flags, compiler and CPU features, and loaded with ctypes.
+error statistics in one pass (``repair.drift.stats``); ``c_patches/host/tmlr_quant_mse_host.c`` computes the
+squared error of a curve of int8 quantizers on one sample of values (``repair.repairs.in_model.thresholds``).
+It is compiled once with the host's C compiler (``$CC``, else ``cc``/``gcc``; ``-O3``, and ``-march=native``
+where the compiler takes it) into the build cache (``resources.cache_dir``: ``$TMLREPAIR_CACHE``, else
+``~/.cache/tmlrepair``), named by a hash of the sources, flags, compiler and CPU features, and loaded with ctypes.
 Without a compiler (or with ``TMLREPAIR_HOST_C=0``) ``library()`` is None and the program runs its graphs.
 """
 
