@@ -55,12 +55,14 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
                ProgramRunner.for_pair(pair))
     factors = channel_factors or {}
     run = _DriftPass(pair, tmap, task, program, factors)
-    # the models run at most the program's own batch at a time (about 4 MB per tensor, ``IntProgram.auto_batch``):
-    # every paired tensor of a batch is held from both models at once, and beyond that size they leave the caches
-    # (ic_resnet8, 1,000 samples: 0.64 s in batches of 64 against 0.76 s in 256; scripts/bench_drift.py). Not for
-    # a model whose batch dimension is fixed: it takes the batch it was exported with.
-    step = min(batch_size, program.program.auto_batch()) if program is not None and pair.max_batch is None \
-        else batch_size
+    # a caller's batch above twice the integer program's own (about 4 MB per tensor, ``IntProgram.auto_batch``) runs
+    # in the program's: every paired tensor of a batch is held from both models at once, and beyond that size they
+    # leave the caches (ic_resnet8, 1,000 samples: 0.64 s in batches of 64 against 0.76 s in 256;
+    # scripts/bench_drift.py); up to twice it is taken whole, as ``ProgramRunner.run`` takes it. Not for a model whose
+    # batch dimension is fixed: it takes the batch it was exported with.
+    step = batch_size
+    if program is not None and pair.max_batch is None and batch_size > 2 * program.program.auto_batch():
+        step = program.program.auto_batch()
     yf_all, yq_all = run.collect(data, step, progress or Progress(0, enabled=False))
     output = {**run.output_row(), **_output_metrics(task, yf_all, yq_all, data.y, bootstrap, seed)}
     computed_by = COMPUTED_BY if program is not None else "onnxruntime's float simulation of QDQ" + (
