@@ -94,3 +94,25 @@ def test_sessions_share_one_arena_and_stop_faulting_in_their_own():
     assert runs["1"][:2] == ["True", "True"] and runs["0"][:2] == ["False", "True"]
     with_shared, each_own = float(runs["1"][2]), float(runs["0"][2])
     assert with_shared < 0.75 * each_own, f"{with_shared} page faults per new session shared, {each_own} each own"
+
+
+def test_sessions_keep_their_own_arenas_where_onnxruntime_refuses_a_shared_one(monkeypatch):
+    """An onnxruntime that refuses to register the process's arena (here: raising its own Fail) leaves every session
+    with its own, and sessions still run."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    import repair.models.pair as pair_module
+    from repair.models import load_pair
+
+    def refuse(*_):
+        raise Fail("an allocator is already registered")
+
+    monkeypatch.setattr(pair_module, "_process_arena", [])
+    monkeypatch.setattr(ort, "create_and_register_allocator", refuse)
+    f = task_files("digits")
+    pair = load_pair(f["float"], f["int8"])
+    out = pair.float.session((), optimize=True).run(None, {pair.float.inputs[0].name: np.zeros((2, 1, 28, 28),
+                                                                                                  np.float32)})
+    assert pair_module._process_arena == [False] and out[0].shape == (2, 10)
