@@ -57,8 +57,8 @@ def measure_drift(pair: ModelPair, data: CalibrationSet, *, strategy: str = "aut
     run = _DriftPass(pair, tmap, task, program, factors)
     # a caller's batch above twice the integer program's own (about 4 MB per tensor, ``IntProgram.auto_batch``) runs
     # in the program's: every paired tensor of a batch is held from both models at once, and beyond that size they
-    # leave the caches (ic_resnet8, 1,000 samples: 0.64 s in batches of 64 against 0.76 s in 256;
-    # scripts/bench_drift.py); up to twice it is taken whole, as ``ProgramRunner.run`` takes it. Not for a model whose
+    # leave the caches (ic_resnet8, 1,000 samples, interleaved in one run: 0.64 s in batches of 64 against 0.76 s in
+    # 256; docs/drift.md); up to twice it is taken whole, as ``ProgramRunner.run`` takes it. Not for a model whose
     # batch dimension is fixed: it takes the batch it was exported with.
     step = batch_size
     if program is not None and pair.max_batch is None and batch_size > 2 * program.program.auto_batch():

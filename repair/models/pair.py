@@ -100,15 +100,15 @@ def _shared_arena(ort) -> bool:
     one arena took 73,000 page faults and 335 MB at most where it took 130,000 and 510 MB (``/usr/bin/time``, two
     runs each; wall 3.1–3.3 s against 3.3–3.5). False where this onnxruntime cannot register one: then each session
     keeps its own."""
-    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
-
     with _arena_lock:
         if not _process_arena:
+            from onnxruntime.capi import onnxruntime_pybind11_state as state
+
             try:
                 info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
                 ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))  # defaults: no limit
                 _process_arena.append(True)
-            except (AttributeError, TypeError, Fail, InvalidArgument):  # an older onnxruntime, or one that refuses
+            except (AttributeError, TypeError, state.Fail, state.InvalidArgument):  # older, or refusing
                 _process_arena.append(False)
         return _process_arena[0]
 

@@ -130,10 +130,15 @@ class IntProgram:
         """The values of the tensors the steps hand on (and the input) on one batch, as float32 arrays of exact
         integers (int8 values fit; float32 is what the kernels compute in, so no conversions between layers)."""
         n = len(xb)
-        values = {self.input: xb.reshape(n, *self.tensors[self.input].shape).astype(np.float32)}
+        return self.advance({self.input: xb.reshape(n, *self.tensors[self.input].shape).astype(np.float32)}, steps)
+
+    def advance(self, values: dict[str, np.ndarray], steps: list) -> dict[str, np.ndarray]:
+        """``values`` (tensors of one batch, as ``_forward`` holds them) with the outputs of ``steps`` added: a run
+        carried on from where an earlier one stopped (bias correction's layer after layer)."""
+        n = len(next(iter(values.values())))
         for step in steps:
             if isinstance(step, Layer):
-                out = run_layer(step, [values[j] for j in step.inputs], self.tensors)
+                out = _KERNELS[step.op](step, [values[j] for j in step.inputs], self.tensors)
                 values[step.output] = out.reshape(n, *self.tensors[step.output].shape)
             else:
                 values.update(step.run(values))
@@ -371,9 +376,3 @@ def _reshape(layer, args, tensors):
 
 _KERNELS = {"conv": _conv, "fc": _fc, "avgpool": _avgpool, "maxpool": _maxpool, "requant": _requant, "add": _add,
             "softmax": _softmax, "transpose": _transpose, "reshape": _reshape, "avgpool_tflm": _avgpool_tflm}
-
-
-def run_layer(layer: Layer, args: list, tensors: dict) -> np.ndarray:
-    """One layer on a batch: its inputs' values (float32 arrays of int8 integers, batch first) → its output's, as
-    the device computes them (the kernels above)."""
-    return _KERNELS[layer.op](layer, args, tensors)

@@ -24,7 +24,6 @@ import numpy as np
 
 from ...errors import ModelError
 from ...program import lower
-from ...program.ir import run_layer
 from ...program.runner import ProgramRunner
 from ...program.sums import conv_sums, fc_sums
 from .context import FitContext, channel_view
@@ -73,9 +72,7 @@ class ProgramMeans:
             q = ProgramRunner(self.ctx.pair, program).quantize(self.ctx.calib_x)
             self.values = {program.input: q.reshape(n, *program.tensors[program.input].shape).astype(np.float32)}
             self.done = 0
-        for step in program.layers[self.done:j]:
-            out = run_layer(step, [self.values[name] for name in step.inputs], program.tensors)
-            self.values[step.output] = out.reshape(len(out), *program.tensors[step.output].shape)
+        program.advance(self.values, program.layers[self.done:j])
         self.done = j
         needed = {name for step in program.layers[j:] for name in step.inputs}
         self.values = {k: v for k, v in self.values.items() if k in needed}
