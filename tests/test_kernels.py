@@ -125,3 +125,42 @@ def test_a_layer_table_whose_column_outgrows_the_scratch_fails_the_inference_ins
     with open_link("sim", model_c=stripped, build_flags=("-DTMLR_DEV_MAX_PAYLOAD=8192",)) as link:
         with pytest.raises(DeviceError, match="(?i)model"):
             link.infer(np.zeros(1500, np.int8), 6)
+
+
+def _requantization_program(rng, out_zp: int, act: tuple[int, int]) -> IntProgram:
+    """A fully connected layer whose 96 output channels span the requantization's documented range (tmlr_requantize:
+    shift in [-31, 30], any multiplier): every right shift 1..31 with multipliers at 2^30, 2^31 - 1 and between (the
+    kernels' common case, one path on the Cortex-M4), then left shifts and multipliers of 0, 1 and below 0 (the
+    general path); sums in the output range at each shift, and every fourth 2^20 short of an int32 limit."""
+    k, limit = 8, (1 << 31) - (1 << 20)
+    right = [(-s, m) for s in range(1, 32) for m in (1 << 30, (1 << 31) - 1, int(rng.integers(1 << 30, 1 << 31)))]
+    general = [(0, 1 << 30), (30, (1 << 31) - 1), (1, 1), (5, 0), (-3, 0), (-7, -(1 << 30)), (2, -12345)]
+    pairs = right + general
+    cout = len(pairs)  # 100
+    # sums the output range can hold (about 2^(r+1) per step: the rounding matters), and every fourth at a limit
+    scale = np.array([2.0 ** (-s + 1) if s < 0 else 1.0 for s, _ in pairs])
+    bias = np.clip(rng.uniform(-150, 150, cout) * scale, -limit, limit).astype(np.int64)
+    bias[::4] = limit * np.where(np.arange(0, cout, 4) % 8 == 0, 1, -1)
+    p = {"in_zp": -3, "out_zp": out_zp, "act_min": act[0], "act_max": act[1], "bias": [int(v) for v in bias],
+         "mult": [m for _, m in pairs], "shift": [s for s, _ in pairs],
+         "weights": rng.integers(-127, 128, (cout, k)).astype(np.int8)}
+    tensors = {"x": QTensor("x", (k,), 0.1, -3), "y": QTensor("y", (cout,), 0.1, out_zp)}
+    return IntProgram(tensors, [Layer("fc", ["x"], "y", f"requantization zp {out_zp} act {act}", p)], "x", "y")
+
+
+@pytest.mark.parametrize("url", ["sim", pytest.param("qemu", marks=needs_qemu)])
+def test_the_requantization_equals_the_program_over_its_whole_range(url):
+    """Each output's requantization — on the Cortex-M4 a run of Thumb-2 instructions (`finish_run`), elsewhere
+    tmlr_requantize_right and tmlr_requantize — equals the Python program's (TFLM's arithmetic: tests above) for
+    every right shift, multipliers at their limits, sums near the int32 limits of both signs, the general path's
+    shifts and multipliers, and activation ranges full, ReLU-like and narrow."""
+    rng = np.random.default_rng(21)
+    for out_zp, act in ((0, (-128, 127)), (-128, (-128, 127)), (5, (5, 127)), (-20, (-40, 30))):
+        prog = _requantization_program(rng, out_zp, act)
+        x = rng.integers(-128, 128, (6, 8)).astype(np.int8)
+        x[0], x[1] = -128, 127
+        want = prog.run(x).reshape(len(x), -1)
+        with open_link(url, model_c=model_source(prog, "requantization")) as link:
+            got = np.array([link.infer(s, want.shape[1]).raw for s in x])
+        assert np.array_equal(got, want), f"zp {out_zp}, act {act}: {int((got != want).sum())} outputs differ"
+        assert len(np.unique(want)) > 20  # the outputs are not all clamped to one value

@@ -28,15 +28,22 @@ static int32_t faulty_requantize(int32_t acc, int32_t mult, int32_t shift)
 #define TMLR_KERNEL static
 #endif
 
+/* Thumb-2 (every Cortex-M3 and up): the common case of the requantization as `finish_run`'s instructions (the
+ * faulty builds below keep the C, which they change). */
+#if defined(__thumb2__) && !defined(TMLR_FAULT_ACC16) && !defined(TMLR_FAULT_SINGLE_ROUNDING) && \
+    !defined(TMLR_FAULT_OUTPUT_ZERO_POINT)
+#define TMLR_RIGHT_RUN 1
+#endif
+
 /* One output channel's requantization, read from the layer once and kept in registers by the kernels (their int8
  * stores may alias the layer table, so the compiler would otherwise reload every field for every output). */
 typedef struct {
     int32_t mult, shift, out_zp, act_min, act_max;
     int32_t right;  /* the common case, tmlr_requantize_right: M > 0 and a right shift r = -shift in [1, 31]; else 0 */
-    int64_t nudge;  /* its tmlr_requant_nudge(r) */
+    int64_t nudge;  /* its tmlr_requant_nudge(r) (finish_run makes its own) */
 } requant;
 
-static __attribute__((noinline)) requant requant_of(const tmlr_layer *l, int32_t c)
+TMLR_HOT requant requant_of(const tmlr_layer *l, int32_t c)
 {
     const int32_t i = l->per_channel ? c : 0;
     requant q = {l->mult[i], l->shift[i], l->out_zp, l->act_min, l->act_max, 0, 0};
@@ -49,13 +56,15 @@ static __attribute__((noinline)) requant requant_of(const tmlr_layer *l, int32_t
 #endif
     if (q.mult > 0 && q.shift <= -1 && q.shift >= -31) {
         q.right = -q.shift;
+#ifndef TMLR_RIGHT_RUN
         q.nudge = tmlr_requant_nudge(q.right);
+#endif
     }
     return q;
 }
 
 /* z_y + requantize(acc), clamped: TFLM's MultiplyByQuantizedMultiplier, then the activation range. */
-TMLR_HOT int8_t finish_q_inline(int32_t acc, const requant *q)
+TMLR_HOT int8_t finish_q(int32_t acc, const requant *q)
 {
 #ifdef TMLR_FAULT_ACC16
     /* faulty build: a 16-bit saturating accumulator, as a kernel that accumulates in int16 lanes */
@@ -63,6 +72,8 @@ TMLR_HOT int8_t finish_q_inline(int32_t acc, const requant *q)
 #endif
 #ifdef TMLR_FAULT_SINGLE_ROUNDING
     int32_t y = faulty_requantize(acc, q->mult, q->shift) + q->out_zp;
+#elif defined(TMLR_RIGHT_RUN)
+    int32_t y = tmlr_requantize(acc, q->mult, q->shift) + q->out_zp; /* the rest: finish_run */
 #else
     int32_t y = (q->right > 0 ? tmlr_requantize_right(acc, q->mult, q->right, q->nudge)
                               : tmlr_requantize(acc, q->mult, q->shift)) + q->out_zp;
@@ -74,16 +85,59 @@ TMLR_HOT int8_t finish_q_inline(int32_t acc, const requant *q)
     return (int8_t)(y > q->act_max ? q->act_max : y);
 }
 
-/* finish_q_inline out of line: one copy for the kernels whose outputs are few per MAC (flash: issue 21's +2 KB). */
-static __attribute__((noinline)) int8_t finish_q(int32_t acc, const requant *q)
+#ifdef TMLR_RIGHT_RUN
+/* finish_q for the accumulators acc..end (at least one) of one channel in the common case (q->right > 0), stored
+ * to consecutive bytes from y: 16 instructions per output, every constant in a register (GCC -Os spilled half of
+ * them to the stack). The sum tmlr_requantize_right forms, acc M + nudge - [acc < 0] 2^31, in three instructions:
+ * the sign word s = acc >> 31 (0 or -1) makes nudge + s 2^31 by ADDS of s shifted left 31 and ADC of s
+ * (-2^31 is 0xFFFFFFFF_80000000), then SMLAL adds acc M; its high word shifted right by r - 1 is the result. */
+TMLR_HOT void finish_run(const int32_t *acc, const int32_t *end, int8_t *y, const requant *q)
 {
-    return finish_q_inline(acc, q);
+    /* tmlr_requant_nudge(r) = 2^30 + 2^(30+r) as two words, without its 64-bit shift: no carry between them */
+    const uint32_t nudge_lo = q->right == 1 ? 0xC0000000u : 0x40000000u, nudge_hi = ((uint32_t)1 << q->right) >> 2;
+    /* r - 1 and z_y in one register (twelve operands fit where thirteen did not): a register-specified ASR shifts
+     * by the register's low byte only, and ADD ..., ASR #16 takes the zero point from the high half */
+    const int32_t shift_zp = (int32_t)((uint32_t)q->out_zp << 16) | (q->right - 1);
+    int32_t a, lo, hi;
+    __asm__ volatile("1: ldr %[a], [%[acc]], #4\n\t"
+                     "asr %[hi], %[a], #31\n\t"
+                     "adds %[lo], %[nlo], %[hi], lsl #31\n\t"
+                     "adc %[hi], %[nhi], %[hi]\n\t"
+                     "smlal %[lo], %[hi], %[a], %[m]\n\t"
+                     "asr %[hi], %[hi], %[sz]\n\t"
+                     "add %[hi], %[hi], %[sz], asr #16\n\t"
+                     "cmp %[hi], %[mn]\n\t"
+                     "it lt\n\t"
+                     "movlt %[hi], %[mn]\n\t"
+                     "cmp %[hi], %[mx]\n\t"
+                     "it gt\n\t"
+                     "movgt %[hi], %[mx]\n\t"
+                     "strb %[hi], [%[y]], #1\n\t"
+                     "cmp %[acc], %[end]\n\t"
+                     "bne 1b"
+                     : [acc] "+r"(acc), [y] "+r"(y), [a] "=&r"(a), [lo] "=&r"(lo), [hi] "=&r"(hi)
+                     : [end] "r"(end), [nlo] "r"(nudge_lo), [nhi] "r"(nudge_hi), [m] "r"(q->mult), [sz] "r"(shift_zp),
+                       [mn] "r"(q->act_min), [mx] "r"(q->act_max)
+                     : "cc", "memory");
 }
+#endif
 
-static int8_t finish(int32_t acc, const tmlr_layer *l, int32_t c)
+/* n accumulators of output channel c requantized and stored to consecutive bytes from y: the one place outputs are
+ * made, out of line, called once per channel and pixel block, output row or run of windows (flash: issue 21's
+ * +2 KB). */
+static __attribute__((noinline)) void requantize_out(const tmlr_layer *l, int32_t c, const int32_t *acc, int32_t n,
+                                                     int8_t *y)
 {
     const requant q = requant_of(l, c);
-    return finish_q(acc, &q);
+#ifdef TMLR_RIGHT_RUN
+    if (q.right > 0) {
+        finish_run(acc, acc + n, y, &q);
+        return;
+    }
+#endif
+    for (int32_t j = 0; j < n; j++) {
+        y[j] = finish_q(acc[j], &q);
+    }
 }
 
 /* first k in [0, n) with 0 <= base + k * step < limit, and one past the last (step > 0) */
@@ -153,14 +207,6 @@ TMLR_HOT int32_t sxtb16_ror8(uint32_t v)
     return r;
 }
 
-/* Four int8 weights as int16 lanes (w0, w2) and (w1, w3). */
-TMLR_HOT void weight_lanes(const int8_t *w, int32_t *even, int32_t *odd)
-{
-    const uint32_t v = load32(w);
-    *even = __sxtb16((int32_t)v);
-    *odd = sxtb16_ror8(v);
-}
-
 /* A word of col_buf (aligned; may_alias: the buffer is written as int16). */
 typedef uint32_t __attribute__((may_alias)) col_word;
 
@@ -169,20 +215,31 @@ typedef uint32_t __attribute__((may_alias)) col_word;
 TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1, int32_t n, int32_t *a0,
                              int32_t *a1)
 {
-    int32_t s0 = *a0, s1 = *a1, k = 0;
-    const int32_t n4 = n & ~3;
-    if (n4 > 0) {
-        do { /* the test at the bottom: one compare-and-branch per four inputs */
-            const int32_t c02 = (int32_t)load32(col + k), c13 = (int32_t)load32(col + k + 2);
-            int32_t even, odd;
-            weight_lanes(w0 + k, &even, &odd);
-            s0 = __smlad(c13, odd, __smlad(c02, even, s0));
-            weight_lanes(w1 + k, &even, &odd);
-            s1 = __smlad(c13, odd, __smlad(c02, even, s1));
-            k += 4;
-        } while (k < n4);
+    int32_t s0 = *a0, s1 = *a1;
+    const int8_t *const w0_end = w0 + (n & ~3);
+    if (w0 < w0_end) {
+        uint32_t c02, c13, even, odd;
+        /* per four inputs: the column's two words by one LDRD (col_buf is 8-byte aligned), each row's weight word
+         * into (w0, w2) and (w1, w3) lanes and two SMLAD; the test at the bottom */
+        __asm__("1: ldrd %[c02], %[c13], [%[col]], #8\n\t"
+                "ldr %[o], [%[w0]], #4\n\t"
+                "sxtb16 %[e], %[o]\n\t"
+                "sxtb16 %[o], %[o], ror #8\n\t"
+                "smlad %[s0], %[c02], %[e], %[s0]\n\t"
+                "smlad %[s0], %[c13], %[o], %[s0]\n\t"
+                "ldr %[o], [%[w1]], #4\n\t"
+                "sxtb16 %[e], %[o]\n\t"
+                "sxtb16 %[o], %[o], ror #8\n\t"
+                "smlad %[s1], %[c02], %[e], %[s1]\n\t"
+                "smlad %[s1], %[c13], %[o], %[s1]\n\t"
+                "cmp %[w0], %[we]\n\t"
+                "bne 1b"
+                : [s0] "+r"(s0), [s1] "+r"(s1), [w0] "+r"(w0), [w1] "+r"(w1), [col] "+r"(col), [c02] "=&r"(c02),
+                  [c13] "=&r"(c13), [e] "=&r"(even), [o] "=&r"(odd)
+                : [we] "r"(w0_end)
+                : "cc", "memory");
     }
-    for (; k < n; k++) {
+    for (int32_t k = 0; k < (n & 3); k++) {
         s0 += (int32_t)col[k] * (int32_t)w0[k];
         s1 += (int32_t)col[k] * (int32_t)w1[k];
     }
@@ -196,27 +253,41 @@ TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t 
  * channel loop with four column pointers it spilled five stack loads and stores per block. */
 TMLR_KERNEL void dot4_s16_s8(const int16_t *cols, const int8_t *w, int32_t n, int32_t *acc)
 {
-    const col_word *c = (const col_word *)cols;
-    const int8_t *w_end = w + (n & ~3);
+    const int8_t *const w_end = w + (n & ~3);
     if (w < w_end) {
         int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-        do { /* the test at the bottom: one compare-and-branch per block */
-            const uint32_t v = load32(w);
-            const int32_t even = __sxtb16((int32_t)v), odd = sxtb16_ror8(v);
-            a0 = __smlad((int32_t)c[1], odd, __smlad((int32_t)c[0], even, a0));
-            a1 = __smlad((int32_t)c[3], odd, __smlad((int32_t)c[2], even, a1));
-            a2 = __smlad((int32_t)c[5], odd, __smlad((int32_t)c[4], even, a2));
-            a3 = __smlad((int32_t)c[7], odd, __smlad((int32_t)c[6], even, a3));
-            c += 8;
-            w += 4;
-        } while (w < w_end);
+        uint32_t even, odd, c0, c1;
+        /* per block: the weight word into (w0, w2) and (w1, w3) lanes, then each pixel's two column words by one
+         * LDRD (col_buf is 8-byte aligned, a pixel's block 8 bytes) and two SMLAD; the test at the bottom. In C,
+         * GCC -Os kept the weight pointer on the stack: a load and a store more per block. */
+        __asm__("1: ldr %[c0], [%[w]], #4\n\t"
+                "sxtb16 %[e], %[c0]\n\t"
+                "sxtb16 %[o], %[c0], ror #8\n\t"
+                "ldrd %[c0], %[c1], [%[c]], #8\n\t"
+                "smlad %[a0], %[c0], %[e], %[a0]\n\t"
+                "smlad %[a0], %[c1], %[o], %[a0]\n\t"
+                "ldrd %[c0], %[c1], [%[c]], #8\n\t"
+                "smlad %[a1], %[c0], %[e], %[a1]\n\t"
+                "smlad %[a1], %[c1], %[o], %[a1]\n\t"
+                "ldrd %[c0], %[c1], [%[c]], #8\n\t"
+                "smlad %[a2], %[c0], %[e], %[a2]\n\t"
+                "smlad %[a2], %[c1], %[o], %[a2]\n\t"
+                "ldrd %[c0], %[c1], [%[c]], #8\n\t"
+                "smlad %[a3], %[c0], %[e], %[a3]\n\t"
+                "smlad %[a3], %[c1], %[o], %[a3]\n\t"
+                "cmp %[w], %[we]\n\t"
+                "bne 1b"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [c] "+r"(cols),
+                  [e] "=&r"(even), [o] "=&r"(odd), [c0] "=&r"(c0), [c1] "=&r"(c1)
+                : [we] "r"(w_end)
+                : "cc", "memory");
         acc[0] = a0;
         acc[1] = a1;
         acc[2] = a2;
         acc[3] = a3;
     }
     if (n & 3) {
-        dot4_tail((const int16_t *)c, w, n & 3, acc);
+        dot4_tail(cols, w, n & 3, acc);
     }
 }
 
@@ -388,11 +459,11 @@ TMLR_KERNEL void rows_out(const tmlr_layer *l, const int8_t *w, int32_t oc0, int
 {
     for (int32_t o = 0; o < n; o += 2) {
         const int32_t last = o + 1 < n ? o + 1 : o;
-        int32_t a0 = l->bias[oc0 + o], a1 = l->bias[oc0 + last];
-        dot2_s16_s8(col_buf, w + (size_t)o * (size_t)k_len, w + (size_t)last * (size_t)k_len, k_len, &a0, &a1);
-        y[(size_t)o * (size_t)y_step] = finish(a0, l, oc0 + o);
+        int32_t acc[2] = {l->bias[oc0 + o], l->bias[oc0 + last]};
+        dot2_s16_s8(col_buf, w + (size_t)o * (size_t)k_len, w + (size_t)last * (size_t)k_len, k_len, &acc[0], &acc[1]);
+        requantize_out(l, oc0 + o, &acc[0], 1, y + (size_t)o * (size_t)y_step);
         if (last != o) {
-            y[(size_t)last * (size_t)y_step] = finish(a1, l, oc0 + last);
+            requantize_out(l, oc0 + last, &acc[1], 1, y + (size_t)last * (size_t)y_step);
         }
     }
 }
@@ -407,10 +478,7 @@ TMLR_KERNEL void four_columns_out(const tmlr_layer *l, const int8_t *wg, int32_t
         const int32_t oc = oc0 + o;
         int32_t acc[4] = {l->bias[oc], l->bias[oc], l->bias[oc], l->bias[oc]};
         dot4_s16_s8(col_buf, wg + (size_t)o * (size_t)k_len, k_len, acc);
-        const requant q = requant_of(l, oc);
-        for (int32_t j = 0; j < count; j++) {
-            yp[j] = finish_q_inline(acc[j], &q);
-        }
+        requantize_out(l, oc, acc, count, yp);
         yp += hw_out;
     }
 }
@@ -463,15 +531,11 @@ typedef struct {
 #endif
 } dw3_kernel;
 
-/* n outputs of one row of 3x3 windows, the first window's top-left at r0, stepping sw, rows in_w apart (a word
- * load reads one byte past a window: the caller's image has that byte). */
-TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, const dw3_kernel *k, const requant *q,
-                      int8_t *y)
+/* The accumulators of n windows of one row of 3x3 windows, the first window's top-left at r0, stepping sw, rows in_w
+ * apart (a word load reads one byte past a window: the caller's image has that byte). */
+TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, const dw3_kernel *k, int32_t *out)
 {
-    int32_t i = 0;
-#if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
-#endif
-    for (; i < n; i++, r0 += sw) {
+    for (int32_t i = 0; i < n; i++, r0 += sw) {
         const int8_t *r1 = r0 + in_w, *r2 = r1 + in_w;
         int32_t acc;
 #if defined(__ARM_FEATURE_SIMD32) && !defined(TMLR_PORTABLE_KERNELS)
@@ -488,7 +552,7 @@ TMLR_HOT void dw3_run(const int8_t *r0, int32_t in_w, int32_t sw, int32_t n, con
         acc = k->folded + r0[0] * w[0] + r0[1] * w[1] + r0[2] * w[2] + r1[0] * w[3] + r1[1] * w[4] +
               r1[2] * w[5] + r2[0] * w[6] + r2[1] * w[7] + r2[2] * w[8];
 #endif
-        y[i] = finish_q(acc, q);
+        out[i] = acc;
     }
 }
 
@@ -506,6 +570,8 @@ TMLR_HOT void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
         dst[k] = src[k];
     }
 }
+
+#define DW3_RUN 16 /* windows whose accumulators are requantized by one call */
 
 /* The padded image of one channel for a 3x3 depthwise layer: rows (out_h - 1) * sh + 3, columns (out_w - 1) * sw + 3,
  * and the byte a word load reads past the last window. */
@@ -552,10 +618,14 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
         k.w02_2 = (int32_t)(((uint32_t)k.w[6] & 0xFFFFu) | ((uint32_t)k.w[8] << 16));
         k.w1_01 = (int32_t)(((uint32_t)k.w[1] & 0xFFFFu) | ((uint32_t)k.w[4] << 16));
 #endif
-        const requant q = requant_of(l, c);
         int8_t *yc = y + (size_t)c * (size_t)(out_h * out_w);
         for (int32_t oy = 0; oy < out_h; oy++) {
-            dw3_run(image + oy * sh * pw, pw, sw, out_w, &k, &q, yc + oy * out_w);
+            for (int32_t ox = 0; ox < out_w; ox += DW3_RUN) { /* a row in runs of DW3_RUN windows, each stored at once */
+                const int32_t n = out_w - ox < DW3_RUN ? out_w - ox : DW3_RUN;
+                int32_t acc[DW3_RUN];
+                dw3_run(image + oy * sh * pw + ox * sw, pw, sw, n, &k, acc);
+                requantize_out(l, c, acc, n, yc + oy * out_w + ox);
+            }
         }
     }
 }
@@ -609,7 +679,8 @@ TMLR_KERNEL void pool(const tmlr_layer *l, const int8_t *x, int8_t *y)
                     acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
                     *out = (int8_t)(acc < l->act_min ? l->act_min : (acc > l->act_max ? l->act_max : acc));
                 } else {
-                    *out = finish(is_max ? acc - l->in_zp : acc, l, 0);
+                    acc = is_max ? acc - l->in_zp : acc;
+                    requantize_out(l, 0, &acc, 1, out);
                 }
             }
         }
@@ -621,7 +692,8 @@ TMLR_KERNEL void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8
     for (int32_t i = 0; i < l->size; i++) {
         const int32_t xa = tmlr_requantize(((int32_t)a[i] - l->in_zp) * (1 << 20), l->mult1, l->shift1);
         const int32_t xb = tmlr_requantize(((int32_t)b[i] - l->in1_zp) * (1 << 20), l->mult2, l->shift2);
-        y[i] = finish(xa + xb, l, 0);
+        const int32_t sum = xa + xb;
+        requantize_out(l, 0, &sum, 1, y + i);
     }
 }
 
@@ -693,7 +765,8 @@ static tmlr_status run_layer(const tmlr_net *net, const tmlr_layer *l)
         break;
     case TMLR_LAYER_REQUANT:
         for (int32_t k = 0; k < l->size; k++) {
-            y[k] = finish((int32_t)x[k] - l->in_zp, l, 0);
+            const int32_t acc = (int32_t)x[k] - l->in_zp;
+            requantize_out(l, 0, &acc, 1, y + k);
         }
         break;
     case TMLR_LAYER_ADD:
