@@ -9,12 +9,14 @@ instructions per call (BENCH, the empty loop subtracted) as a share of the model
 (.text + .data) and RAM (.data + .bss, stack included) of model plus harness (arm-none-eabi-size of the
 -Os firmware image).
 
-Per layer (issue 21's CMSIS-NN shapes, then digits and kws_dscnn): each conv / depthwise / pointwise / FC layer built alone into a firmware (a
-one-layer program: its input, its output) and run by INFER on QEMU; instructions per MAC (the layer's input
-and output copies included), and without the harness (INFER's call, the counter, the copies: a net with no layer
-and as many bytes copied, ``harness_instructions``), next to CMSIS-NN's figures for the same kinds of layer
-(issue 21: CMSIS-NN 99f736a, -O2 -mcpu=cortex-m4 -DARM_MATH_DSP, one shape per kind). Then a fully connected
-layer's cost split into per call, per output and per MAC (``fc_cost``).
+Per layer (issue 21's CMSIS-NN shapes, then digits and kws_dscnn): each conv / depthwise / pointwise / FC layer built
+alone into a firmware (a one-layer program: its input, its output) and run by INFER on QEMU, REPEAT times per INFER
+(``-DTMLR_DEV_INFER_REPEAT``); instructions per MAC (the layer's input and output copies included), and without the
+harness (INFER's call, the counter, the copies: a net with no layer and as many bytes copied,
+``harness_instructions``), next to CMSIS-NN's figures for the same kinds of layer (issue 21: CMSIS-NN 99f736a, -O2
+-mcpu=cortex-m4 -DARM_MATH_DSP, one shape per kind) and, for the fully connected layers, next to CMSIS-NN's own kernel
+of the layer's quantization on the layer's shape (``CMSIS_NN_FC``). Then a fully connected layer's cost split into per
+call, per output and per MAC (``fc_cost``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ def size(elf: Path) -> tuple[int, int]:
 
 CMSIS_NN = {"conv": 10.4, "depthwise": 8.0, "pointwise": 2.71, "fc": 2.12}  # instructions per MAC (issue 21)
 
+#: CMSIS-NN's own fully connected kernels on the models' FC shapes, instructions per MAC, kernel only:
+#: arm_nn_vec_mat_mult_t_s8 (V.5.4.1, per-tensor, what arm_fully_connected_s8 calls) and arm_nn_vec_mat_mult_t_per_ch_s8
+#: (V.1.2.0, per-channel), their DSP paths built with arm-none-eabi-gcc -O2 -mcpu=cortex-m4 into this harness in place
+#: of the model (the same input and output copies, 40 runs per INFER, the same harness subtracted), outputs equal to
+#: the program's. Measured once (session 12) from CMSIS-NN's sources, which this project does not ship.
+CMSIS_NN_FC = {(32, 10): {"per-tensor": 3.43, "per-channel": 3.70}, (64, 12): {"per-tensor": 2.67, "per-channel": 2.82},
+               (256, 10): {"per-tensor": 2.08, "per-channel": 2.12}, (128, 10): {"per-tensor": 2.29, "per-channel": 2.36},
+               (32, 40): {"per-tensor": 3.45, "per-channel": 3.72}}
+
 
 def layer_kind(layer) -> str | None:
     if layer.op == "fc":
@@ -90,13 +101,17 @@ def one_layer(prog: IntProgram, layer) -> IntProgram:
     return IntProgram({k: v for k, v in prog.tensors.items() if k in keep}, [layer], layer.inputs[0], layer.output)
 
 
+REPEAT = 20  # model runs per INFER in the one-layer figures: SysTick's 40-instruction steps become 2
+
+
 def instructions(prog: IntProgram, rng, runs: int = 3) -> float:
+    """Instructions of one run of ``prog`` on QEMU: the median of ``runs`` INFERs, each running it REPEAT times."""
     tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
     # frames large enough for any one layer's output (a 14x14x32 activation is 6 kB)
     with open_link("qemu", model_c=model_source(prog, "bench layer"),
-                   build_flags=("-DTMLR_DEV_MAX_PAYLOAD=16384",)) as link:
+                   build_flags=("-DTMLR_DEV_MAX_PAYLOAD=16384", f"-DTMLR_DEV_INFER_REPEAT={REPEAT}")) as link:
         ticks = [link.infer(rng.integers(-128, 128, tin.size), tout.size).model_ticks for _ in range(runs)]
-    return float(np.median(ticks)) * QEMU_INSTRUCTIONS_PER_TICK
+    return float(np.median(ticks)) * QEMU_INSTRUCTIONS_PER_TICK / REPEAT
 
 
 _HARNESS: dict[int, float] = {}  # bytes each way -> instructions
@@ -136,16 +151,24 @@ def synthetic(kind: str, cin: int, cout: int, k: int, h: int, w: int, rng) -> In
 
 def per_layer(rng) -> None:
     print("| model | layer | kind | MACs | instructions | instructions/MAC | CMSIS-NN | ratio | harness "
-          "| kernel instructions/MAC | ratio, kernel |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| kernel instructions/MAC | ratio, kernel | CMSIS-NN, same shape | ratio, same shape |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def row(label: str, single: IntProgram, kind: str) -> None:
         macs, insn = single.macs(), instructions(single, rng)
         tin, tout = single.tensors[single.input], single.tensors[single.output]
         harness = harness_instructions(tin.size + tout.size, rng)  # CMSIS-NN's figures are its kernels' alone
         kernel = (insn - harness) / macs
+        same = ""
+        if kind == "fc":  # CMSIS-NN's kernel of the layer's quantization on its shape, where measured
+            p = single.layers[0].p
+            quant = "per-channel" if len(p["mult"]) > 1 else "per-tensor"
+            figure = CMSIS_NN_FC.get((tin.size, tout.size), {}).get(quant)
+            same = f" {figure} ({quant}) | {kernel / figure:.2f}x |" if figure else " | |"
+        else:
+            same = " | |"
         print(f"| {label} | {kind} | {macs:,} | {insn:,.0f} | {insn / macs:.2f} | {CMSIS_NN[kind]} | "
-              f"{insn / macs / CMSIS_NN[kind]:.2f}x | {harness:,.0f} | {kernel:.2f} | {kernel / CMSIS_NN[kind]:.2f}x |")
+              f"{insn / macs / CMSIS_NN[kind]:.2f}x | {harness:,.0f} | {kernel:.2f} | {kernel / CMSIS_NN[kind]:.2f}x |{same}")
 
     for kind, cin, cout, k, h, w in CMSIS_SHAPES:  # the same shapes as CMSIS-NN's figures
         single = synthetic(kind, cin, cout, k, h, w, rng)
@@ -165,7 +188,7 @@ def fc_cost(rng) -> None:
     layers, each without its harness (``harness_instructions``): what a call costs (a: dispatch, the input column),
     an output besides its MACs (b: the requantization, the dot product's call) and a MAC (c) — why layers of a few
     dozen inputs cannot reach a per-MAC figure measured on 256."""
-    # far apart (30 more outputs, 960 more MACs), so that SysTick's steps of 40 instructions move b and c little
+    # far apart (30 more outputs, 960 more MACs), so that what rounding is left moves b and c little
     t1, t2, t3 = (instructions(synthetic("fc", k, c, 1, 1, 1, rng), rng) - harness_instructions(k + c, rng)
                   for k, c in ((32, 10), (32, 40), (128, 10)))  # the kernel alone: the harness taken off
     per_mac = (t3 - t1) / 960

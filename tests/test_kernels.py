@@ -164,3 +164,26 @@ def test_the_requantization_equals_the_program_over_its_whole_range(url):
             got = np.array([link.infer(s, want.shape[1]).raw for s in x])
         assert np.array_equal(got, want), f"zp {out_zp}, act {act}: {int((got != want).sum())} outputs differ"
         assert len(np.unique(want)) > 20  # the outputs are not all clamped to one value
+
+
+@pytest.mark.parametrize("url", ["sim", pytest.param("qemu", marks=needs_qemu)])
+def test_a_per_tensor_fully_connected_layer_equals_the_program_across_its_runs_of_outputs(url):
+    """A fully connected layer with one requantization requantizes its sums in runs (`rows_run`: 16 at a time): 37
+    outputs (two full runs and an odd last one) at right shifts 1, 17 and 31 and a left shift, equal to the program."""
+    rng = np.random.default_rng(8)
+    k, cout = 24, 37
+    for shift in (-1, -17, -31, 3):
+        scale = 2.0 ** (-shift + 1) if shift < 0 else 2.0 ** -shift
+        w_max = int(np.clip(scale * 150 / 400, 0, 127))  # sums the output range can hold (the left shift: the bias)
+        bias = np.clip(rng.uniform(-150, 150, cout) * scale, -2 ** 31 + 2 ** 20, 2 ** 31 - 2 ** 20)
+        p = {"in_zp": 4, "out_zp": -9, "act_min": -128, "act_max": 127, "bias": [int(v) for v in bias],
+             "mult": [int(rng.integers(1 << 30, 1 << 31))], "shift": [shift],
+             "weights": rng.integers(-w_max, w_max + 1, (cout, k)).astype(np.int8)}
+        tensors = {"x": QTensor("x", (k,), 0.1, 4), "y": QTensor("y", (cout,), 0.1, -9)}
+        prog = IntProgram(tensors, [Layer("fc", ["x"], "y", f"fc per-tensor shift {shift}", p)], "x", "y")
+        x = rng.integers(-128, 128, (4, k)).astype(np.int8)
+        want = prog.run(x).reshape(len(x), -1)
+        with open_link(url, model_c=model_source(prog, "per-tensor fc")) as link:
+            got = np.array([link.infer(s, cout).raw for s in x])
+        assert np.array_equal(got, want), f"shift {shift}: {int((got != want).sum())} outputs differ"
+        assert shift < -20 or len(np.unique(want)) > 10  # at 2^-31 every int32 sum rounds to z_y (or one off it)

@@ -606,7 +606,10 @@ static void cmd_infer(tmlr_device *dev, uint8_t seq, const uint8_t *p, uint32_t 
         return;
     }
     const uint64_t t0 = tmlr_port_counter();
-    const int32_t rc = m->invoke(m->ctx, dev->tensor_in, dev->tensor_out);
+    int32_t rc = 0;
+    for (int32_t r = 0; r < TMLR_DEV_INFER_REPEAT && rc == 0; r++) {
+        rc = m->invoke(m->ctx, dev->tensor_in, dev->tensor_out);
+    }
     const uint64_t t1 = tmlr_port_counter();
     if (rc != 0) {
         reply_error(dev, seq, TMLR_E_MODEL_FAILED, TMLR_CMD_INFER, (uint32_t)rc);

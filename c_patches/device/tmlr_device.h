@@ -23,6 +23,11 @@
 #ifndef TMLR_DEV_MAX_PAYLOAD
 #define TMLR_DEV_MAX_PAYLOAD 2048 /* largest request or reply payload, bytes */
 #endif
+#ifndef TMLR_DEV_INFER_REPEAT
+/* benchmark builds: INFER runs the model this many times and reports their ticks together (QEMU's SysTick counts
+ * in steps of 40 instructions, coarse for a layer of a few hundred MACs) */
+#define TMLR_DEV_INFER_REPEAT 1
+#endif
 #ifndef TMLR_DEV_MAX_CLASSES
 #define TMLR_DEV_MAX_CLASSES 256
 #endif

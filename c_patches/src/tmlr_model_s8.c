@@ -468,6 +468,26 @@ TMLR_KERNEL void rows_out(const tmlr_layer *l, const int8_t *w, int32_t oc0, int
     }
 }
 
+#define ROWS_RUN 16 /* sums rows_run holds for one requantization */
+
+/* rows_out for a layer with one requantization and consecutive outputs (a per-tensor fully connected layer): the sums
+ * of up to ROWS_RUN rows requantized by one call. */
+TMLR_KERNEL void rows_run(const tmlr_layer *l, const int8_t *w, int32_t n, int32_t k_len, int8_t *y)
+{
+    int32_t acc[ROWS_RUN + 1]; /* + 1: an odd last row's twin sum, never stored */
+    for (int32_t o0 = 0; o0 < n; o0 += ROWS_RUN) {
+        const int32_t m = n - o0 < ROWS_RUN ? n - o0 : ROWS_RUN;
+        for (int32_t o = 0; o < m; o += 2) {
+            const int32_t last = o + 1 < m ? o + 1 : o;
+            acc[o] = l->bias[o0 + o];
+            acc[o + 1] = l->bias[o0 + last];
+            dot2_s16_s8(col_buf, w + (size_t)(o0 + o) * (size_t)k_len, w + (size_t)(o0 + last) * (size_t)k_len,
+                        k_len, &acc[o], &acc[o + 1]);
+        }
+        requantize_out(l, 0, acc, m, y + o0);
+    }
+}
+
 /* Every output channel of a group (first oc0, n of them) for the four interleaved columns in col_buf: one four-column
  * dot product per channel, its requantization read once for the four; `count` of them stored (the rest repeat a
  * pixel). */
@@ -632,7 +652,9 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
 
 /* A convolution: a 3x3 depthwise layer whose padded channel image fits col_buf by `depthwise_3x3`, any other by
  * columns. */
-TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
+/* (Inlined into the layer switch, its one caller, as are `add` and `transpose`: 54 B of flash for `rows_run`; the same
+ * instruction counts.) */
+TMLR_HOT void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     if (l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c &&
         dw3_image_bytes(l) <= (int32_t)sizeof col_buf) {
@@ -647,7 +669,11 @@ TMLR_KERNEL void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 TMLR_KERNEL void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     column_of(x, l->in_c, l->in_zp, col_buf);
-    rows_out(l, l->weights, 0, l->out_c, l->in_c, y, 1);
+    if (l->per_channel) {
+        rows_out(l, l->weights, 0, l->out_c, l->in_c, y, 1);
+    } else {
+        rows_run(l, l->weights, l->out_c, l->in_c, y);
+    }
 }
 
 /* Pooling without padding. Max: the window's maximum, requantized. Average (ONNX QDQ): the sum of (x - zp),
@@ -687,7 +713,7 @@ TMLR_KERNEL void pool(const tmlr_layer *l, const int8_t *x, int8_t *y)
     }
 }
 
-TMLR_KERNEL void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8_t *y)
+TMLR_HOT void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8_t *y)
 {
     for (int32_t i = 0; i < l->size; i++) {
         const int32_t xa = tmlr_requantize(((int32_t)a[i] - l->in_zp) * (1 << 20), l->mult1, l->shift1);
@@ -699,7 +725,7 @@ TMLR_KERNEL void add(const tmlr_layer *l, const int8_t *a, const int8_t *b, int8
 
 /* y = x with its ndim (<= 4) axes permuted: output axis d is input axis perm[d]. The output is written in order;
  * the input position follows it as an odometer over the output's axes (one add per element, a carry per row). */
-TMLR_KERNEL void transpose(const tmlr_layer *l, const int8_t *x, int8_t *y)
+TMLR_HOT void transpose(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     int32_t stride[4], dims[4], at[4] = {0, 0, 0, 0};
     int32_t in_stride = 1;
