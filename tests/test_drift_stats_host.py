@@ -1,8 +1,8 @@
 """Drift's error statistics folded by the host build (c_patches/host/tmlr_error_stats_host.c) equal the numpy fold
 (repair/drift/stats.py) — the same q and d element for element, sums up to their order and precision — over every
 layout a paired tensor comes in: channel axis 1 of a conv tensor, a fully connected layer's [N, C], no channel axis,
-equalization factors, int8 and uint8 integers, a zero point at a limit (not counted as saturation), non-contiguous
-arrays."""
+equalization factors, int8 and uint8 integers or the integer program's float32 arrays of them, a zero point at a limit
+(not counted as saturation), non-contiguous arrays."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def _folded(quant, axis, factors, batches, use_c: bool) -> TensorStats:
                                                                 (2, 16, 1, 1)]),
        axis=st.sampled_from([1, None]), dtype=st.sampled_from(["int8", "uint8"]), zp_at=st.sampled_from(
            ["inside", "qmin", "qmax"]), with_factors=st.booleans(), transposed=st.booleans(),
-       batches=st.integers(1, 3))
-def test_host_fold_equals_the_numpy_fold(seed, shape, axis, dtype, zp_at, with_factors, transposed, batches):
+       batches=st.integers(1, 3), codes=st.booleans())
+def test_host_fold_equals_the_numpy_fold(seed, shape, axis, dtype, zp_at, with_factors, transposed, batches, codes):
     rng = np.random.default_rng(seed)
     info = np.iinfo(dtype)
     zp = {"inside": int(rng.integers(info.min + 1, info.max)), "qmin": info.min, "qmax": info.max}[zp_at]
@@ -49,7 +49,9 @@ def test_host_fold_equals_the_numpy_fold(seed, shape, axis, dtype, zp_at, with_f
         if transposed and len(shape) == 4:  # the program may hand back non-contiguous arrays
             k = np.ascontiguousarray(k.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
         data.append((f, k))
-    c, py = _folded(quant, axis, factors, data, True), _folded(quant, axis, factors, data, False)
+    as_given = [(f, k.astype(np.float32) if codes else k) for f, k in data]  # codes: what the program hands drift
+    assert TensorStats(quant, axis, factors)._update_in_c(*as_given[0])  # the C takes every one of these
+    c, py = _folded(quant, axis, factors, as_given, True), _folded(quant, axis, factors, data, False)
     assert c.n == py.n and c.saturated == py.saturated and c.ch_count == py.ch_count
     assert (c.max_abs, c.f_min, c.f_max) == (py.max_abs, py.f_min, py.f_max)  # no rounding in these: equal
     for name in ("ff", "fq", "dd", "qq", "abs_sum"):

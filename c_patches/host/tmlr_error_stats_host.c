@@ -10,19 +10,21 @@
 /* totals, in this order (the caller's running values, updated): */
 enum { TMLR_FF, TMLR_FQ, TMLR_DD, TMLR_ABS_SUM, TMLR_MAX_ABS, TMLR_F_MIN, TMLR_F_MAX, TMLR_SATURATED, TMLR_TOTALS };
 
-/* One sample's row: the loop of tmlr_host_error_stats, with each element's channel factor (factors) or none (NULL:
- * all 1, the common case, which skips a load and a multiply per element). Inlined twice, so each loop is compiled
- * for its case. */
-static inline __attribute__((always_inline)) void row_stats(const float *fn, const int8_t *kn, long row, float scale,
-                                                            float z, const float *factors, int32_t sat_lo,
-                                                            int32_t sat_hi, double *totals, float *row_sums)
+/* One sample's row: the loop of tmlr_host_error_stats, its integers int8 (kn) or float32 codes (kc: the integer
+ * program's own values, exact integers; kn NULL), with each element's channel factor (factors) or none (NULL: all 1,
+ * the common case, which skips a load and a multiply per element). Inlined four times, so each loop is compiled for
+ * its case. */
+static inline __attribute__((always_inline)) void row_stats(const float *fn, const int8_t *kn, const float *kc,
+                                                            long row, float scale, float z, const float *factors,
+                                                            float sat_lo, float sat_hi, double *totals,
+                                                            float *row_sums)
 {
     float ff = 0.0f, fq = 0.0f, dd = 0.0f, ad = 0.0f, sat = 0.0f;
     float max_abs = 0.0f, f_min = INFINITY, f_max = -INFINITY;
 #pragma omp simd reduction(+ : ff, fq, dd, ad, sat) reduction(max : max_abs, f_max) reduction(min : f_min)
     for (long j = 0; j < row; ++j) {
-        const int32_t kv = kn[j];
-        const float q0 = ((float)kv - z) * scale;
+        const float kv = kn != NULL ? (float)kn[j] : kc[j];
+        const float q0 = (kv - z) * scale;
         const float q = factors != NULL ? q0 * factors[j] : q0;
         const float fv = fn[j];
         const float d = fv - q;
@@ -48,22 +50,30 @@ static inline __attribute__((always_inline)) void row_stats(const float *fn, con
 }
 
 /*
- * f float32 and k int8 of one shape, contiguous, as `outer` samples of `row` elements each: with
+ * f float32 and k int8 (or, k_codes nonzero, float32 holding integers) of one shape, contiguous, as `outer` samples of `row` elements each: with
  * q = ((k - zp) * scale) * row_factors[j] in float32 (as numpy computes it; row_factors: element j's channel
  * factor, or NULL: all 1) and d = f - q, adds Σf², Σfq, Σd², Σ|d|, the count of k at sat_lo or sat_hi (one outside int8 for none)
  * and max |d|, min f, max f into totals[TMLR_TOTALS], and d into row_sums[j] (the caller sums those per channel).
  * One vectorized loop over each sample's row (omp simd: the reductions in float lanes, reassociated only there),
  * each sample's sums then added in double: no per-channel reduction, so short channels cost nothing extra.
  */
-void tmlr_host_error_stats(const float *f, const int8_t *k, long outer, long row, float scale, int32_t zp,
-                           const float *row_factors, int32_t sat_lo, int32_t sat_hi, double *totals, float *row_sums)
+void tmlr_host_error_stats(const float *f, const void *k, int32_t k_codes, long outer, long row, float scale,
+                           int32_t zp, const float *row_factors, int32_t sat_lo, int32_t sat_hi, double *totals,
+                           float *row_sums)
 {
-    const float z = (float)zp;
+    const float z = (float)zp, lo = (float)sat_lo, hi = (float)sat_hi;
+    const int8_t *k8 = (const int8_t *)k;
+    const float *kf = (const float *)k;
     for (long n = 0; n < outer; ++n) {
-        if (row_factors != NULL) {
-            row_stats(f + n * row, k + n * row, row, scale, z, row_factors, sat_lo, sat_hi, totals, row_sums);
+        const float *fn = f + n * row;
+        if (k_codes && row_factors != NULL) {
+            row_stats(fn, NULL, kf + n * row, row, scale, z, row_factors, lo, hi, totals, row_sums);
+        } else if (k_codes) {
+            row_stats(fn, NULL, kf + n * row, row, scale, z, NULL, lo, hi, totals, row_sums);
+        } else if (row_factors != NULL) {
+            row_stats(fn, k8 + n * row, NULL, row, scale, z, row_factors, lo, hi, totals, row_sums);
         } else {
-            row_stats(f + n * row, k + n * row, row, scale, z, NULL, sat_lo, sat_hi, totals, row_sums);
+            row_stats(fn, k8 + n * row, NULL, row, scale, z, NULL, lo, hi, totals, row_sums);
         }
     }
 }

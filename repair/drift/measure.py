@@ -140,7 +140,7 @@ class _DriftPass:
                 for _, xb in data.batches(batch_size):
                     feed = {in_name: xb}
                     f_out = pool.submit(f_sess.run, list(self.f_names), feed)
-                    q = (self.program.run(xb, list(self.q_names)) if self.program is not None else
+                    q = (self.program.run(xb, list(self.q_names), codes=True) if self.program is not None else
                          q_sess.run(list(self.q_names), pair.int8_feed(feed)))
                     yield xb, f_out.result(), q
 

@@ -47,8 +47,9 @@ class TensorStats:
         self._row_factors, self._row_factors_key = None, None  # the host fold's per-element factors, by row shape
 
     def update(self, f: np.ndarray, k: np.ndarray) -> None:
-        """Add one batch: ``f`` float values, ``k`` the int8 model's integers, same shape. In one pass of C where
-        the host build exists (``repair.program.host``; module docstring), else in numpy passes."""
+        """Add one batch: ``f`` float values, ``k`` the int8 model's integers (int8, uint8, or float32 arrays holding
+        them: the integer program's own values), same shape. In one pass of C where the host build exists
+        (``repair.program.host``; module docstring), else in numpy passes."""
         if self._update_in_c(f, k):
             return
         qmin, qmax, zp = self.quant.qmin, self.quant.qmax, self.quant.zero_point
@@ -71,10 +72,10 @@ class TensorStats:
 
     def _update_in_c(self, f: np.ndarray, k: np.ndarray) -> bool:
         """``update`` by the host build, for int8 and uint8 integers (a uint8 tensor as int8 k − 128 with its zero
-        point and limits moved alike: the same q). The C sees the batch as samples of one row each (the axes up to
+        point and limits moved alike: the same q) and float32 ones (read as they are). The C sees the batch as samples of one row each (the axes up to
         the channel axis are samples) and adds each element's d into a row of sums, summed here per channel."""
         lib = host.library()
-        if lib is None or k.dtype not in (np.int8, np.uint8) or f.shape != k.shape or k.ndim == 0:
+        if lib is None or k.dtype not in (np.int8, np.uint8, np.float32) or f.shape != k.shape or k.ndim == 0:
             return False
         qmin, qmax, zp = self.quant.qmin, self.quant.qmax, self.quant.zero_point
         sat_lo, sat_hi = (qmin if qmin != zp else 256), (qmax if qmax != zp else 256)  # 256: no int8 holds it
@@ -95,7 +96,8 @@ class TensorStats:
             factors = None  # all 1: the C's loop without the factors
         totals = np.array([self.ff, self.fq, self.dd, self.abs_sum, self.max_abs, self.f_min, self.f_max, 0.0])
         row_sums = np.zeros(row, np.float32)
-        lib.tmlr_host_error_stats(f.ctypes.data, k.ctypes.data, outer, row, float(self.quant.scale), int(zp),
+        lib.tmlr_host_error_stats(f.ctypes.data, k.ctypes.data, int(k.dtype == np.float32), outer, row,
+                                  float(self.quant.scale), int(zp),
                                   factors, sat_lo, sat_hi, totals.ctypes.data,
                                   row_sums.ctypes.data)
         if not np.isfinite(totals[:4]).all():

@@ -65,7 +65,7 @@ def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
         lib.tmlr_host_requantize.restype = None
         lib.tmlr_host_requantize.argtypes = [p, n, n, n, p, p, p, i32, i32, i32, p]
         lib.tmlr_host_error_stats.restype = None
-        lib.tmlr_host_error_stats.argtypes = [p, p, n, n, ctypes.c_float, i32, p, i32, i32, p, p]
+        lib.tmlr_host_error_stats.argtypes = [p, p, i32, n, n, ctypes.c_float, i32, p, i32, i32, p, p]
         lib.tmlr_host_quant_sse.restype = None
         lib.tmlr_host_quant_sse.argtypes = [p, n, p, p, n, p]
         return lib

@@ -55,14 +55,15 @@ class ProgramRunner:
         t = self.program.tensors[self.program.output]
         return (self.output_integers(x).astype(np.float64) - t.zero_point) * t.scale
 
-    def run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        """Arrays for ``names`` on float inputs ``x`` (the float model's feed), as onnxruntime would return them."""
+    def run(self, x: np.ndarray, names: list[str], codes: bool = False) -> list[np.ndarray]:
+        """Arrays for ``names`` on float inputs ``x`` (the float model's feed), as onnxruntime would return them; with
+        ``codes``, the integer tensors as float32 arrays of their integers (``IntProgram.run_tensors``)."""
         q = self.quantize(x)
         # a caller's batch (drift's data batches) in one piece when it is not far above the program's own: the
         # split 256 = 83 + 83 + 83 + 7 cost digits' drift 0.22 s where whole batches took 0.17 (5,000 samples,
         # when its own batch was 83; now 167); ic_resnet8's 256 stays four of its 64 (whole: 15% slower)
         whole = len(q) if len(q) <= 2 * self.program.auto_batch() else None
-        values = self.program.run_tensors(q, names, batch=whole)
+        values = self.program.run_tensors(q, names, batch=whole, codes=codes)
         out_name = self.pair.int8.outputs[0].name
         result = []
         for name in names:
