@@ -219,8 +219,8 @@ TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t 
     const int8_t *const w0_end = w0 + (n & ~3);
     if (w0 < w0_end) {
         uint32_t c02, c13, even, odd;
-        /* per four inputs: the column's two words by one LDRD (col_buf is 8-byte aligned), each row's weight word
-         * into (w0, w2) and (w1, w3) lanes and two SMLAD; the test at the bottom */
+        /* per four inputs: the column's two words by one LDRD (word-aligned: col is col_buf, steps of 8 bytes), each
+         * row's weight word into (w0, w2) and (w1, w3) lanes and two SMLAD; the test at the bottom */
         __asm__("1: ldrd %[c02], %[c13], [%[col]], #8\n\t"
                 "ldr %[o], [%[w0]], #4\n\t"
                 "sxtb16 %[e], %[o]\n\t"
@@ -248,9 +248,9 @@ TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t 
 }
 
 /* Four interleaved columns (`interleave`) dotted with one weight row: per block of four inputs, one weight word
- * expanded once and the four pixels' eight column words read in order through one pointer. Out of line, in its own
- * registers: GCC 12 -Os still keeps one pointer on the stack (a load and a store per block), where inlined into the
- * channel loop with four column pointers it spilled five stack loads and stores per block. */
+ * expanded once and the four pixels' eight column words read in order through one pointer. Out of line, the loop
+ * in its own registers (inlined into the channel loop with four column pointers, GCC -Os spilled five stack loads and
+ * stores per block). */
 TMLR_KERNEL void dot4_s16_s8(const int16_t *cols, const int8_t *w, int32_t n, int32_t *acc)
 {
     const int8_t *const w_end = w + (n & ~3);
@@ -258,8 +258,8 @@ TMLR_KERNEL void dot4_s16_s8(const int16_t *cols, const int8_t *w, int32_t n, in
         int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
         uint32_t even, odd, c0, c1;
         /* per block: the weight word into (w0, w2) and (w1, w3) lanes, then each pixel's two column words by one
-         * LDRD (col_buf is 8-byte aligned, a pixel's block 8 bytes) and two SMLAD; the test at the bottom. In C,
-         * GCC -Os kept the weight pointer on the stack: a load and a store more per block. */
+         * LDRD (it needs word alignment: col_buf is 8-byte aligned, a pixel's block 8 bytes) and two SMLAD; the test
+         * at the bottom. In C, GCC -Os kept the weight pointer on the stack: a load and a store more per block. */
         __asm__("1: ldr %[c0], [%[w]], #4\n\t"
                 "sxtb16 %[e], %[c0]\n\t"
                 "sxtb16 %[o], %[c0], ror #8\n\t"
@@ -651,9 +651,8 @@ TMLR_KERNEL void depthwise_3x3(const tmlr_layer *l, const int8_t *x, int8_t *y)
 }
 
 /* A convolution: a 3x3 depthwise layer whose padded channel image fits col_buf by `depthwise_3x3`, any other by
- * columns. */
-/* (Inlined into the layer switch, its one caller, as are `add` and `transpose`: 54 B of flash for `rows_run`; the same
- * instruction counts.) */
+ * columns. Inlined into the layer switch, its one caller, as are `add` and `transpose`: 56 B of flash toward
+ * `rows_run`, the same instruction counts. */
 TMLR_HOT void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     if (l->kh == 3 && l->kw == 3 && l->dh == 1 && l->dw == 1 && l->group == l->in_c && l->out_c == l->in_c &&
