@@ -44,9 +44,10 @@ class QuantParams:
     def qmax(self) -> int:
         return int(np.iinfo(self.dtype).max)
 
-    def quantize(self, x: np.ndarray) -> np.ndarray:
+    def quantize(self, x: np.ndarray, codes: bool = False) -> np.ndarray:
         """q = clamp(round(x / scale) + zp), x / scale in float32, ties to even as ONNX QuantizeLinear defines it,
-        or away from zero as TFLite's QUANTIZE (``TfLiteRound``) for a .tflite model."""
+        or away from zero as TFLite's QUANTIZE (``TfLiteRound``) for a .tflite model; with ``codes``, the same
+        integers left in the float32 array (what the integer program computes in: no int8 copy to convert back)."""
         v = np.asarray(x, np.float32) / np.float32(self.scale)
         if self.rounding == "half_even":
             np.rint(v, out=v)  # in place: one buffer, not four (input quantization is in every program run)
@@ -54,7 +55,7 @@ class QuantParams:
             v = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
         v += np.float32(self.zero_point)
         np.clip(v, self.qmin, self.qmax, out=v)
-        return v.astype(self.dtype)
+        return v if codes else v.astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (np.asarray(q, np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)

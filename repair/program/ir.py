@@ -133,7 +133,8 @@ class IntProgram:
         """The values of the tensors the steps hand on (and the input) on one batch, as float32 arrays of exact
         integers (int8 values fit; float32 is what the kernels compute in, so no conversions between layers)."""
         n = len(xb)
-        return self.advance({self.input: xb.reshape(n, *self.tensors[self.input].shape).astype(np.float32)}, steps)
+        x = xb.reshape(n, *self.tensors[self.input].shape).astype(np.float32, copy=False)  # int8, or float32 codes
+        return self.advance({self.input: x}, steps)
 
     def advance(self, values: dict[str, np.ndarray], steps: list) -> dict[str, np.ndarray]:
         """``values`` (tensors of one batch, as ``_forward`` holds them) with the outputs of ``steps`` added: a run
