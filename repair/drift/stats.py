@@ -72,8 +72,9 @@ class TensorStats:
 
     def _update_in_c(self, f: np.ndarray, k: np.ndarray) -> bool:
         """``update`` by the host build, for int8 and uint8 integers (a uint8 tensor as int8 k − 128 with its zero
-        point and limits moved alike: the same q) and float32 ones (read as they are). The C sees the batch as samples of one row each (the axes up to
-        the channel axis are samples) and adds each element's d into a row of sums, summed here per channel."""
+        point and limits moved alike: the same q) and float32 ones (the program's int8 values, read as they are).
+        The C sees the batch as samples of one row each (the axes up to the channel axis are samples) and adds each
+        element's d into a row of sums, summed here per channel."""
         lib = host.library()
         if lib is None or k.dtype not in (np.int8, np.uint8, np.float32) or f.shape != k.shape or k.ndim == 0:
             return False
