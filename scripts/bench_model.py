@@ -159,14 +159,12 @@ def per_layer(rng) -> None:
         tin, tout = single.tensors[single.input], single.tensors[single.output]
         harness = harness_instructions(tin.size + tout.size, rng)  # CMSIS-NN's figures are its kernels' alone
         kernel = (insn - harness) / macs
-        same = ""
+        same = " | |"
         if kind == "fc":  # CMSIS-NN's kernel of the layer's quantization on its shape, where measured
-            p = single.layers[0].p
-            quant = "per-channel" if len(p["mult"]) > 1 else "per-tensor"
+            quant = "per-channel" if len(single.layers[0].p["mult"]) > 1 else "per-tensor"
             figure = CMSIS_NN_FC.get((tin.size, tout.size), {}).get(quant)
-            same = f" {figure} ({quant}) | {kernel / figure:.2f}x |" if figure else " | |"
-        else:
-            same = " | |"
+            if figure:
+                same = f" {figure} ({quant}) | {kernel / figure:.2f}x |"
         print(f"| {label} | {kind} | {macs:,} | {insn:,.0f} | {insn / macs:.2f} | {CMSIS_NN[kind]} | "
               f"{insn / macs / CMSIS_NN[kind]:.2f}x | {harness:,.0f} | {kernel:.2f} | {kernel / CMSIS_NN[kind]:.2f}x |{same}")
 
