@@ -44,6 +44,22 @@ def test_ece_small_for_a_calibrated_model_and_interval_brackets_it():
     assert lo <= e <= hi
 
 
+def test_ece_bootstraps_are_each_models_bootstrap_over_the_seeds_resamples():
+    """The resample counts times the per-bin gaps (one matrix product per model) give what resampling each model's
+    samples by the seed's draws and recomputing ECE gives, for every model handed in together."""
+    rng = np.random.default_rng(4)
+    n, n_boot = 300, 50
+    ps = [rng.dirichlet(np.ones(4), n) for _ in range(2)]
+    y = rng.integers(0, 4, n)
+    draws = np.random.default_rng(7).integers(0, n, size=(n_boot, n), dtype=np.int32)  # what seed 7 draws
+    together = M.ece_bootstraps(ps, y, n_boot=n_boot, seed=7)
+    for p, (e, lo, hi) in zip(ps, together):
+        boots = [M.ece(p[i], y[i]) for i in draws]
+        assert e == pytest.approx(M.ece(p, y), abs=1e-12)
+        assert (lo, hi) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), abs=1e-12)
+        assert (e, lo, hi) == pytest.approx(M.ece_bootstrap(p, y, n_boot=n_boot, seed=7), abs=1e-15)
+
+
 def test_ece_works_on_float32_probabilities():
     """A peer silently returns nonsense on float32 input; float64 inside, whatever comes in."""
     rng = np.random.default_rng(3)

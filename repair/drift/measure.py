@@ -210,8 +210,8 @@ def _output_metrics(task: str, yf: np.ndarray, yq: np.ndarray, y: np.ndarray | N
             out["accuracy_int8"] = float((top_q == y).mean())
             out["nll_float"] = M.nll(pf, y)
             out["nll_int8"] = M.nll(pq, y)
-            for name, p in (("float", pf), ("int8", pq)):
-                e, lo, hi = M.ece_bootstrap(p, y, n_boot=bootstrap, seed=seed)
+            eces = M.ece_bootstraps([pf, pq], y, n_boot=bootstrap, seed=seed)  # both over the same resamples
+            for name, p, (e, lo, hi) in zip(("float", "int8"), (pf, pq), eces):
                 out[f"ece_{name}"] = e
                 out[f"ece_{name}_ci95"] = [lo, hi]
                 out[f"reliability_{name}"] = M.reliability(p, y)
