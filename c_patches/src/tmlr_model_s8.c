@@ -140,6 +140,82 @@ static __attribute__((noinline)) void requantize_out(const tmlr_layer *l, int32_
     }
 }
 
+/* n accumulators of consecutive output channels c0.. of a per-channel layer, one each, requantized by their own
+ * channels' parameters and stored to consecutive bytes from y: a fully connected layer's outputs, a one-column
+ * convolution's pixel. On Thumb-2 the channels of the common case (M > 0, a right shift r in [1, 31]) run in
+ * `channel_run`; another channel, and every channel elsewhere, by requantize_out. */
+#ifdef TMLR_RIGHT_RUN
+/* The common-case channels from *acc on, until end or the first other one, 27 instructions an output with every
+ * operand in a register: tmlr_requantize_right's floor((acc M + 2^30 + 2^(30+r) - [acc < 0] 2^31) / 2^(31+r)) as
+ * floor((floor(Q / 2^(30+r)) + 1) / 2) with Q = acc M + 2^30 - [acc < 0] 2^31 (floor((floor(a / b) + n) / d) =
+ * floor((a + n b) / (b d)), b = 2^(30+r)), and floor(Q / 2^(30+r)) = floor(T / 2^(r-1)) with T = floor(Q / 2^31),
+ * which fits 32 bits (|acc M| < 2^62): SMLAL onto Q's constant (0x40000000 low word, the sign word high: one ASR
+ * and two logic instructions), T from both words, and z_y folded in as 2 z_y + 1 before the last halving. No
+ * per-channel nudge to build. */
+TMLR_HOT void channel_run(const int32_t **acc, const int32_t *end, const int32_t **mult, int32_t shift_delta,
+                          int8_t **y, int32_t zp, int32_t act_min, int32_t act_max)
+{
+    const int32_t *a_p = *acc, *m_p = *mult;
+    int8_t *y_p = *y;
+    const int32_t zp2 = 2 * zp + 1;
+    int32_t a, m, r1, lo, hi;
+    /* hi and r - 1 in r0-r7 ("l"), for the 16-bit forms of the shifts (flag-setting: the flags are dead there) */
+    __asm__ volatile("1: ldr %[m], [%[mp]]\n\t"
+                     "ldr %[r1], [%[mp], %[sd]]\n\t"
+                     "mvns %[r1], %[r1]\n\t" /* r - 1 = -shift - 1 */
+                     "cmp %[r1], #30\n\t"
+                     "bhi 2f\n\t"
+                     "cmp %[m], #0\n\t"
+                     "ble 2f\n\t"
+                     "ldr %[a], [%[ap]], #4\n\t"
+                     "asr %[hi], %[a], #31\n\t"
+                     "and %[lo], %[hi], #0x80000000\n\t"
+                     "orr %[lo], %[lo], #0x40000000\n\t"
+                     "smlal %[lo], %[hi], %[a], %[m]\n\t"
+                     "lsls %[hi], %[hi], #1\n\t"
+                     "orr %[hi], %[hi], %[lo], lsr #31\n\t"
+                     "asrs %[hi], %[hi], %[r1]\n\t"
+                     "add %[hi], %[zp2]\n\t"
+                     "asrs %[hi], %[hi], #1\n\t"
+                     "cmp %[hi], %[mn]\n\t"
+                     "it lt\n\t"
+                     "movlt %[hi], %[mn]\n\t"
+                     "cmp %[hi], %[mx]\n\t"
+                     "it gt\n\t"
+                     "movgt %[hi], %[mx]\n\t"
+                     "adds %[mp], #4\n\t"
+                     "strb %[hi], [%[yp]], #1\n\t"
+                     "cmp %[ap], %[end]\n\t"
+                     "bne 1b\n"
+                     "2:"
+                     : [ap] "+r"(a_p), [mp] "+r"(m_p), [yp] "+r"(y_p), [a] "=&r"(a), [m] "=&r"(m), [r1] "=&l"(r1),
+                       [lo] "=&r"(lo), [hi] "=&l"(hi)
+                     : [end] "r"(end), [sd] "r"(shift_delta), [zp2] "r"(zp2), [mn] "r"(act_min), [mx] "r"(act_max)
+                     : "cc", "memory");
+    *acc = a_p;
+    *mult = m_p;
+    *y = y_p;
+}
+#endif
+
+static __attribute__((noinline)) void requantize_channels(const tmlr_layer *l, int32_t c0, const int32_t *acc,
+                                                          int32_t n, int8_t *y)
+{
+    const int32_t *const end = acc + n;
+    const int32_t *mult = l->mult + c0;
+    while (acc < end) {
+#ifdef TMLR_RIGHT_RUN
+        channel_run(&acc, end, &mult, (int32_t)((const char *)l->shift - (const char *)l->mult), &y, l->out_zp,
+                    l->act_min, l->act_max);
+        if (acc == end) {
+            break;
+        }
+#endif
+        requantize_out(l, (int32_t)(mult - l->mult), acc++, 1, y++);
+        mult++;
+    }
+}
+
 /* first k in [0, n) with 0 <= base + k * step < limit, and one past the last (step > 0) */
 static void valid_taps(int32_t base, int32_t step, int32_t n, int32_t limit, int32_t *lo, int32_t *hi)
 {
@@ -210,18 +286,22 @@ TMLR_HOT int32_t sxtb16_ror8(uint32_t v)
 /* A word of col_buf (aligned; may_alias: the buffer is written as int16). */
 typedef uint32_t __attribute__((may_alias)) col_word;
 
-/* Two weight rows dotted with one column (lane order): each column word loaded once for both. Out of line: in its
- * own registers the loop keeps its pointers and sums out of the stack (at -Os, inlined into fc, it did not). */
-TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1, int32_t n, int32_t *a0,
-                             int32_t *a1)
+/* m weight rows (k_len apart from w) dotted with the column in col_buf (lane order), each sum added to acc[o] — two
+ * rows at a time, each column word loaded once for both; an odd last row is run twice, its twin sum (from 0) written
+ * to acc[m]. Out of line, and looping over the rows itself: in its own registers the loop keeps its pointers and
+ * sums out of the stack, and a call per pair of rows had cost about 40 instructions of calling and bookkeeping. */
+TMLR_KERNEL void dot_rows(const int8_t *w, int32_t m, int32_t k_len, int32_t *acc)
 {
-    int32_t s0 = *a0, s1 = *a1;
-    const int8_t *const w0_end = w0 + (n & ~3);
-    if (w0 < w0_end) {
+    for (int32_t o = 0; o < m; o += 2, w += 2 * k_len, acc += 2) {
+        const int8_t *w0 = w, *w1 = o + 1 < m ? w + k_len : w;
+        const int16_t *col = col_buf;
+        int32_t s0 = acc[0], s1 = w1 != w0 ? acc[1] : 0;
+        const int8_t *const w0_end = w0 + (k_len & ~3);
         uint32_t c02, c13, even, odd;
         /* per four inputs: the column's two words by one LDRD (word-aligned: col is col_buf, steps of 8 bytes), each
-         * row's weight word into (w0, w2) and (w1, w3) lanes and two SMLAD; the test at the bottom */
-        __asm__("1: ldrd %[c02], %[c13], [%[col]], #8\n\t"
+         * row's weight word into (w0, w2) and (w1, w3) lanes and two SMLAD; the test at the top (k_len may be < 4) */
+        __asm__("b 2f\n"
+                "1: ldrd %[c02], %[c13], [%[col]], #8\n\t"
                 "ldr %[o], [%[w0]], #4\n\t"
                 "sxtb16 %[e], %[o]\n\t"
                 "sxtb16 %[o], %[o], ror #8\n\t"
@@ -231,20 +311,20 @@ TMLR_KERNEL void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t 
                 "sxtb16 %[e], %[o]\n\t"
                 "sxtb16 %[o], %[o], ror #8\n\t"
                 "smlad %[s1], %[c02], %[e], %[s1]\n\t"
-                "smlad %[s1], %[c13], %[o], %[s1]\n\t"
-                "cmp %[w0], %[we]\n\t"
+                "smlad %[s1], %[c13], %[o], %[s1]\n"
+                "2: cmp %[w0], %[we]\n\t"
                 "bne 1b"
                 : [s0] "+r"(s0), [s1] "+r"(s1), [w0] "+r"(w0), [w1] "+r"(w1), [col] "+r"(col), [c02] "=&r"(c02),
                   [c13] "=&r"(c13), [e] "=&r"(even), [o] "=&r"(odd)
                 : [we] "r"(w0_end)
                 : "cc", "memory");
+        for (int32_t k = 0; k < (k_len & 3); k++) {
+            s0 += (int32_t)col[k] * (int32_t)w0[k];
+            s1 += (int32_t)col[k] * (int32_t)w1[k];
+        }
+        acc[0] = s0;
+        acc[1] = s1;
     }
-    for (int32_t k = 0; k < (n & 3); k++) {
-        s0 += (int32_t)col[k] * (int32_t)w0[k];
-        s1 += (int32_t)col[k] * (int32_t)w1[k];
-    }
-    *a0 = s0;
-    *a1 = s1;
 }
 
 /* Four interleaved columns (`interleave`) dotted with one weight row: per block of four inputs, one weight word
@@ -366,11 +446,11 @@ TMLR_HOT int32_t dot_s16_s8(const int16_t *col, const int8_t *w, int32_t n, int3
     return acc;
 }
 
-TMLR_HOT void dot2_s16_s8(const int16_t *col, const int8_t *w0, const int8_t *w1, int32_t n, int32_t *a0,
-                          int32_t *a1)
+TMLR_HOT void dot_rows(const int8_t *w, int32_t m, int32_t k_len, int32_t *acc)
 {
-    *a0 = dot_s16_s8(col, w0, n, *a0);
-    *a1 = dot_s16_s8(col, w1, n, *a1);
+    for (int32_t o = 0; o < m; o++) {
+        acc[o] = dot_s16_s8(col_buf, w + (size_t)o * (size_t)k_len, k_len, acc[o]);
+    }
 }
 
 TMLR_HOT void dot4_s16_s8(const int16_t *cols, const int8_t *w, int32_t n, int32_t *acc)
@@ -451,47 +531,38 @@ static void interleave(const int16_t *col, int32_t n, int32_t j, int16_t *cols)
     }
 }
 
-/* n output channels (the first oc0, weight rows from w) of the one column in col_buf, two rows at a time (an odd
- * last row is run twice and stored once), outputs y_step apart: the fully connected layer, and a convolution whose
- * column is too long for four beside it. */
-TMLR_KERNEL void rows_out(const tmlr_layer *l, const int8_t *w, int32_t oc0, int32_t n, int32_t k_len, int8_t *y,
+#define ROWS_RUN 16 /* sums rows_run holds for one requantization call */
+
+/* n output channels (the first oc0, weight rows from w) of the one column in col_buf, outputs y_step apart: the fully
+ * connected layer, and a convolution whose column is too long for four beside it. Up to ROWS_RUN rows' sums
+ * (`dot_rows`) requantized by one call (requantize_out for one requantization, requantize_channels for one per
+ * channel) into consecutive bytes, then spread. */
+TMLR_KERNEL void rows_run(const tmlr_layer *l, const int8_t *w, int32_t oc0, int32_t n, int32_t k_len, int8_t *y,
                           int32_t y_step)
 {
-    for (int32_t o = 0; o < n; o += 2) {
-        const int32_t last = o + 1 < n ? o + 1 : o;
-        int32_t acc[2] = {l->bias[oc0 + o], l->bias[oc0 + last]};
-        dot2_s16_s8(col_buf, w + (size_t)o * (size_t)k_len, w + (size_t)last * (size_t)k_len, k_len, &acc[0], &acc[1]);
-        requantize_out(l, oc0 + o, &acc[0], 1, y + (size_t)o * (size_t)y_step);
-        if (last != o) {
-            requantize_out(l, oc0 + last, &acc[1], 1, y + (size_t)last * (size_t)y_step);
-        }
-    }
-}
-
-#define ROWS_RUN 16 /* sums rows_run holds for one requantization */
-
-/* rows_out for a layer with one requantization and consecutive outputs (a per-tensor fully connected layer): the sums
- * of up to ROWS_RUN rows requantized by one call. */
-TMLR_KERNEL void rows_run(const tmlr_layer *l, const int8_t *w, int32_t n, int32_t k_len, int8_t *y)
-{
-    int32_t acc[ROWS_RUN + 1]; /* + 1: an odd last row's twin sum, never stored */
+    int32_t acc[ROWS_RUN + 1]; /* + 1: an odd last row's twin sum (dot_rows) */
+    int8_t strided[ROWS_RUN];  /* the outputs of a pixel, before they go y_step apart */
     for (int32_t o0 = 0; o0 < n; o0 += ROWS_RUN) {
-        const int32_t m = n - o0 < ROWS_RUN ? n - o0 : ROWS_RUN;
-        for (int32_t o = 0; o < m; o += 2) {
-            const int32_t last = o + 1 < m ? o + 1 : o;
-            acc[o] = l->bias[o0 + o];
-            acc[o + 1] = l->bias[o0 + last];
-            dot2_s16_s8(col_buf, w + (size_t)(o0 + o) * (size_t)k_len, w + (size_t)(o0 + last) * (size_t)k_len,
-                        k_len, &acc[o], &acc[o + 1]);
+        const int32_t m = n - o0 < ROWS_RUN ? n - o0 : ROWS_RUN, c0 = oc0 + o0;
+        memcpy(acc, l->bias + c0, (size_t)m * sizeof acc[0]);
+        dot_rows(w + (size_t)o0 * (size_t)k_len, m, k_len, acc);
+        int8_t *const out = y_step == 1 ? y + o0 : strided;
+        if (l->per_channel) {
+            requantize_channels(l, c0, acc, m, out);
+        } else {
+            requantize_out(l, 0, acc, m, out);
         }
-        requantize_out(l, 0, acc, m, y + o0);
+        for (int32_t o = 0; o < m && y_step != 1; o++) {
+            y[(size_t)(o0 + o) * (size_t)y_step] = strided[o];
+        }
     }
 }
 
 /* Every output channel of a group (first oc0, n of them) for the four interleaved columns in col_buf: one four-column
  * dot product per channel, its requantization read once for the four; `count` of them stored (the rest repeat a
- * pixel). */
-TMLR_KERNEL void four_columns_out(const tmlr_layer *l, const int8_t *wg, int32_t oc0, int32_t n, int32_t k_len,
+ * pixel). Inlined into conv_columns, its one caller: 40 B of flash toward requantize_channels, for 1-2% more
+ * instructions in the convolutions that take it (QEMU: digits' pw1 3.24 -> 3.30 a MAC, conv1 7.69 -> 7.76). */
+TMLR_HOT void four_columns_out(const tmlr_layer *l, const int8_t *wg, int32_t oc0, int32_t n, int32_t k_len,
                                   int32_t count, int8_t *yp, int32_t hw_out)
 {
     for (int32_t o = 0; o < n; o++) {
@@ -535,7 +606,7 @@ TMLR_KERNEL void conv_columns(const tmlr_layer *l, const int8_t *x, int8_t *y)
                 continue;
             }
             gather_column(l, xg, p, col_buf);
-            rows_out(l, wg, g * cout_g, cout_g, k_len, yp, hw_out);
+            rows_run(l, wg, g * cout_g, cout_g, k_len, yp, hw_out);
         }
     }
 }
@@ -665,14 +736,10 @@ TMLR_HOT void conv(const tmlr_layer *l, const int8_t *x, int8_t *y)
 
 /* A fully connected layer: the input as one column (it fits col_buf: the model source checks), dotted with two
  * outputs' weights at a time. */
-TMLR_KERNEL void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
+TMLR_HOT void fc(const tmlr_layer *l, const int8_t *x, int8_t *y)
 {
     column_of(x, l->in_c, l->in_zp, col_buf);
-    if (l->per_channel) {
-        rows_out(l, l->weights, 0, l->out_c, l->in_c, y, 1);
-    } else {
-        rows_run(l, l->weights, l->out_c, l->in_c, y);
-    }
+    rows_run(l, l->weights, 0, l->out_c, l->in_c, y, 1);
 }
 
 /* Pooling without padding. Max: the window's maximum, requantized. Average (ONNX QDQ): the sum of (x - zp),
