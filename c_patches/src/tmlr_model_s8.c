@@ -86,6 +86,15 @@ TMLR_HOT int8_t finish_q(int32_t acc, const requant *q)
 }
 
 #ifdef TMLR_RIGHT_RUN
+/* The requantization loops' activation clamp: %[hi] into [%[mn], %[mx]]. */
+#define CLAMP_HI                                                                                                   \
+    "cmp %[hi], %[mn]\n\t"                                                                                          \
+    "it lt\n\t"                                                                                                     \
+    "movlt %[hi], %[mn]\n\t"                                                                                        \
+    "cmp %[hi], %[mx]\n\t"                                                                                          \
+    "it gt\n\t"                                                                                                     \
+    "movgt %[hi], %[mx]\n\t"
+
 /* finish_q for the accumulators acc..end (at least one) of one channel in the common case (q->right > 0), stored
  * to consecutive bytes from y: 16 instructions per output, every constant in a register (GCC -Os spilled half of
  * them to the stack). The sum tmlr_requantize_right forms, acc M + nudge - [acc < 0] 2^31, in three instructions:
@@ -106,12 +115,7 @@ TMLR_HOT void finish_run(const int32_t *acc, const int32_t *end, int8_t *y, cons
                      "smlal %[lo], %[hi], %[a], %[m]\n\t"
                      "asr %[hi], %[hi], %[sz]\n\t"
                      "add %[hi], %[hi], %[sz], asr #16\n\t"
-                     "cmp %[hi], %[mn]\n\t"
-                     "it lt\n\t"
-                     "movlt %[hi], %[mn]\n\t"
-                     "cmp %[hi], %[mx]\n\t"
-                     "it gt\n\t"
-                     "movgt %[hi], %[mx]\n\t"
+                     CLAMP_HI
                      "strb %[hi], [%[y]], #1\n\t"
                      "cmp %[acc], %[end]\n\t"
                      "bne 1b"
@@ -177,12 +181,7 @@ TMLR_HOT void channel_run(const int32_t **acc, const int32_t *end, const int32_t
                      "asrs %[hi], %[hi], %[r1]\n\t"
                      "add %[hi], %[zp2]\n\t"
                      "asrs %[hi], %[hi], #1\n\t"
-                     "cmp %[hi], %[mn]\n\t"
-                     "it lt\n\t"
-                     "movlt %[hi], %[mn]\n\t"
-                     "cmp %[hi], %[mx]\n\t"
-                     "it gt\n\t"
-                     "movgt %[hi], %[mx]\n\t"
+                     CLAMP_HI
                      "adds %[mp], #4\n\t"
                      "strb %[hi], [%[yp]], #1\n\t"
                      "cmp %[ap], %[end]\n\t"
