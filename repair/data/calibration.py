@@ -47,7 +47,7 @@ class CalibrationSet:
             if arr is not None:
                 a = np.ascontiguousarray(arr)
                 h.update(f"{a.dtype.str}{a.shape}".encode())
-                h.update(a.tobytes())
+                h.update(a.reshape(-1).view(np.uint8))  # the bytes tobytes() gives, without copying them
         object.__setattr__(self, "sha256", h.hexdigest())
 
     def __len__(self) -> int:
