@@ -44,14 +44,18 @@ def test_ece_small_for_a_calibrated_model_and_interval_brackets_it():
     assert lo <= e <= hi
 
 
-def test_ece_bootstraps_are_each_models_bootstrap_over_the_seeds_resamples():
-    """The resample counts times the per-bin gaps (one matrix product per model) give what resampling each model's
+@pytest.mark.parametrize("n", [300, 50_000])  # 50,000: the resamples drawn in two chunks of 40
+def test_ece_bootstraps_are_each_models_bootstrap_over_the_seeds_resamples(n):
+    """The resample counts times the per-bin gaps (a product per bin and model) give what resampling each model's
     samples by the seed's draws and recomputing ECE gives, for every model handed in together."""
     rng = np.random.default_rng(4)
-    n, n_boot = 300, 50
+    n_boot = 50
     ps = [rng.dirichlet(np.ones(4), n) for _ in range(2)]
     y = rng.integers(0, 4, n)
-    draws = np.random.default_rng(7).integers(0, n, size=(n_boot, n), dtype=np.int32)  # what seed 7 draws
+    chunk = 2_000_000 // n  # as ece_bootstraps draws them
+    gen = np.random.default_rng(7)  # what seed 7 draws
+    draws = np.concatenate([gen.integers(0, n, size=(min(chunk, n_boot - b), n), dtype=np.int32)
+                            for b in range(0, n_boot, chunk)])
     together = M.ece_bootstraps(ps, y, n_boot=n_boot, seed=7)
     for p, (e, lo, hi) in zip(ps, together):
         boots = [M.ece(p[i], y[i]) for i in draws]
