@@ -204,8 +204,9 @@ static __attribute__((noinline)) void requantize_channels(const tmlr_layer *l, i
     const int32_t *mult = l->mult + c0;
     while (acc < end) {
 #ifdef TMLR_RIGHT_RUN
-        channel_run(&acc, end, &mult, (int32_t)((const char *)l->shift - (const char *)l->mult), &y, l->out_zp,
-                    l->act_min, l->act_max);
+        /* the shifts' byte offset from the multipliers (two arrays: as addresses, not a pointer difference) */
+        channel_run(&acc, end, &mult, (int32_t)((uintptr_t)l->shift - (uintptr_t)l->mult), &y, l->out_zp, l->act_min,
+                    l->act_max);
         if (acc == end) {
             break;
         }
