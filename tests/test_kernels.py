@@ -127,11 +127,13 @@ def test_a_layer_table_whose_column_outgrows_the_scratch_fails_the_inference_ins
             link.infer(np.zeros(1500, np.int8), 6)
 
 
-def _requantization_program(rng, out_zp: int, act: tuple[int, int]) -> IntProgram:
-    """A fully connected layer whose 96 output channels span the requantization's documented range (tmlr_requantize:
-    shift in [-31, 30], any multiplier): every right shift 1..31 with multipliers at 2^30, 2^31 - 1 and between (the
-    kernels' common case, one path on the Cortex-M4), then left shifts and multipliers of 0, 1 and below 0 (the
-    general path); sums in the output range at each shift, and every fourth 2^20 short of an int32 limit."""
+def _requantization_program(rng, out_zp: int, act: tuple[int, int], kind: str) -> IntProgram:
+    """A layer whose 100 output channels span the requantization's documented range (tmlr_requantize: shift in
+    [-31, 30], any multiplier): every right shift 1..31 with multipliers at 2^30, 2^31 - 1 and between (the kernels'
+    common case, in Thumb-2 instructions on the Cortex-M4), then left shifts and multipliers of 0, 1 and below 0 (the
+    general path); sums in the output range at each shift, and every fourth 2^20 short of an int32 limit. ``kind``
+    "fc": a fully connected layer, its outputs one per channel (`requantize_channels`); "conv": a 1x1 convolution over
+    2x2 pixels, each channel's four outputs one run of its requantization (`requantize_out`)."""
     k, limit = 8, (1 << 31) - (1 << 20)
     right = [(-s, m) for s in range(1, 32) for m in (1 << 30, (1 << 31) - 1, int(rng.integers(1 << 30, 1 << 31)))]
     general = [(0, 1 << 30), (30, (1 << 31) - 1), (1, 1), (5, 0), (-3, 0), (-7, -(1 << 30)), (2, -12345)]
@@ -144,20 +146,28 @@ def _requantization_program(rng, out_zp: int, act: tuple[int, int]) -> IntProgra
     p = {"in_zp": -3, "out_zp": out_zp, "act_min": act[0], "act_max": act[1], "bias": [int(v) for v in bias],
          "mult": [m for _, m in pairs], "shift": [s for s, _ in pairs],
          "weights": rng.integers(-127, 128, (cout, k)).astype(np.int8)}
-    tensors = {"x": QTensor("x", (k,), 0.1, -3), "y": QTensor("y", (cout,), 0.1, out_zp)}
-    return IntProgram(tensors, [Layer("fc", ["x"], "y", f"requantization zp {out_zp} act {act}", p)], "x", "y")
+    name = f"requantization {kind} zp {out_zp} act {act}"
+    if kind == "fc":
+        tensors = {"x": QTensor("x", (k,), 0.1, -3), "y": QTensor("y", (cout,), 0.1, out_zp)}
+        return IntProgram(tensors, [Layer("fc", ["x"], "y", name, p)], "x", "y")
+    p.update({"weights": p["weights"].reshape(cout, k, 1, 1), "group": 1, "strides": (1, 1), "dilations": (1, 1),
+              "pads": (0, 0, 0, 0), "in_hw": (2, 2), "out_hw": (2, 2)})
+    tensors = {"x": QTensor("x", (k, 2, 2), 0.1, -3), "y": QTensor("y", (cout, 2, 2), 0.1, out_zp)}
+    return IntProgram(tensors, [Layer("conv", ["x"], "y", name, p)], "x", "y")
 
 
+@pytest.mark.parametrize("kind", ["fc", "conv"])
 @pytest.mark.parametrize("url", ["sim", pytest.param("qemu", marks=needs_qemu)])
-def test_the_requantization_equals_the_program_over_its_whole_range(url):
-    """Each output's requantization — on the Cortex-M4 a run of Thumb-2 instructions (`finish_run`), elsewhere
-    tmlr_requantize_right and tmlr_requantize — equals the Python program's (TFLM's arithmetic: tests above) for
-    every right shift, multipliers at their limits, sums near the int32 limits of both signs, the general path's
-    shifts and multipliers, and activation ranges full, ReLU-like and narrow."""
+def test_the_requantization_equals_the_program_over_its_whole_range(url, kind):
+    """Each output's requantization — on the Cortex-M4 a loop of Thumb-2 instructions (`channel_run` for outputs one
+    per channel, `finish_run` for runs of one channel's), elsewhere tmlr_requantize_right and tmlr_requantize — equals
+    the Python program's (TFLM's arithmetic: tests above) for every right shift, multipliers at their limits, sums near
+    the int32 limits of both signs, the general path's shifts and multipliers, and activation ranges full, ReLU-like
+    and narrow."""
     rng = np.random.default_rng(21)
     for out_zp, act in ((0, (-128, 127)), (-128, (-128, 127)), (5, (5, 127)), (-20, (-40, 30))):
-        prog = _requantization_program(rng, out_zp, act)
-        x = rng.integers(-128, 128, (6, 8)).astype(np.int8)
+        prog = _requantization_program(rng, out_zp, act, kind)
+        x = rng.integers(-128, 128, (6, prog.tensors["x"].size)).astype(np.int8)
         x[0], x[1] = -128, 127
         want = prog.run(x).reshape(len(x), -1)
         with open_link(url, model_c=model_source(prog, "requantization")) as link:

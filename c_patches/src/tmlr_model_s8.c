@@ -28,8 +28,8 @@ static int32_t faulty_requantize(int32_t acc, int32_t mult, int32_t shift)
 #define TMLR_KERNEL static
 #endif
 
-/* Thumb-2 (every Cortex-M3 and up): the common case of the requantization as `finish_run`'s instructions (the
- * faulty builds below keep the C, which they change). */
+/* Thumb-2 (every Cortex-M3 and up): the common case of the requantization as `finish_run`'s and `channel_run`'s
+ * instructions (the faulty builds below keep the C, which they change). */
 #if defined(__thumb2__) && !defined(TMLR_FAULT_ACC16) && !defined(TMLR_FAULT_SINGLE_ROUNDING) && \
     !defined(TMLR_FAULT_OUTPUT_ZERO_POINT)
 #define TMLR_RIGHT_RUN 1
@@ -126,9 +126,9 @@ TMLR_HOT void finish_run(const int32_t *acc, const int32_t *end, int8_t *y, cons
 }
 #endif
 
-/* n accumulators of output channel c requantized and stored to consecutive bytes from y: the one place outputs are
- * made, out of line, called once per channel and pixel block, output row or run of windows (flash: issue 21's
- * +2 KB). */
+/* n accumulators of output channel c requantized and stored to consecutive bytes from y: where every run of outputs
+ * of one requantization is made, out of line, called once per channel and pixel block, output row or run of windows
+ * (flash: issue 21's +2 KB); outputs one per channel go through requantize_channels. */
 static __attribute__((noinline)) void requantize_out(const tmlr_layer *l, int32_t c, const int32_t *acc, int32_t n,
                                                      int8_t *y)
 {
