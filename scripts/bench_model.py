@@ -184,8 +184,8 @@ def per_layer(rng) -> None:
 def fc_cost(rng) -> None:
     """A fully connected layer's instructions as a + C·(b + K·c) (K inputs, C outputs), solved from three synthetic
     layers, each without its harness (``harness_instructions``): what a call costs (a: dispatch, the input column),
-    an output besides its MACs (b: the requantization, its share of the two-row dot product's loop) and a MAC (c) — why layers of a few
-    dozen inputs cannot reach a per-MAC figure measured on 256."""
+    an output besides its MACs (b: the requantization, its share of the two-row dot product's loop) and a MAC (c) —
+    why layers of a few dozen inputs cannot reach a per-MAC figure measured on 256."""
     # far apart (30 more outputs, 960 more MACs), so that what rounding is left moves b and c little
     t1, t2, t3 = (instructions(synthetic("fc", k, c, 1, 1, 1, rng), rng) - harness_instructions(k + c, rng)
                   for k, c in ((32, 10), (32, 40), (128, 10)))  # the kernel alone: the harness taken off
