@@ -122,7 +122,9 @@ class _DriftPass:
         # The float model runs optimised (fusions move values by ~1e-7 relative). The int8 model
         # does not: ORT's QDQ fusions change int8 results by up to 3 LSB (ic_resnet8) depending
         # on which tensors are exposed, and a measurement must not depend on what it looks at.
-        f_sess = pair.float.session(self.f_names, optimize=True)
+        # and on half the cores: the program's products take the others, and more threads than cores only queue
+        # (digits, 5,000 samples, 2 cores, in one process: 0.229 → 0.210 s against onnxruntime's one per core)
+        f_sess = pair.float.session(self.f_names, optimize=True, threads=max(1, _cores() // 2))
         q_sess = pair.int8.session(self.q_names) if self.program is None else None
         f_pos = {n: i for i, n in enumerate(self.f_names)}
         q_pos = {n: i for i, n in enumerate(self.q_names)}
@@ -189,6 +191,16 @@ class _DriftPass:
         return {"float_name": self.f_out[0], "int8_name": self.q_out[0], "task": self.task,
                 "sqnr_db": self.out_stats.sqnr_db, "cosine": self.out_stats.cosine,
                 "max_abs_err": self.out_stats.max_abs}
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s share, not the machine's)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _overlapped(items, consume, then, depth: int = 2):

@@ -66,14 +66,14 @@ class LoadedModel:
     def proto(self):
         return self.index.model
 
-    def session(self, extra_outputs: tuple[str, ...] = (), optimize: bool = False):
+    def session(self, extra_outputs: tuple[str, ...] = (), optimize: bool = False, threads: int = 0):
         """An onnxruntime session, optionally with intermediate tensors exposed as outputs.
 
         Graph optimisations are off by default so that QDQ models run with exactly the
         semantics their Q/DQ nodes state (the way ``qdq_loss_debug`` runs them), whether
-        or not intermediates are exposed.
+        or not intermediates are exposed. ``threads``: intra-op threads (0: onnxruntime's one per core).
         """
-        key = (extra_outputs, optimize)
+        key = (extra_outputs, optimize, threads)
         if key not in self._sessions:
             model = self.proto
             if extra_outputs:
@@ -85,7 +85,7 @@ class LoadedModel:
                 for name in extra_outputs:
                     if name not in known:
                         model.graph.output.append(helper.make_empty_tensor_value_info(name))
-            self._sessions[key] = ort_session(model, optimize)
+            self._sessions[key] = ort_session(model, optimize, threads)
         return self._sessions[key]
 
 
@@ -113,9 +113,10 @@ def _shared_arena(ort) -> bool:
         return _process_arena[0]
 
 
-def ort_session(model, optimize: bool = False):
-    """An onnxruntime CPU session for an in-memory model; graph optimisations off unless ``optimize``; its memory
-    from the process's one arena (``_shared_arena``)."""
+def ort_session(model, optimize: bool = False, threads: int = 0):
+    """An onnxruntime CPU session for an in-memory model; graph optimisations off unless ``optimize``; ``threads``
+    intra-op threads (0: onnxruntime's default, one per core); its memory from the process's one arena
+    (``_shared_arena``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -124,6 +125,7 @@ def ort_session(model, optimize: bool = False):
         opts.add_session_config_entry("session.use_env_allocators", "1")
     # ORT's pool threads spin after each run; between runs numpy needs those cores
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = threads
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
