@@ -10,20 +10,21 @@
 /* totals, in this order (the caller's running values, updated): */
 enum { TMLR_FF, TMLR_FQ, TMLR_DD, TMLR_ABS_SUM, TMLR_MAX_ABS, TMLR_F_MIN, TMLR_F_MAX, TMLR_SATURATED, TMLR_TOTALS };
 
-/* One sample's row: the loop of tmlr_host_error_stats, its integers int8 (kn) or float32 codes (kc: the integer
- * program's own values, exact integers; kn NULL), with each element's channel factor (factors) or none (NULL: all 1,
- * the common case, which skips a load and a multiply per element). Inlined four times, so each loop is compiled for
- * its case. */
-static inline __attribute__((always_inline)) void row_stats(const float *fn, const int8_t *kn, const float *kc,
-                                                            long row, float scale, float z, const float *factors,
-                                                            float sat_lo, float sat_hi, double *totals,
-                                                            float *row_sums)
+/* One sample's row: the loop of tmlr_host_error_stats, its integers int8 (kn, with int8 nonzero) or float32 codes
+ * (kc: the integer program's own values, exact integers), with each element's channel factor (factors) or none
+ * (NULL: all 1, the common case, which skips a load and a multiply per element). Inlined four times with int8 and
+ * factors' nullness known, so each loop is compiled, and vectorized, for its case (a test of kn itself is not known
+ * at compile time: it left the int8 loops scalar, ten times slower). */
+static inline __attribute__((always_inline)) void row_stats(int int8, const float *fn, const int8_t *kn,
+                                                            const float *kc, long row, float scale, float z,
+                                                            const float *factors, float sat_lo, float sat_hi,
+                                                            double *totals, float *row_sums)
 {
     float ff = 0.0f, fq = 0.0f, dd = 0.0f, ad = 0.0f, sat = 0.0f;
     float max_abs = 0.0f, f_min = INFINITY, f_max = -INFINITY;
 #pragma omp simd reduction(+ : ff, fq, dd, ad, sat) reduction(max : max_abs, f_max) reduction(min : f_min)
     for (long j = 0; j < row; ++j) {
-        const float kv = kn != NULL ? (float)kn[j] : kc[j];
+        const float kv = int8 ? (float)kn[j] : kc[j];
         const float q0 = (kv - z) * scale;
         const float q = factors != NULL ? q0 * factors[j] : q0;
         const float fv = fn[j];
@@ -67,13 +68,13 @@ void tmlr_host_error_stats(const float *f, const void *k, int32_t k_codes, long 
     for (long n = 0; n < outer; ++n) {
         const float *fn = f + n * row;
         if (k_codes && row_factors != NULL) {
-            row_stats(fn, NULL, kf + n * row, row, scale, z, row_factors, lo, hi, totals, row_sums);
+            row_stats(0, fn, NULL, kf + n * row, row, scale, z, row_factors, lo, hi, totals, row_sums);
         } else if (k_codes) {
-            row_stats(fn, NULL, kf + n * row, row, scale, z, NULL, lo, hi, totals, row_sums);
+            row_stats(0, fn, NULL, kf + n * row, row, scale, z, NULL, lo, hi, totals, row_sums);
         } else if (row_factors != NULL) {
-            row_stats(fn, k8 + n * row, NULL, row, scale, z, row_factors, lo, hi, totals, row_sums);
+            row_stats(1, fn, k8 + n * row, NULL, row, scale, z, row_factors, lo, hi, totals, row_sums);
         } else {
-            row_stats(fn, k8 + n * row, NULL, row, scale, z, NULL, lo, hi, totals, row_sums);
+            row_stats(1, fn, k8 + n * row, NULL, row, scale, z, NULL, lo, hi, totals, row_sums);
         }
     }
 }
