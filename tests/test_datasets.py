@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from repair.data import load_calibration
+from repair.data import CalibrationSet, load_calibration
 
 from .conftest import DATASETS, TASKS, task_files
 
@@ -53,3 +53,18 @@ def test_split_holdout_is_disjoint_stratified_and_seeded():
     assert np.allclose(share, 0.3, atol=0.02)  # every class split in the same proportion
     again, _ = data.split_holdout(0.3, seed=1)
     assert again.sha256 == cal.sha256
+
+
+def test_a_sets_hash_is_its_contents_dtype_shape_and_bytes():
+    """``CalibrationSet.sha256`` (made when first asked for) is SHA-256 over x's then y's dtype, shape and bytes in C
+    order, whatever the array's memory layout: the digest reports and plans carry, stable across versions."""
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    y = np.array([0, 1])
+    h = hashlib.sha256()
+    for a in (x, y):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    assert CalibrationSet(x=x, y=y).sha256 == h.hexdigest()
+    assert CalibrationSet(x=np.asfortranarray(x), y=y).sha256 == h.hexdigest()
+    assert CalibrationSet(x=x).sha256 != h.hexdigest()
+    assert CalibrationSet(x=x, y=y).summary()["sha256"] == h.hexdigest()

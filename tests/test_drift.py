@@ -223,3 +223,37 @@ def test_tensor_statistics_do_not_depend_on_the_int8_array_memory_layout():
     b.update(f, np.ascontiguousarray(k))
     assert not k.flags.c_contiguous
     assert a.channel_mean_error == pytest.approx(b.channel_mean_error) and a.sqnr_db == pytest.approx(b.sqnr_db)
+
+
+@pytest.mark.parametrize("where", ["int8 side", "statistics", "output metrics"])
+def test_a_failure_anywhere_in_the_pass_reaches_the_caller_and_leaves_no_thread(monkeypatch, where):
+    """The pass runs the float model a batch ahead in one thread, the statistics in another and the output metrics
+    while the last batches fold: an exception in any of them is the caller's, and every thread is gone after it."""
+    import threading
+
+    import repair.drift.measure as measure
+    from repair.drift.stats import TensorStats
+    from repair.program.runner import ProgramRunner
+
+    pair, data = _pair_and_data("digits", "calib")
+    calls = []
+
+    def fail_at_the_third(original):
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError(f"boom in the {where}")
+            return original(*args, **kwargs)
+        return wrapped
+
+    if where == "int8 side":
+        monkeypatch.setattr(ProgramRunner, "run", fail_at_the_third(ProgramRunner.run))
+    elif where == "statistics":
+        monkeypatch.setattr(TensorStats, "update", fail_at_the_third(TensorStats.update))
+    else:
+        monkeypatch.setattr(measure, "_output_metrics", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(
+            "boom in the output metrics")))
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match=f"boom in the {where}"):
+        measure_drift(pair, data, batch_size=32)
+    assert not [t for t in threading.enumerate() if t not in before and t.name.startswith("tmlrepair")]
