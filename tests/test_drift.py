@@ -148,6 +148,27 @@ def test_cli_drift_writes_json_markdown_html(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_cli_profile_holds_the_worker_threads_and_refuses_an_existing_file(tmp_path):
+    """``tmlrepair --profile FILE drift …``: the pstats file holds what the statistics thread ran (its fold of every
+    batch), which a profile of the main thread alone (``python -m cProfile``) leaves out; an existing FILE is refused
+    before anything runs, in one line, and left as it was."""
+    import pstats
+
+    f = task_files("digits")
+    args = ["drift", str(f["float"]), str(f["int8"]), "--data", str(f["holdout"])]
+    out = tmp_path / "drift.prof"
+    r = CliRunner().invoke(main, ["--profile", str(out), *args])
+    assert r.exit_code == 0, r.output
+    assert "tmlrepair-stats" in r.output and str(out) in r.output
+    folds = [v for (path, _, name), v in pstats.Stats(str(out)).stats.items()
+             if name == "fold" and path.endswith("measure.py")]
+    assert folds and folds[0][1] >= 1  # called, from the statistics thread
+    before = out.read_bytes()
+    r = CliRunner().invoke(main, ["--profile", str(out), *args])
+    assert r.exit_code == 2 and "already exists" in r.output and len(r.output.strip().splitlines()) == 1
+    assert out.read_bytes() == before
+
+
 def _random_in_range(pair, n=8):
     q = pair.int8.inputs[0].quant
     k = np.random.default_rng(0).integers(q.qmin, q.qmax + 1, (n, *pair.float.inputs[0].shape))

@@ -56,7 +56,11 @@ def _save_traceback() -> str:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tmlrepair")
-def main():
+@click.option("--profile", "profile_path", type=_PATH, default=None,
+              help="Write a profile of the command, every thread of it, to this new file (pstats format: "
+                   "python -m pstats FILE).")
+@click.pass_context
+def main(ctx, profile_path):
     """Repair an int8 TinyML model after deployment, without retraining.
 
     \b
@@ -71,6 +75,10 @@ def main():
     hello       what the device on a serial link is (firmware, limits, model)
     diagnose    the first layer where the device's model departs from the integer program
     """
+    if profile_path is not None:
+        from ..profiling import every_thread
+
+        ctx.with_resource(every_thread(profile_path, report=lambda line: click.echo(line, err=True)))
 
 
 def parse_repairs(text: str | None) -> tuple[str, ...] | None:
