@@ -121,9 +121,9 @@ class _DriftPass:
         pair, in_name = self.pair, self.pair.float.inputs[0].name
         # The float model runs optimised (fusions move values by ~1e-7 relative). The int8 model
         # does not: ORT's QDQ fusions change int8 results by up to 3 LSB (ic_resnet8) depending
-        # on which tensors are exposed, and a measurement must not depend on what it looks at.
-        # and on half the cores: the program's products take the others, and more threads than cores only queue
-        # (digits, 5,000 samples, 2 cores, in one process: 0.229 → 0.210 s against onnxruntime's one per core)
+        # on which tensors are exposed, and a measurement must not depend on what it looks at. The float session
+        # takes half the cores: the program's products take the others, and more threads than cores only queue
+        # (digits, 5,000 samples, 2 cores, in one process: 0.229 → 0.210 s against onnxruntime's one per core).
         f_sess = pair.float.session(self.f_names, optimize=True, threads=max(1, _cores() // 2))
         q_sess = pair.int8.session(self.q_names) if self.program is None else None
         f_pos = {n: i for i, n in enumerate(self.f_names)}
@@ -148,7 +148,7 @@ class _DriftPass:
 
         # The float model runs in a second thread while the int8 side runs here (both release the GIL), one batch
         # ahead: each side keeps working while the other finishes a batch, instead of the two meeting at every
-        # batch (digits, 5,000 samples, in one process: 0.230 → 0.220 s; docs/drift.md). Once the float side is
+        # batch (digits, 5,000 samples, in one process: 0.230 → 0.218 s; docs/drift.md). Once the float side is
         # done, its thread hashes the set for the report while the last batches run.
         pool = ThreadPoolExecutor(1, thread_name_prefix="tmlrepair-float")
 
