@@ -12,7 +12,9 @@ In one run, on the same pair and data, for each sample count:
     tool judging the device's arithmetic must at least run.
 
 Each figure is end to end (model loading and session creation included), the median
-of ``--repeats`` runs; (c) and (d) run in turn within each repeat. Ratios are (c)/(a), (c)/(a'), (c)/(b) and (c)/(d) (target ≤ 1.5). For a bundled task the
+of ``--repeats`` runs; (c) and (d) run in turn within each repeat. Ratios are (c)/(a), (c)/(a'), (c)/(b) and (c)/(d) (target ≤ 1.5);
+the last column is the process time (CPU of every thread) of (c) and of (d), medians over the same rounds: less
+moved by a neighbour's load than the wall times, it shows the work (c) adds. For a bundled task the
 set is its calib + holdout sets tiled to size (only the timing matters); for ``--pair``
 it is random inputs over the int8 input's range.
 
@@ -110,15 +112,19 @@ def timed(fn, repeats: int) -> float:
     return timed_together([fn], repeats)[0]
 
 
-def timed_together(fns, repeats: int) -> list[float]:
+def timed_together(fns, repeats: int, cpu: list | None = None) -> list[float]:
     """The median wall time of each of ``fns`` over ``repeats`` rounds, the functions run in turn within each
-    round: a neighbour's load on this shared machine then falls on all of them alike."""
-    times = [[] for _ in fns]
+    round: a neighbour's load on this shared machine then falls on all of them alike. ``cpu``, a list, receives
+    each one's median process time (every thread's CPU) over the same rounds."""
+    times, cpus = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeats):
-        for fn, t in zip(fns, times):
-            t0 = time.perf_counter()
+        for fn, t, c in zip(fns, times, cpus):
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             t.append(time.perf_counter() - t0)
+            c.append(time.process_time() - c0)
+    if cpu is not None:
+        cpu.extend(statistics.median(c) for c in cpus)
     return [statistics.median(t) for t in times]
 
 
@@ -155,8 +161,9 @@ def main() -> None:
     name = pair.float.inputs[0].name
     print(f"{label}; batch {batch}; median of {args.repeats}\n")
     print("| samples | (a) bare ORT, s | (a') bare, int8 unoptimised, s | (b) qdq_loss_debug, s | "
-          "(c) measure_drift, s | (d) float ORT + program, s | (c)/(a) | (c)/(a') | (c)/(b) | (c)/(d) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(c) measure_drift, s | (d) float ORT + program, s | (c)/(a) | (c)/(a') | (c)/(b) | (c)/(d) | "
+          "CPU (c) / (d), s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         reps = -(-n // len(x_all))
         x = np.concatenate([x_all] * reps)[:n]
@@ -164,11 +171,12 @@ def main() -> None:
         ta = timed(lambda x=x: bare_pass((f, q), x, batch), args.repeats)
         ta2 = timed(lambda x=x: bare_pass((f, q), x, batch, int8_optimized=False), args.repeats)
         tb = timed(lambda x=x: qdq_debug(f, q, name, x, batch), args.repeats) if not pair.int8_io_is_integer else None
+        cpu: list = []
         tc, td = timed_together([lambda x=x, y=y: ours(f, q, x, y, batch), lambda x=x: floor_pass((f, q), x, batch)],
-                                args.repeats)  # in turn: the ratio issue 21 sets, under the same load
+                                args.repeats, cpu)  # in turn: the ratio issue 21 sets, under the same load
         b_cols = (f"{tb:.3f}", f"{tc / tb:.2f}") if tb else ("n/a (int8 I/O)", "–")
         print(f"| {n} | {ta:.3f} | {ta2:.3f} | {b_cols[0]} | {tc:.3f} | {td:.3f} | {tc / ta:.2f} | {tc / ta2:.2f} | "
-              f"{b_cols[1]} | {tc / td:.2f} |", flush=True)
+              f"{b_cols[1]} | {tc / td:.2f} | {cpu[0]:.3f} / {cpu[1]:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
