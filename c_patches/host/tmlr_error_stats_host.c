@@ -62,12 +62,13 @@ static void widen(const int8_t *restrict k, long count, float *restrict out)
 }
 
 /*
- * f float32 and k int8 (or, k_codes nonzero, float32 holding integers) of one shape, contiguous, as `outer` samples of `row` elements each: with
- * q = ((k - zp) * scale) * row_factors[j] in float32 (as numpy computes it; row_factors: element j's channel
- * factor, or NULL: all 1) and d = f - q, adds Σf², Σfq, Σd², Σ|d|, the count of k at sat_lo or sat_hi (one outside int8 for none)
- * and max |d|, min f, max f into totals[TMLR_TOTALS], and d into row_sums[j] (the caller sums those per channel).
- * One vectorized loop over each sample's row (omp simd: the reductions in float lanes, reassociated only there),
- * each sample's sums then added in double: no per-channel reduction, so short channels cost nothing extra.
+ * f float32 and k int8 (or, k_codes nonzero, float32 holding integers) of one shape, contiguous, as `outer` samples
+ * of `row` elements each: with q = ((k - zp) * scale) * row_factors[j] in float32 (as numpy computes it;
+ * row_factors: element j's channel factor, or NULL: all 1) and d = f - q, adds Σf², Σfq, Σd², Σ|d|, the count of k
+ * at sat_lo or sat_hi (one outside int8 for none) and max |d|, min f, max f into totals[TMLR_TOTALS], and d into
+ * row_sums[j] (the caller sums those per channel). One vectorized loop over each sample's row (int8: over each chunk
+ * of it, widened first; omp simd: the reductions in float lanes, reassociated only there), its sums then added in
+ * double: no per-channel reduction, so short channels cost nothing extra.
  */
 void tmlr_host_error_stats(const float *f, const void *k, int32_t k_codes, long outer, long row, float scale,
                            int32_t zp, const float *row_factors, int32_t sat_lo, int32_t sat_hi, double *totals,

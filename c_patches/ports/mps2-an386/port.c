@@ -1,9 +1,9 @@
 /*
  * tmlrepair device harness, Arm MPS2 AN386 port (Cortex-M4F): the firmware behind `--serial qemu`.
  * Runs on QEMU's mps2-an386 machine and on the real FPGA image. UART0 is the CMSDK APB UART at 0x40004000
- * (RX interrupt; polled within a frame, WFI between frames so an idle emulator uses no CPU); the counter is SysTick at SYSCLK
- * (25 MHz), extended to 64 bits by its wrap interrupt. Under QEMU with `-icount shift=0` one instruction
- * takes 1 ns of virtual time, so a SysTick tick is exactly 40 instructions.
+ * (polled within a frame; WFI and its RX interrupt between frames, so an idle emulator uses no CPU); the counter
+ * is SysTick at SYSCLK (25 MHz), extended to 64 bits by its wrap interrupt. Under QEMU with `-icount shift=0` one
+ * instruction takes 1 ns of virtual time, so a SysTick tick is exactly 40 instructions.
  */
 #include <stdint.h>
 
@@ -30,7 +30,7 @@
 #define SYSTICK_RELOAD 0x00FFFFFFu
 /* UART polls before the core sleeps (WFI) for the next byte. A frame's bytes come back to back, and QEMU hands its
  * UART one byte per turn of its main loop (the RX holds one); waking a sleeping core for each made that ~58 µs of host
- * time a byte, polled ~35: an INFER of digits' 784-byte input 44-48 → 24-38 ms, `calibrate --serial qemu` on digits
+ * time a byte, polled ~35: an INFER of digits' 784-byte input 44-48 → 24-40 ms, `calibrate --serial qemu` on digits
  * 99 → 61 s (docs/reference_device.md). Idle, the core still sleeps (QEMU at 0% CPU). On the FPGA board at 25 MHz,
  * 4,000 polls are ~0.8 ms, against 87 µs a byte at 115200 baud: it sleeps between frames, not between bytes. */
 #define TMLR_RX_POLLS 4000u
@@ -149,9 +149,9 @@ int main(void)
     }
     tmlr_device_init(&g_device, tmlr_port_model());
     for (;;) {
-        for (uint32_t spins = 0; !(UART_STATE & 0x2u);) {
-            if (spins < TMLR_RX_POLLS) {
-                spins++;
+        for (uint32_t polls = 0; !(UART_STATE & 0x2u);) {
+            if (polls < TMLR_RX_POLLS) {
+                polls++;
             } else {
                 __asm__ volatile("wfi");
             }
