@@ -177,14 +177,13 @@ def main() -> None:
         ta2 = timed(lambda x=x: bare_pass((f, q), x, batch, int8_optimized=False), args.repeats)
         tb = timed(lambda x=x: qdq_debug(f, q, name, x, batch), args.repeats) if not pair.int8_io_is_integer else None
         cpu: list = []
-        tc, td = timed_together([lambda x=x, y=y: ours(f, q, x, y, batch), lambda x=x: floor_pass((f, q), x, batch)],
-                                args.repeats, cpu)  # in turn: the ratio issue 21 sets, under the same load
+        ours_and_floor = [lambda x=x, y=y: ours(f, q, x, y, batch), lambda x=x: floor_pass((f, q), x, batch)]
+        tc, td = timed_together(ours_and_floor, args.repeats, cpu)  # in turn: the ratio issue 21 sets, same load
         b_cols = (f"{tb:.3f}", f"{tc / tb:.2f}") if tb else ("n/a (int8 I/O)", "–")
         print(f"| {n} | {ta:.3f} | {ta2:.3f} | {b_cols[0]} | {tc:.3f} | {td:.3f} | {tc / ta:.2f} | {tc / ta2:.2f} | "
               f"{b_cols[1]} | {tc / td:.2f} | {cpu[0]:.3f} / {cpu[1]:.3f} |", flush=True)
-        ratios[n] = [tc / td] + [c / d for c, d in (timed_together(
-            [lambda x=x, y=y: ours(f, q, x, y, batch), lambda x=x: floor_pass((f, q), x, batch)], args.repeats)
-            for _ in range(args.runs - 1))]
+        ratios[n] = [tc / td] + [c / d for c, d in (timed_together(ours_and_floor, args.repeats)
+                                                    for _ in range(args.runs - 1))]
     if args.runs > 1:
         print(f"\n(c)/(d) over {args.runs} runs (each the median of {args.repeats} rounds in turn):")
         for n, r in ratios.items():
