@@ -44,10 +44,17 @@ def test_ece_small_for_a_calibrated_model_and_interval_brackets_it():
     assert lo <= e <= hi
 
 
+@pytest.mark.parametrize("kernel", ["numpy", "host C"])
 @pytest.mark.parametrize("n", [300, 50_000])  # 50,000: the resamples drawn in two chunks of 40
-def test_ece_bootstraps_are_each_models_bootstrap_over_the_seeds_resamples(n):
-    """The resample counts times the per-bin gaps (a product per bin and model) give what resampling each model's
-    samples by the seed's draws and recomputing ECE gives, for every model handed in together."""
+def test_ece_bootstraps_are_each_models_bootstrap_over_the_seeds_resamples(n, kernel):
+    """The per-bin sums of the resamples — from the draw counts (numpy) or draw by draw (the host build's C) — give
+    what resampling each model's samples by the seed's draws and recomputing ECE gives, for every model handed in
+    together."""
+    from repair.program import host
+    from repair.resources import host_compiler
+
+    if kernel == "host C" and host_compiler() is None:
+        pytest.skip("no C compiler here: the host build is not available")
     rng = np.random.default_rng(4)
     n_boot = 50
     ps = [rng.dirichlet(np.ones(4), n) for _ in range(2)]
@@ -56,12 +63,25 @@ def test_ece_bootstraps_are_each_models_bootstrap_over_the_seeds_resamples(n):
     gen = np.random.default_rng(7)  # what seed 7 draws
     draws = np.concatenate([gen.integers(0, n, size=(min(chunk, n_boot - b), n), dtype=np.int32)
                             for b in range(0, n_boot, chunk)])
-    together = M.ece_bootstraps(ps, y, n_boot=n_boot, seed=7)
+    together = M.ece_bootstraps(ps, y, n_boot=n_boot, seed=7,
+                                bin_sums=host.resample_bin_sums if kernel == "host C" else None)
     for p, (e, lo, hi) in zip(ps, together):
         boots = [M.ece(p[i], y[i]) for i in draws]
         assert e == pytest.approx(M.ece(p, y), abs=1e-12)
         assert (lo, hi) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), abs=1e-12)
         assert (e, lo, hi) == pytest.approx(M.ece_bootstrap(p, y, n_boot=n_boot, seed=7), abs=1e-15)
+
+
+def test_host_resample_bin_sums_refuses_indices_out_of_range():
+    """The C indexes with the draws and bins unchecked: out-of-range ones are refused before it runs."""
+    from repair.program import host
+
+    bins, gaps = np.zeros((1, 4), np.int32), np.ones((1, 4))
+    with pytest.raises(ValueError, match="out of range"):
+        host.resample_bin_sums(np.array([[0, 1, 2, 4]], np.int32), bins, gaps, 15)
+    with pytest.raises(ValueError, match="out of range"):
+        host.resample_bin_sums(np.array([[0, 1, 2, 3]], np.int32), bins + 15, gaps, 15)
+    assert host.resample_bin_sums(np.array([[0, 0, 2, 3]], np.int32), bins, gaps, 15)[0, 0, 0] == 4.0
 
 
 def test_ece_works_on_float32_probabilities():

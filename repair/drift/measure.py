@@ -16,6 +16,7 @@ from ..data import CalibrationSet, check_fits
 from ..errors import DataError
 from ..models import ModelPair, build_tensor_map
 from ..models.task import anomaly_scores, detect_task
+from ..program import host
 from ..program.runner import COMPUTED_BY, ProgramRunner
 from ..progress import Progress
 from .report import SCHEMA, DriftReport
@@ -258,7 +259,8 @@ def _output_metrics(task: str, yf: np.ndarray, yq: np.ndarray, y: np.ndarray | N
             out["accuracy_int8"] = float((top_q == y).mean())
             out["nll_float"] = M.nll(pf, y)
             out["nll_int8"] = M.nll(pq, y)
-            eces = M.ece_bootstraps([pf, pq], y, n_boot=bootstrap, seed=seed)  # both over the same resamples
+            eces = M.ece_bootstraps([pf, pq], y, n_boot=bootstrap, seed=seed,  # both over the same resamples
+                                     bin_sums=host.resample_bin_sums)
             for name, p, (e, lo, hi) in zip(("float", "int8"), (pf, pq), eces):
                 out[f"ece_{name}"] = e
                 out[f"ece_{name}_ci95"] = [lo, hi]

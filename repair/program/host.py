@@ -1,11 +1,12 @@
-"""The host build: the integer program's requantization, drift's statistics and the activation thresholds' error
-curve in C, built for this machine.
+"""The host build: the integer program's requantization, drift's statistics, the activation thresholds' error
+curve and the ECE bootstrap's sums in C, built for this machine.
 
 ``c_patches/host/tmlr_program_host.c`` runs the device's own ``tmlr_requantize`` (tmlr_fixedpoint.h) over a
 whole layer's accumulators in one pass — where numpy needs a dozen and onnxruntime's float64 form (``graph``)
 ten. ``c_patches/host/tmlr_error_stats_host.c``, in the same library, folds a float/int8 tensor pair into drift's
 error statistics in one pass (``repair.drift.stats``); ``c_patches/host/tmlr_quant_mse_host.c`` computes the
-squared error of a curve of int8 quantizers on one sample of values (``repair.repairs.in_model.thresholds``).
+squared error of a curve of int8 quantizers on one sample of values (``repair.repairs.in_model.thresholds``);
+``c_patches/host/tmlr_bootstrap_host.c`` the per-bin sums of the ECE bootstrap's resamples (``repair.metrics``).
 It is compiled once with the host's C compiler (``$CC``, else ``cc``/``gcc``; ``-O3``, and ``-march=native``
 where the compiler takes it) into the build cache (``resources.cache_dir``: ``$TMLREPAIR_CACHE``, else
 ``~/.cache/tmlrepair``), named by a hash of the sources, flags, compiler and CPU features, and loaded with ctypes.
@@ -27,7 +28,8 @@ import numpy as np
 
 from ..resources import c_library_dir, cache_dir, host_compiler
 
-_SOURCES = ("host/tmlr_program_host.c", "host/tmlr_error_stats_host.c", "host/tmlr_quant_mse_host.c")
+_SOURCES = ("host/tmlr_program_host.c", "host/tmlr_error_stats_host.c", "host/tmlr_quant_mse_host.c",
+            "host/tmlr_bootstrap_host.c")
 _HEADER = "include/tmlr_fixedpoint.h"
 #: -fopenmp-simd: the statistics' reductions vectorize under `omp simd` (no OpenMP runtime is linked)
 _FLAG_SETS = (["-O3", "-march=native", "-fopenmp-simd"], ["-O3", "-fopenmp-simd"], ["-O3"])
@@ -68,6 +70,8 @@ def _build(cc: str, lib_dir: Path) -> ctypes.CDLL | None:
         lib.tmlr_host_error_stats.argtypes = [p, p, i32, n, n, ctypes.c_float, i32, p, i32, i32, p, p]
         lib.tmlr_host_quant_sse.restype = None
         lib.tmlr_host_quant_sse.argtypes = [p, n, p, p, n, p]
+        lib.tmlr_host_bootstrap_bin_sums.restype = None
+        lib.tmlr_host_bootstrap_bin_sums.argtypes = [p, n, n, n, p, p, n, p]
         return lib
     return None
 
@@ -129,3 +133,22 @@ def requantize(sums: np.ndarray, bias: np.ndarray, bound: np.ndarray, p: dict) -
                              mult.ctypes.data, shift.ctypes.data, int(p["out_zp"]), int(p["act_min"]),
                              int(p["act_max"]), out.ctypes.data)
     return out[0].T if channels_last else out
+
+
+def resample_bin_sums(draws: np.ndarray, bins: np.ndarray, gaps: np.ndarray, n_bins: int) -> np.ndarray:
+    """``repair.metrics.resample_bin_sums`` by the host build's C (``c_patches/host/tmlr_bootstrap_host.c``: one
+    gather per draw, no matrix of draw counts), that function itself without the host build. The same sums up to
+    their order (each resample's in the order drawn)."""
+    from ..metrics import resample_bin_sums as numpy_sums
+
+    draws = np.ascontiguousarray(draws, np.int32)
+    bins, gaps = np.ascontiguousarray(bins, np.int32), np.ascontiguousarray(gaps, np.float64)
+    if draws.size and (draws.min() < 0 or draws.max() >= draws.shape[1] or bins.min() < 0 or bins.max() >= n_bins):
+        raise ValueError("resample_bin_sums: a draw or a bin out of range")  # the C indexes with them unchecked
+    lib = library()
+    if lib is None:
+        return numpy_sums(draws, bins, gaps, n_bins)
+    sums = np.zeros((len(gaps), len(draws), n_bins))
+    lib.tmlr_host_bootstrap_bin_sums(draws.ctypes.data, len(draws), draws.shape[1], len(gaps), bins.ctypes.data,
+                                     gaps.ctypes.data, n_bins, sums.ctypes.data)
+    return sums
