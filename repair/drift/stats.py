@@ -45,6 +45,7 @@ class TensorStats:
         self.ch_sum: np.ndarray | None = None
         self.ch_count = 0
         self._row_factors, self._row_factors_key = None, None  # the host fold's per-element factors, by row shape
+        self._limits: tuple | None = None  # the host fold's zero point and saturation limits
 
     def update(self, f: np.ndarray, k: np.ndarray) -> None:
         """Add one batch: ``f`` float values, ``k`` the int8 model's integers (int8, uint8, or float32 arrays holding
@@ -78,14 +79,16 @@ class TensorStats:
         lib = host.library()
         if lib is None or k.dtype not in (np.int8, np.uint8, np.float32) or f.shape != k.shape or k.ndim == 0:
             return False
-        qmin, qmax, zp = self.quant.qmin, self.quant.qmax, self.quant.zero_point
-        sat_lo, sat_hi = (qmin if qmin != zp else 256), (qmax if qmax != zp else 256)  # 256: no int8 holds it
+        if self._limits is None:  # per batch, QuantParams' limits cost more than a small tensor's fold
+            qmin, qmax, zp = self.quant.qmin, self.quant.qmax, self.quant.zero_point
+            self._limits = (zp, qmin if qmin != zp else 256, qmax if qmax != zp else 256)  # 256: no int8 holds it
+        zp, sat_lo, sat_hi = self._limits
         if k.dtype == np.uint8:
             k = (np.asarray(k) ^ np.uint8(0x80)).view(np.int8)
             zp, sat_lo, sat_hi = zp - 128, sat_lo - 128, sat_hi - 128
         f, k = np.ascontiguousarray(f, np.float32), np.ascontiguousarray(k)
         axis = self.axis if self.axis is not None and k.ndim > self.axis else None
-        outer = int(np.prod(k.shape[:axis if axis is not None else 1], dtype=np.int64))
+        outer = math.prod(k.shape[:axis if axis is not None else 1])
         row = k.size // max(outer, 1)
         channels = k.shape[axis] if axis is not None else 1
         if self.factors is not None and axis is not None and self.factors.size == channels:
