@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import metrics
 from ..resources import c_library_dir, cache_dir, host_compiler
 
 _SOURCES = ("host/tmlr_program_host.c", "host/tmlr_error_stats_host.c", "host/tmlr_quant_mse_host.c",
@@ -139,15 +140,13 @@ def resample_bin_sums(draws: np.ndarray, bins: np.ndarray, gaps: np.ndarray, n_b
     """``repair.metrics.resample_bin_sums`` by the host build's C (``c_patches/host/tmlr_bootstrap_host.c``: one
     gather per draw, no matrix of draw counts), that function itself without the host build. The same sums up to
     their order (each resample's in the order drawn)."""
-    from ..metrics import resample_bin_sums as numpy_sums
-
     draws = np.ascontiguousarray(draws, np.int32)
     bins, gaps = np.ascontiguousarray(bins, np.int32), np.ascontiguousarray(gaps, np.float64)
     if draws.size and (draws.min() < 0 or draws.max() >= draws.shape[1] or bins.min() < 0 or bins.max() >= n_bins):
         raise ValueError("resample_bin_sums: a draw or a bin out of range")  # the C indexes with them unchecked
     lib = library()
     if lib is None:
-        return numpy_sums(draws, bins, gaps, n_bins)
+        return metrics.resample_bin_sums(draws, bins, gaps, n_bins)
     sums = np.zeros((len(gaps), len(draws), n_bins))
     lib.tmlr_host_bootstrap_bin_sums(draws.ctypes.data, len(draws), draws.shape[1], len(gaps), bins.ctypes.data,
                                      gaps.ctypes.data, n_bins, sums.ctypes.data)
