@@ -107,13 +107,14 @@ def ece_bootstraps(probs_list, y: np.ndarray, n_boot: int = 200, seed: int = 0, 
         bins_all.append(bins.astype(np.int32))
         gaps_all.append(gap)
     bins, gaps = np.array(bins_all), np.array(gaps_all)
+    bin_sums = bin_sums or resample_bin_sums
     rng = np.random.default_rng(seed)
     boots = np.empty((len(gaps), n_boot))
     chunk = max(1, 2_000_000 // max(n, 1))
     for b0 in range(0, n_boot, chunk):
         b1 = min(n_boot, b0 + chunk)
         draws = rng.integers(0, n, size=(b1 - b0, n), dtype=np.int32)
-        boots[:, b0:b1] = np.abs((bin_sums or resample_bin_sums)(draws, bins, gaps, n_bins)).sum(axis=2) / n
+        boots[:, b0:b1] = np.abs(bin_sums(draws, bins, gaps, n_bins)).sum(axis=2) / n
     a = (1.0 - level) / 2.0
     return [(point, *(float(v) for v in np.quantile(b, [a, 1.0 - a]))) for point, b in zip(points, boots)]
 
